@@ -1,0 +1,179 @@
+"""Checkpoints: safetensors weights + a JSON metadata file, written atomically; resume state; safe loading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+
+from bmcell.fileio import atomic_write_bytes, atomic_write_json
+from bmcell.errors import BmcellError
+
+FORMAT = "bmcell-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("arch", "classes", "image_size", "mean", "std", "weights")
+RESUME_FILE = "last.resume.safetensors"
+
+
+class CheckpointError(BmcellError):
+    """A checkpoint that is missing, incomplete or does not match its metadata."""
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages a checkpoint depends on."""
+    versions = {"python": platform.python_version()}
+    for name in ("bmcell", "torch", "torchvision", "timm", "numpy", "pillow", "safetensors"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU copies, as safetensors requires."""
+    return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+
+def save_checkpoint(run_dir: Path, name: str, model: nn.Module, meta: dict) -> Path:
+    """Write <name>.safetensors then <name>.json (which records the weights' sha256); returns the JSON path."""
+    run_dir = Path(run_dir)
+    weights_path = run_dir / f"{name}.safetensors"
+    data = save_safetensors_bytes(_cpu_tensors(model.state_dict()), metadata={"format": FORMAT})
+    atomic_write_bytes(weights_path, data)
+    payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
+               "weights": {"file": weights_path.name, "sha256": hashlib.sha256(data).hexdigest()},
+               "versions": package_versions(), "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    json_path = run_dir / f"{name}.json"
+    atomic_write_json(json_path, payload)
+    return json_path
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint: its metadata and its weights."""
+
+    meta: dict
+    state_dict: dict[str, torch.Tensor]
+    json_path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in output order."""
+        return list(self.meta["classes"])
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder holding the checkpoint (and its split file)."""
+        return self.json_path.parent
+
+    def build_model(self) -> nn.Module:
+        """The network with these weights loaded, in eval mode."""
+        from bmcell.models import build_model
+
+        model = build_model(self.meta["arch"], len(self.classes))
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as error:
+            raise CheckpointError(
+                f"{self.json_path}: weights do not fit architecture {self.meta['arch']!r} with "
+                f"{len(self.classes)} classes: {str(error).splitlines()[0]}"
+            ) from None
+        return model.eval()
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """The metadata JSON for a run folder (its best checkpoint), a .json or a .safetensors path."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.json"
+    elif path.suffix == ".safetensors":
+        path = path.with_suffix(".json")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint metadata {path} not found; pass a run folder, NAME.json or NAME.safetensors")
+    return path
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load and validate a checkpoint without unpickling anything."""
+    json_path = resolve_checkpoint(path)
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{json_path}: metadata is not valid JSON ({error})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{json_path}: not a bmcell checkpoint (format {FORMAT!r} expected)")
+    missing = [key for key in REQUIRED_KEYS if key not in meta]
+    if missing:
+        raise CheckpointError(f"{json_path}: metadata lacks {missing}; re-save it with `bmcell train`")
+    weights_path = json_path.parent / meta["weights"]["file"]
+    if not weights_path.is_file():
+        raise CheckpointError(f"{json_path}: weights file {weights_path.name} is missing beside it")
+    data = weights_path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["weights"]["sha256"]:
+        raise CheckpointError(
+            f"{weights_path} does not match the sha256 in {json_path.name} (changed, or an interrupted write); "
+            "use the other checkpoint (best/last) or retrain"
+        )
+    try:
+        state = load_safetensors_bytes(data)
+    except SafetensorError as error:
+        raise CheckpointError(f"{weights_path}: unreadable safetensors ({error})") from None
+    return Checkpoint(meta, state, json_path)
+
+
+def save_resume_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """One atomic file with the model, the optimizer and the loop state, enough to continue after a crash."""
+    optim = optimizer.state_dict()
+    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    plain: dict[str, dict] = {}
+    for index, values in optim["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer/{index}/{key}"] = value
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    header = {"format": FORMAT, "state": json.dumps(state),
+              "param_groups": json.dumps(optim["param_groups"]), "optimizer_plain": json.dumps(plain)}
+    atomic_write_bytes(Path(run_dir) / RESUME_FILE, save_safetensors_bytes(_cpu_tensors(tensors), metadata=header))
+
+
+def load_resume_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model and optimizer from the resume file and return the loop state."""
+    from safetensors import safe_open
+
+    path = Path(run_dir) / RESUME_FILE
+    if not path.is_file():
+        raise CheckpointError(f"nothing to resume in {run_dir}: {RESUME_FILE} not found (did epoch 1 finish?)")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path}: unreadable resume state ({error})") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a bmcell resume file")
+    model_state = {k.split("/", 1)[1]: v for k, v in tensors.items() if k.startswith("model/")}
+    try:
+        model.load_state_dict(model_state, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: saved model does not fit this configuration ({str(error).splitlines()[0]})") from None
+    optim_state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer/"):
+            _, index, name = key.split("/", 2)
+            optim_state.setdefault(int(index), {})[name] = value
+    for index, values in json.loads(header["optimizer_plain"]).items():
+        optim_state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": optim_state, "param_groups": json.loads(header["param_groups"])})
+    return json.loads(header["state"])

@@ -1,0 +1,1 @@
+"""The `bmcell` command line: one module per command, assembled in main.py."""

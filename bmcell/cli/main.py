@@ -1,0 +1,25 @@
+"""The `bmcell` root command: assembles one module per subcommand."""
+
+from __future__ import annotations
+
+import typer
+
+from bmcell.cli.evaluate import evaluate
+from bmcell.cli.info import info
+from bmcell.cli.predict import predict
+from bmcell.cli.quickstart import quickstart
+from bmcell.cli.synth import synth
+from bmcell.cli.train import train
+
+app = typer.Typer(
+    name="bmcell",
+    help="Train MobileViT classifiers of bone-marrow and blood white-cell images and ship them to phones.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for command in (quickstart, train, evaluate, predict, info, synth):
+    app.command()(command)
+
+if __name__ == "__main__":
+    app()

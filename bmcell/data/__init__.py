@@ -1,0 +1,1 @@
+"""Datasets, label maps, splits, transforms and synthetic cells."""

@@ -1,0 +1,70 @@
+"""A deterministic, stratified train/validation split that keeps byte-identical files on one side."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+from bmcell.data.folder import DatasetError, ImageRecord
+from bmcell.fileio import atomic_write_json
+
+SPLIT_VERSION = 1
+
+
+def stratified_split(records: list[ImageRecord], val_fraction: float, seed: int) -> dict[str, str]:
+    """Assign each record to 'train' or 'val', per class, grouping identical contents on one side."""
+    if not 0.0 < val_fraction < 1.0:
+        raise DatasetError(f"validation fraction must be between 0 and 1, got {val_fraction}")
+    groups: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in records:
+        groups[record.sha256].append(record)
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for sha, members in groups.items():
+        by_class[min(m.label for m in members)].append(sha)
+    assignment: dict[str, str] = {}
+    for label in sorted(by_class):
+        shas = sorted(by_class[label])
+        random.Random(f"{seed}:{label}").shuffle(shas)
+        n_val = round(len(shas) * val_fraction)
+        n_val = min(max(n_val, 1), len(shas) - 1) if len(shas) > 1 else 0
+        for index, sha in enumerate(shas):
+            for member in groups[sha]:
+                assignment[member.path] = "val" if index < n_val else "train"
+    return assignment
+
+
+def write_split(path: Path, records: list[ImageRecord], assignment: dict[str, str], seed: int,
+                val_fraction: float, classes: list[str], label_map: dict) -> str:
+    """Write the split as JSON (atomically) and return the file's sha256."""
+    payload = {
+        "version": SPLIT_VERSION,
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "classes": classes,
+        "label_map": label_map,
+        "files": [{"path": r.path, "label": r.label, "sha256": r.sha256, "subset": assignment[r.path]}
+                  for r in sorted(records, key=lambda r: r.path)],
+    }
+    return hashlib.sha256(atomic_write_json(path, payload)).hexdigest()
+
+
+def read_split(path: Path, expected_sha256: str | None = None) -> dict:
+    """Read a split file, checking its hash against the checkpoint's record when given."""
+    if not path.is_file():
+        raise DatasetError(f"split file {path} not found; it is written beside the checkpoint by `bmcell train`")
+    data = path.read_bytes()
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise DatasetError(f"{path} does not match the split this checkpoint was trained with (sha256 differs)")
+    payload = json.loads(data)
+    if payload.get("version") != SPLIT_VERSION:
+        raise DatasetError(f"{path}: unsupported split version {payload.get('version')}")
+    payload["sha256"] = hashlib.sha256(data).hexdigest()
+    return payload
+
+
+def subset_records(split: dict, subset: str) -> list[ImageRecord]:
+    """The records of one side ('train' or 'val') of a split."""
+    return [ImageRecord(f["path"], f["label"], f["sha256"]) for f in split["files"] if f["subset"] == subset]

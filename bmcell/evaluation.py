@@ -1,0 +1,66 @@
+"""Evaluate a checkpoint on its validation split or on a whole folder, and write the reports."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from bmcell.checkpoint import Checkpoint
+from bmcell.data.dataset import CellImageDataset
+from bmcell.data.folder import DatasetError, ImageRecord
+from bmcell.data.label_maps import LabelMap
+from bmcell.data.prepare import load_prepared, scan_folder
+from bmcell.data.transforms import eval_transform
+from bmcell.engine import evaluate_logits, make_loader, predict_logits
+from bmcell.fileio import atomic_write_json
+from bmcell.reports import markdown_report, plot_confusion, write_confusion_csv
+
+SPLITS = ("val", "all")
+
+
+def records_for(checkpoint: Checkpoint, data: Path, split: str, warn: Callable[[str], None]) -> list[ImageRecord]:
+    """The images to evaluate: the checkpoint's validation split, or every usable image of a folder."""
+    if split == "val":
+        return load_prepared(data, checkpoint.run_dir, checkpoint.meta["split"]["sha256"]).val
+    if split != "all":
+        raise DatasetError(f"unknown split {split!r}; use one of {SPLITS}")
+    records, classes = scan_folder(data, LabelMap.from_dict(checkpoint.meta["label_map"]), False, warn)
+    unknown = sorted(set(classes) - set(checkpoint.classes))
+    if unknown:
+        raise DatasetError(f"{data} has classes the checkpoint does not know: {unknown}; "
+                           f"it was trained on {checkpoint.classes}")
+    return records
+
+
+def evaluate_checkpoint(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, out: Path,
+                        device: torch.device, batch_size: int, workers: int) -> dict:
+    """Run the model over the records and write report.json, report.md, confusion.csv/png and predictions.csv."""
+    meta = checkpoint.meta
+    dataset = CellImageDataset(data, records, checkpoint.classes,
+                               eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"])))
+    model = checkpoint.build_model().to(device)
+    logits, targets = predict_logits(model, make_loader(dataset, batch_size, workers), device)
+    report = evaluate_logits(logits, targets, checkpoint.classes)
+    out.mkdir(parents=True, exist_ok=True)
+    title = f"{meta['arch']} on {data} ({len(records)} images)"
+    atomic_write_json(out / "report.json", {"checkpoint": str(checkpoint.json_path), "data": str(data), **report})
+    (out / "report.md").write_text(markdown_report(report, title), encoding="utf-8")
+    write_confusion_csv(report["confusion_matrix"], checkpoint.classes, out / "confusion.csv")
+    plot_confusion(report["confusion_matrix"], checkpoint.classes, out / "confusion.png", title)
+    probabilities = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true", "predicted", "probability"])
+        for record, row in zip(records, probabilities):
+            writer.writerow([record.path, record.label, checkpoint.classes[row.argmax()], f"{row.max():.6f}"])
+    return report
+
+
+def report_summary(report: dict) -> str:
+    """The headline metrics on one line."""
+    return (f"accuracy {report['accuracy']:.4f}  balanced accuracy {report['balanced_accuracy']:.4f}  "
+            f"macro-F1 {report['macro_f1']:.4f}  ({report['images']} images)")
+

@@ -1,0 +1,58 @@
+"""Classify image files with a checkpoint: the evaluation preprocessing, softmax and top-k."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bmcell.checkpoint import Checkpoint
+from bmcell.data.images import BadImageError, load_rgb
+from bmcell.data.transforms import eval_transform
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-k classes of one image, or the reason it could not be read."""
+
+    image: str
+    top: list[tuple[str, float]]
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        if self.error:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "top": [{"class": c, "probability": p} for c, p in self.top]}
+
+
+class Classifier:
+    """A checkpoint's model with its own preprocessing, ready to classify files."""
+
+    def __init__(self, checkpoint: Checkpoint, device: torch.device) -> None:
+        meta = checkpoint.meta
+        self.classes = checkpoint.classes
+        self.device = device
+        self.model = checkpoint.build_model().to(device)
+        self.transform = eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"]))
+
+    @torch.no_grad()
+    def predict(self, paths: list[Path], top_k: int) -> list[Prediction]:
+        """Top-k predictions per path; an unreadable image gets an error entry, the others are still answered."""
+        inputs, results = [], []
+        for path in paths:
+            try:
+                inputs.append(self.transform(load_rgb(path)))
+                results.append(None)
+            except BadImageError as error:
+                results.append(Prediction(str(path), [], str(error)))
+        if inputs:
+            probabilities = torch.softmax(self.model(torch.stack(inputs).to(self.device)).float(), dim=1).cpu()
+            values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)
+            answers = iter(zip(values.tolist(), indices.tolist()))
+            for i, path in enumerate(paths):
+                if results[i] is None:
+                    vals, idxs = next(answers)
+                    results[i] = Prediction(str(path), [(self.classes[j], v) for v, j in zip(vals, idxs)])
+        return results
