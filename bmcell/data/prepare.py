@@ -29,13 +29,13 @@ class PreparedData:
     split_sha256: str
 
 
-def bad_files_warning(bad: list[BadFile], listing: Path | None) -> str:
-    """One warning naming the skipped files (the first few, with the full list in a file)."""
+def describe_bad_files(bad: list[BadFile], listing: Path | None) -> str:
+    """One message naming the unusable files (the first few, with the full list in a file)."""
     named = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:MAX_NAMED_BAD_FILES])
     more = len(bad) - MAX_NAMED_BAD_FILES
     tail = f"\n  ... and {more} more" if more > 0 else ""
     where = f"; full list in {listing}" if listing else ""
-    return f"skipping {len(bad)} unusable image file(s){where}:\n{named}{tail}"
+    return f"{len(bad)} unusable image file(s){where}:\n{named}{tail}"
 
 
 def scan_folder(root: Path, label_map: LabelMap, strict: bool,
@@ -46,10 +46,10 @@ def scan_folder(root: Path, label_map: LabelMap, strict: bool,
     if bad:
         if listing is not None:
             listing.write_text("".join(f"{b.path}\t{b.reason}\n" for b in bad), encoding="utf-8")
-        message = bad_files_warning(bad, listing)
+        message = describe_bad_files(bad, listing)
         if strict:
-            raise DatasetError(f"--strict: {message}")
-        warn(message)
+            raise DatasetError(f"--strict: {message}\nfix or remove them, or drop --strict to skip them")
+        warn(f"skipping {message}")
     classes = label_map.class_order({r.label for r in records} | set(labelled.values()))
     require_trainable(records, classes, root)
     return records, classes

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic datasets, image writers and the real-data location."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bmcell.data.synthetic import write_synthetic_dataset
+
+PBC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pbc"
+TINY = {"arch": "mobilevit_xxs", "image_size": 64, "batch_size": 16, "workers": 0}
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory) -> Path:
+    """A small, read-only-by-convention synthetic dataset shared by the whole session."""
+    root = tmp_path_factory.mktemp("synthetic") / "cells"
+    write_synthetic_dataset(root, per_class=12, size=64, seed=1)
+    return root
+
+
+@pytest.fixture
+def synthetic_copy(synthetic_data, tmp_path) -> Path:
+    """A private copy of the synthetic dataset a test may modify."""
+    return Path(shutil.copytree(synthetic_data, tmp_path / "cells"))
+
+
+def jpeg_bytes(seed: int = 0, size: int = 48, mode: str = "RGB") -> bytes:
+    """A small random JPEG."""
+    array = np.random.default_rng(seed).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).convert(mode).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def pbc_root() -> Path:
+    """The shared PBC dataset, or a skip that says why."""
+    if not PBC.is_dir():
+        pytest.skip(f"real-data test skipped: {PBC} is absent (it stands for a user's own dataset)")
+    return PBC

@@ -1,0 +1,78 @@
+"""Every image mode decodes to RGB; every kind of bad file gets a clear reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bmcell.data.images import BadImageError, decode_rgb, load_rgb
+from tests.conftest import jpeg_bytes
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+GRADIENT = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
+
+
+@pytest.mark.parametrize(
+    ("image", "fmt"),
+    [
+        (Image.fromarray(np.dstack([GRADIENT] * 3)), "PNG"),
+        (Image.fromarray(np.dstack([GRADIENT] * 3 + [np.full_like(GRADIENT, 128)])), "PNG"),
+        (Image.fromarray(GRADIENT), "PNG"),
+        (Image.fromarray(GRADIENT).convert("P"), "PNG"),
+        (Image.fromarray(GRADIENT).convert("LA"), "PNG"),
+        (Image.fromarray(GRADIENT > 100).convert("1"), "BMP"),
+        (Image.fromarray(GRADIENT.astype(np.uint16) * 257), "TIFF"),
+        (Image.fromarray(GRADIENT.astype(np.int32) * 1000), "TIFF"),
+        (Image.fromarray(np.dstack([GRADIENT] * 3)).convert("CMYK"), "JPEG"),
+        (Image.fromarray(np.dstack([GRADIENT] * 3)).convert("CMYK"), "TIFF"),
+        (Image.fromarray(np.dstack([GRADIENT] * 3)), "BMP"),
+    ],
+    ids=["rgb-png", "rgba-png", "l-png", "p-png", "la-png", "1-bmp", "i16-tiff", "i32-tiff", "cmyk-jpeg",
+         "cmyk-tiff", "rgb-bmp"],
+)
+def test_every_mode_becomes_rgb(image, fmt):
+    decoded = decode_rgb(_encode(image, fmt), f"x.{fmt.lower()}")
+    assert decoded.mode == "RGB" and decoded.size == (64, 64)
+    array = np.asarray(decoded)
+    assert array[:, -1].mean() > array[:, 0].mean()  # the gradient survived the conversion
+
+
+def test_sixteen_bit_scales_full_range():
+    image = Image.fromarray(np.array([[0, 65535]], dtype=np.uint16))
+    assert np.asarray(decode_rgb(_encode(image, "TIFF"))).tolist() == [[[0, 0, 0], [255, 255, 255]]]
+
+
+def test_alpha_is_composited_on_white():
+    image = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert np.asarray(decode_rgb(_encode(image, "PNG"))).min() == 255
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty file"),
+        (jpeg_bytes()[:300], "truncated"),
+        (b"this is a text file, not a picture\n", "not an image"),
+        (_encode(Image.new("1", (9000, 9000)), "PNG"), "decompression bomb"),
+    ],
+    ids=["zero-bytes", "truncated-jpeg", "text-as-png", "decompression-bomb"],
+)
+def test_bad_bytes_are_named(data, reason):
+    with pytest.raises(BadImageError, match=reason):
+        decode_rgb(data, "cell.png")
+
+
+def test_unreadable_path_is_named(tmp_path):
+    with pytest.raises(BadImageError, match="unreadable"):
+        load_rgb(tmp_path)  # a folder cannot be read as a file
+    with pytest.raises(BadImageError, match="unreadable"):
+        load_rgb(tmp_path / "missing.jpg")
