@@ -193,7 +193,7 @@ def _start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], No
 
 def fit(config: TrainConfig, resume: bool = False, console: Console | None = None) -> Path:
     """Train (or continue training) per config; writes last/best checkpoints, metrics and curves; returns best.json."""
-    console = console or Console()
+    console = console or Console(soft_wrap=True)
     run_dir = Path(config.out)
     data, resuming = _start_or_resume(config, resume, lambda m: console.print(f"[yellow]warning:[/] {m}"))
     device = select_device(config.device)

@@ -1,0 +1,89 @@
+"""Checkpoints load without unpickling, refuse anything that does not match, and resume state round-trips."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+
+import pytest
+import torch
+
+from bmcell.checkpoint import (CheckpointError, load_checkpoint, load_resume_state, save_checkpoint,
+                               save_resume_state)
+from bmcell.models import build_model
+
+META = {"arch": "mobilevit_xxs", "classes": ["a", "b", "c"], "image_size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]}
+
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("mobilevit_xxs", 3)
+    save_checkpoint(tmp_path, "best", model, META)
+    return tmp_path, model
+
+
+def test_round_trip_from_folder_json_or_weights(saved):
+    run_dir, model = saved
+    for path in (run_dir, run_dir / "best.json", run_dir / "best.safetensors"):
+        loaded = load_checkpoint(path).build_model()
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    meta = json.loads((run_dir / "best.json").read_text())
+    assert meta["versions"]["torch"] == version("torch")
+    assert len(meta["weights"]["sha256"]) == 64
+
+
+def test_changed_weights_are_refused(saved):
+    run_dir, _ = saved
+    data = bytearray((run_dir / "best.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (run_dir / "best.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="does not match the sha256"):
+        load_checkpoint(run_dir)
+
+
+@pytest.mark.parametrize("change", ["drop-classes", "not-json", "other-format", "no-weights-file"])
+def test_broken_metadata_is_refused(saved, change):
+    run_dir, _ = saved
+    meta_path = run_dir / "best.json"
+    meta = json.loads(meta_path.read_text())
+    if change == "drop-classes":
+        del meta["classes"]
+    elif change == "other-format":
+        meta["format"] = "something-else"
+    elif change == "no-weights-file":
+        (run_dir / "best.safetensors").unlink()
+    meta_path.write_text("{not json" if change == "not-json" else json.dumps(meta))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(run_dir)
+
+
+def test_metadata_that_does_not_fit_the_weights(saved):
+    run_dir, _ = saved
+    meta = json.loads((run_dir / "best.json").read_text())
+    meta["classes"] = ["a", "b", "c", "d"]
+    (run_dir / "best.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_checkpoint(run_dir).build_model()
+
+
+def test_missing_checkpoint_path(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "nothing")
+
+
+def test_resume_state_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("mobilevit_xxs", 3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    optimizer.step()
+    save_resume_state(tmp_path, model, optimizer, {"epoch": 4, "step": 40, "best_macro_f1": 0.5, "best_epoch": 3})
+    fresh = build_model("mobilevit_xxs", 3)
+    fresh_optimizer = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    state = load_resume_state(tmp_path, fresh, fresh_optimizer)
+    assert state == {"epoch": 4, "step": 40, "best_macro_f1": 0.5, "best_epoch": 3}
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values()))
+    original, restored = optimizer.state_dict()["state"], fresh_optimizer.state_dict()["state"]
+    assert original.keys() == restored.keys()
+    assert all(torch.equal(original[k]["exp_avg_sq"], restored[k]["exp_avg_sq"]) for k in original)

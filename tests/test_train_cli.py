@@ -1,0 +1,152 @@
+"""End to end through the CLI: train, kill -9 mid-epoch, resume, evaluate, predict; bad files; misuse."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from bmcell.cli.main import app
+from tests.conftest import TINY, jpeg_bytes
+
+runner = CliRunner()
+TINY_ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+
+
+def _bmcell(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bmcell", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "COLUMNS": "200"})
+
+
+def _epochs(run: Path) -> list[int]:
+    return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_train_kill_resume_evaluate_predict(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    process = _bmcell("train", "--data", str(synthetic_data), "--out", str(run), "--epochs", "3", *TINY_ARGS)
+    deadline = time.monotonic() + 300
+    while not (run / "last.resume.safetensors").exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "epoch 1 did not finish in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # now inside epoch 2
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert json.loads((run / "last.json").read_text())["epoch"] == 1
+
+    refused = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(run), *TINY_ARGS])
+    assert refused.exit_code == 2 and "--resume" in refused.output
+    conflicting = runner.invoke(app, ["train", "--out", str(run), "--resume", "--epochs", "5"])
+    assert conflicting.exit_code == 2 and "epochs" in conflicting.output
+
+    resumed = runner.invoke(app, ["train", "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "epochs 2..3" in resumed.output.replace("\n", " ")
+    assert _epochs(run) == [1, 2, 3]
+    last = json.loads((run / "last.json").read_text())
+    assert last["epoch"] == 3 and last["config"]["epochs"] == 3
+    assert {"accuracy", "balanced_accuracy", "macro_f1", "per_class", "confusion_matrix"} <= set(last["metrics"])
+    assert (run / "curves.png").stat().st_size > 10_000
+
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--workers", "0"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads((run / "eval-val" / "report.json").read_text())
+    assert report["images"] == json.loads((run / "best.json").read_text())["split"]["val"]
+    assert set(report["per_class"]) == set(last["classes"])
+    for name in ("report.md", "confusion.csv", "confusion.png", "predictions.csv"):
+        assert (run / "eval-val" / name).stat().st_size > 0
+
+    all_images = runner.invoke(app, ["evaluate", str(run), "--split", "all", "--workers", "0", "--out",
+                                     str(tmp_path / "all")])
+    assert all_images.exit_code == 0, all_images.output
+    assert json.loads((tmp_path / "all" / "report.json").read_text())["images"] == sum(
+        1 for _ in synthetic_data.rglob("*.jpg"))
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"GIF89a nonsense")
+    good = sorted(synthetic_data.rglob("*.jpg"))[:2]
+    predicted = runner.invoke(app, ["predict", str(run), str(good[0]), str(bad), str(good[1]), "--json"])
+    assert predicted.exit_code == 1
+    answers = json.loads(predicted.stdout[: predicted.stdout.rindex("]") + 1])
+    assert [a.get("error") is None for a in answers] == [True, False, True]
+    assert "bad.jpg" in answers[1]["error"]
+    top = answers[0]["top"]
+    assert len(top) == 3 and top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+    assert {t["class"] for t in top} <= set(last["classes"])
+
+
+@pytest.mark.slow
+def test_folder_with_bad_files_and_odd_modes_trains(synthetic_copy, tmp_path):
+    from PIL import Image
+    import numpy as np
+
+    (synthetic_copy / "platelet" / "zero.jpg").write_bytes(b"")
+    (synthetic_copy / "platelet" / "truncated.jpg").write_bytes(jpeg_bytes(3)[:250])
+    (synthetic_copy / "basophil" / "text.png").write_text("hello")
+    Image.fromarray((np.random.default_rng(0).random((64, 64)) * 65535).astype(np.uint16)).save(
+        synthetic_copy / "lymphocyte" / "sixteen.tif")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 4), dtype=np.uint8)).save(
+        synthetic_copy / "monocyte" / "alpha.png")
+    result = runner.invoke(app, ["train", "--data", str(synthetic_copy), "--out", str(tmp_path / "run"),
+                                 "--epochs", "1", *TINY_ARGS])
+    assert result.exit_code == 0, result.output
+    output = result.output.replace("\n", " ")
+    for name in ("zero.jpg", "truncated.jpg", "text.png"):
+        assert output.count(name) == 1
+    assert "sixteen.tif" not in output and "alpha.png" not in output
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    used = {f["path"] for f in split["files"]}
+    assert {"lymphocyte/sixteen.tif", "monocyte/alpha.png"} <= used
+    assert not {"platelet/zero.jpg", "platelet/truncated.jpg", "basophil/text.png"} & used
+
+
+def test_clear_errors_before_any_work(tmp_path, synthetic_data):
+    missing = runner.invoke(app, ["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r1")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    odd_size = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(tmp_path / "r2"),
+                                   "--image-size", "100"])
+    assert odd_size.exit_code == 2 and "multiple of 32" in odd_size.output
+    unknown = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(tmp_path / "r3"),
+                                  "--arch", "resnet5"])
+    assert unknown.exit_code == 2 and "unknown architecture" in unknown.output
+    nothing = runner.invoke(app, ["train", "--out", str(tmp_path / "r4"), "--resume"])
+    assert nothing.exit_code == 2 and "config.json not found" in nothing.output
+    no_ckpt = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert no_ckpt.exit_code == 2 and "not found" in no_ckpt.output
+
+
+def test_config_file_then_cli_overrides(tmp_path):
+    from bmcell.config import ConfigError, resolve_config
+
+    path = tmp_path / "train.yaml"
+    path.write_text("epochs: 7\nlr: 0.0005\narch: mobilevit_xxs\n")
+    config = resolve_config(path, {"epochs": 3, "lr": None})
+    assert (config.epochs, config.lr, config.arch, config.batch_size) == (3, 0.0005, "mobilevit_xxs", 128)
+    path.write_text("epochs: 7\nlearning_rate: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rate"):
+        resolve_config(path, {})
+
+
+def test_info_prints_params_and_flops():
+    result = runner.invoke(app, ["info", "--arch", "mobilevit_xs", "--num-classes", "8", "--image-size", "256",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["parameters"] == 1_935_928 and "2 FLOPs per multiply-add" in info["flops_convention"]
+
+
+def test_synth_command(tmp_path):
+    result = runner.invoke(app, ["synth", str(tmp_path / "s"), "--per-class", "5", "--size", "48"])
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "s").rglob("*.jpg"))) > 8
+    again = runner.invoke(app, ["synth", str(tmp_path / "s")])
+    assert again.exit_code == 2 and "not empty" in again.output
