@@ -82,12 +82,11 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
                     set_lr: Callable[[], float], progress: Progress, description: str) -> dict:
     """One pass over the training loader; returns mean loss, accuracy and throughput."""
     model.train()
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     task = progress.add_task(description, total=len(loader), loss=float("nan"), ips=0.0)
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     for images, targets in loader:
         lr = set_lr()
-        images = images.to(device, non_blocking=True, memory_format=memory_format)
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
         with _autocast(device):
             logits = model(images)
@@ -112,12 +111,11 @@ def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Float32 logits and targets for every batch of a loader."""
     model.eval()
-    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     task = progress.add_task("evaluate", total=len(loader), loss=float("nan"), ips=0.0) if progress else None
     logits, targets = [], []
     for images, batch_targets in loader:
         with _autocast(device):
-            batch_logits = model(images.to(device, memory_format=memory_format))
+            batch_logits = model(images.to(device, memory_format=torch.channels_last))
         logits.append(batch_logits.float().cpu())
         targets.append(batch_targets)
         if progress:
@@ -201,7 +199,7 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
     if config.weights and not resuming:
         skipped = load_pretrained(model, Path(config.weights))
         console.print(f"loaded {config.weights}" + (f" (new classifier layers: {skipped})" if skipped else ""))
-    model.to(device, memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
+    model.to(device, memory_format=torch.channels_last)  # faster on CUDA and on CPU (oneDNN) alike
     optimizer = make_optimizer(model, config)
     state = RunState(**load_resume_state(run_dir, model, optimizer)) if resuming else RunState()
     history = _read_history(run_dir, state.epoch)

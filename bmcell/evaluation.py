@@ -41,7 +41,7 @@ def evaluate_checkpoint(checkpoint: Checkpoint, records: list[ImageRecord], data
     meta = checkpoint.meta
     dataset = CellImageDataset(data, records, checkpoint.classes,
                                eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"])))
-    model = checkpoint.build_model().to(device)
+    model = checkpoint.build_model().to(device, memory_format=torch.channels_last)
     logits, targets = predict_logits(model, make_loader(dataset, batch_size, workers), device)
     report = evaluate_logits(logits, targets, checkpoint.classes)
     out.mkdir(parents=True, exist_ok=True)

@@ -150,3 +150,12 @@ def test_synth_command(tmp_path):
     assert len(list((tmp_path / "s").rglob("*.jpg"))) > 8
     again = runner.invoke(app, ["synth", str(tmp_path / "s")])
     assert again.exit_code == 2 and "not empty" in again.output
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_whole_job(tmp_path):
+    result = runner.invoke(app, ["quickstart", "--out", str(tmp_path / "qs"), "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert "done." in result.output
+    assert (tmp_path / "qs" / "run" / "best.safetensors").is_file()
+    assert (tmp_path / "qs" / "run" / "eval-val" / "report.md").is_file()

@@ -9,7 +9,7 @@ import typer
 
 from bmcell.cli.common import console, reports_errors
 
-QUICK = {"arch": "mobilevit_xs", "image_size": 96, "epochs": 8, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 1.0}
+QUICK = {"arch": "mobilevit_xs", "image_size": 96, "epochs": 10, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 1.0}
 QUICK_DATA = {"per_class": 60, "size": 96}
 
 
