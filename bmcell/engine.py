@@ -23,7 +23,7 @@ from bmcell.checkpoint import (RESUME_FILE, CheckpointError, load_resume_state, 
                                save_resume_state)
 from bmcell.config import ConfigError, TrainConfig, save_config
 from bmcell.data.dataset import CellImageDataset
-from bmcell.data.prepare import PreparedData, class_counts, load_prepared, prepare_data
+from bmcell.data.prepare import SPLIT_FILE, PreparedData, class_counts, load_prepared, prepare_data
 from bmcell.data.label_maps import resolve_label_map
 from bmcell.data.transforms import eval_transform, train_transform
 from bmcell.fileio import atomic_write_bytes
@@ -173,15 +173,16 @@ def _checkpoint_meta(config: TrainConfig, data: PreparedData, epoch: int, report
 
 
 def _start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], None]) -> tuple[PreparedData, bool]:
-    """Prepare a new run folder, or check the existing one can be resumed; returns data and whether resuming."""
+    """Prepare a new run folder, or reopen an existing one; returns the data and whether an epoch can be resumed."""
     run_dir = Path(config.out)
-    has_state = (run_dir / RESUME_FILE).is_file()
-    if resume and not has_state:
-        raise CheckpointError(f"--resume: {run_dir} holds no {RESUME_FILE}; nothing to continue (start without --resume)")
-    if not resume and (has_state or (run_dir / CONFIG_FILE).is_file()):
+    started = (run_dir / CONFIG_FILE).is_file() and (run_dir / SPLIT_FILE).is_file()
+    if resume and not started:
+        raise CheckpointError(f"--resume: {run_dir} holds no started run (config.json and split.json); "
+                              "start without --resume")
+    if not resume and (run_dir / CONFIG_FILE).is_file():
         raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if resume:
-        return load_prepared(Path(config.data), run_dir), True
+        return load_prepared(Path(config.data), run_dir), (run_dir / RESUME_FILE).is_file()
     run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(Path(config.data), resolve_label_map(config.label_map), run_dir, config.seed,
                         config.val_fraction, config.strict, warn)
@@ -193,15 +194,15 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
     """Train (or continue training) per config; writes last/best checkpoints, metrics and curves; returns best.json."""
     console = console or Console(soft_wrap=True)
     run_dir = Path(config.out)
-    data, resuming = _start_or_resume(config, resume, lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    data, from_state = _start_or_resume(config, resume, lambda m: console.print(f"[yellow]warning:[/] {m}"))
     device = select_device(config.device)
     model = build_model(config.arch, len(data.classes))
-    if config.weights and not resuming:
+    if config.weights and not from_state:
         skipped = load_pretrained(model, Path(config.weights))
         console.print(f"loaded {config.weights}" + (f" (new classifier layers: {skipped})" if skipped else ""))
     model.to(device, memory_format=torch.channels_last)  # faster on CUDA and on CPU (oneDNN) alike
     optimizer = make_optimizer(model, config)
-    state = RunState(**load_resume_state(run_dir, model, optimizer)) if resuming else RunState()
+    state = RunState(**load_resume_state(run_dir, model, optimizer)) if from_state else RunState()
     history = _read_history(run_dir, state.epoch)
 
     arch = get_arch(config.arch)
@@ -219,7 +220,7 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
         state.step += 1
         return lr
 
-    console.print(f"{'resuming' if resuming else 'training'} {config.arch} on {device} | {len(data.classes)} classes | "
+    console.print(f"{'from_state' if from_state or resume else 'training'} {config.arch} on {device} | {len(data.classes)} classes | "
                   f"train {len(train_set)} / val {len(val_set)} images | per class (train) "
                   f"{class_counts(data.train, data.classes)} | epochs {state.epoch + 1}..{config.epochs} -> {run_dir}")
     for epoch in range(state.epoch + 1, config.epochs + 1):

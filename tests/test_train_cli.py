@@ -85,6 +85,23 @@ def test_train_kill_resume_evaluate_predict(synthetic_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_kill_in_the_first_epoch_then_resume(synthetic_data, tmp_path):
+    run = tmp_path / "run"
+    process = _bmcell("train", "--data", str(synthetic_data), "--out", str(run), "--epochs", "1", *TINY_ARGS)
+    deadline = time.monotonic() + 300
+    while not (run / "config.json").exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # the split is saved, no epoch has finished
+    process.wait()
+    assert not (run / "last.json").exists()
+    resumed = runner.invoke(app, ["train", "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert _epochs(run) == [1]
+
+
+@pytest.mark.slow
 def test_folder_with_bad_files_and_odd_modes_trains(synthetic_copy, tmp_path):
     from PIL import Image
     import numpy as np
