@@ -25,6 +25,19 @@ def _bmcell(*args: str) -> subprocess.Popen:
                             text=True, env={**os.environ, "COLUMNS": "200"})
 
 
+def _train_then_kill_when(marker: Path, *args: str) -> None:
+    """Start `bmcell train` in a subprocess and SIGKILL it as soon as `marker` exists."""
+    process = _bmcell("train", *args)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, f"{marker.name} did not appear in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
 def _epochs(run: Path) -> list[int]:
     return [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -32,15 +45,9 @@ def _epochs(run: Path) -> list[int]:
 @pytest.mark.slow
 def test_train_kill_resume_evaluate_predict(synthetic_data, tmp_path):
     run = tmp_path / "run"
-    process = _bmcell("train", "--data", str(synthetic_data), "--out", str(run), "--epochs", "3", *TINY_ARGS)
-    deadline = time.monotonic() + 300
-    while not (run / "last.resume.safetensors").exists():
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline, "epoch 1 did not finish in time"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)  # now inside epoch 2
-    process.wait()
-    assert process.returncode == -signal.SIGKILL
+    # killed as soon as epoch 1 is saved: inside epoch 2
+    _train_then_kill_when(run / "last.resume.safetensors", "--data", str(synthetic_data), "--out", str(run),
+                          "--epochs", "3", *TINY_ARGS)
     assert json.loads((run / "last.json").read_text())["epoch"] == 1
 
     refused = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(run), *TINY_ARGS])
@@ -87,14 +94,9 @@ def test_train_kill_resume_evaluate_predict(synthetic_data, tmp_path):
 @pytest.mark.slow
 def test_kill_in_the_first_epoch_then_resume(synthetic_data, tmp_path):
     run = tmp_path / "run"
-    process = _bmcell("train", "--data", str(synthetic_data), "--out", str(run), "--epochs", "1", *TINY_ARGS)
-    deadline = time.monotonic() + 300
-    while not (run / "config.json").exists():
-        assert process.poll() is None, process.stdout.read()
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)  # the split is saved, no epoch has finished
-    process.wait()
+    # killed as soon as the split is saved, before any epoch has finished
+    _train_then_kill_when(run / "config.json", "--data", str(synthetic_data), "--out", str(run), "--epochs", "1",
+                          *TINY_ARGS)
     assert not (run / "last.json").exists()
     resumed = runner.invoke(app, ["train", "--out", str(run), "--resume"])
     assert resumed.exit_code == 0, resumed.output
