@@ -78,13 +78,20 @@ def _progress(console: Console) -> Progress:
                     TimeRemainingColumn(), console=console, transient=True)
 
 
+def _progress_line(task) -> str:
+    """A plain-text progress line for output that is not a terminal."""
+    eta = f"{task.time_remaining:.0f} s" if task.time_remaining is not None else "?"
+    return (f"  {task.description}: batch {task.completed:.0f}/{task.total:.0f}  loss {task.fields['loss']:.4f}  "
+            f"{task.fields['ips']:.0f} img/s  ETA {eta}")
+
+
 def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
                     set_lr: Callable[[], float], progress: Progress, description: str) -> dict:
     """One pass over the training loader; returns mean loss, accuracy and throughput."""
     model.train()
     task = progress.add_task(description, total=len(loader), loss=float("nan"), ips=0.0)
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    for images, targets in loader:
+    for batch, (images, targets) in enumerate(loader, start=1):
         lr = set_lr()
         images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
         targets = targets.to(device, non_blocking=True)
@@ -100,6 +107,8 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
         progress.update(task, advance=1, loss=loss_sum / seen, ips=seen / (time.perf_counter() - start))
+        if not progress.console.is_terminal and batch % max(1, len(loader) // 10) == 0:
+            progress.console.print(_progress_line(progress.tasks[-1]))  # logs and CI get no live bar
     progress.remove_task(task)
     seconds = time.perf_counter() - start
     return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "images_per_s": seen / seconds,
