@@ -229,7 +229,7 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
         state.step += 1
         return lr
 
-    console.print(f"{'from_state' if from_state or resume else 'training'} {config.arch} on {device} | {len(data.classes)} classes | "
+    console.print(f"{'resuming' if resume else 'training'} {config.arch} on {device} | {len(data.classes)} classes | "
                   f"train {len(train_set)} / val {len(val_set)} images | per class (train) "
                   f"{class_counts(data.train, data.classes)} | epochs {state.epoch + 1}..{config.epochs} -> {run_dir}")
     for epoch in range(state.epoch + 1, config.epochs + 1):
