@@ -21,7 +21,7 @@ from bmcell.errors import BmcellError
 
 FORMAT = "bmcell-checkpoint"
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("arch", "classes", "image_size", "mean", "std", "weights")
+REQUIRED_KEYS = ("arch", "classes", "image_size", "mean", "std", "weights", "metadata_sha256")
 RESUME_FILE = "last.resume.safetensors"
 
 
@@ -54,9 +54,16 @@ def save_checkpoint(run_dir: Path, name: str, model: nn.Module, meta: dict) -> P
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
                "weights": {"file": weights_path.name, "sha256": hashlib.sha256(data).hexdigest()},
                "versions": package_versions(), "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    payload["metadata_sha256"] = metadata_digest(payload)
     json_path = run_dir / f"{name}.json"
     atomic_write_json(json_path, payload)
     return json_path
+
+
+def metadata_digest(meta: dict) -> str:
+    """sha256 of the metadata's canonical JSON, without the digest itself: edits after saving are detected."""
+    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     missing = [key for key in REQUIRED_KEYS if key not in meta]
     if missing:
         raise CheckpointError(f"{json_path}: metadata lacks {missing}; re-save it with `bmcell train`")
+    if meta.get("metadata_sha256") != metadata_digest(meta):
+        raise CheckpointError(f"{json_path}: metadata was edited after it was saved (its sha256 does not match); "
+                              "classes, mean/std or image size may no longer fit the weights: restore it or retrain")
     weights_path = json_path.parent / meta["weights"]["file"]
     if not weights_path.is_file():
         raise CheckpointError(f"{json_path}: weights file {weights_path.name} is missing beside it")

@@ -58,13 +58,21 @@ def test_broken_metadata_is_refused(saved, change):
         load_checkpoint(run_dir)
 
 
-def test_metadata_that_does_not_fit_the_weights(saved):
+@pytest.mark.parametrize(("key", "value"), [("mean", [0.5, 0.5, 0.5]), ("classes", ["c", "b", "a"]),
+                                            ("image_size", 128)])
+def test_edited_metadata_is_refused(saved, key, value):
     run_dir, _ = saved
     meta = json.loads((run_dir / "best.json").read_text())
-    meta["classes"] = ["a", "b", "c", "d"]
+    meta[key] = value
     (run_dir / "best.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="edited after it was saved"):
+        load_checkpoint(run_dir)
+
+
+def test_metadata_that_does_not_fit_the_weights(tmp_path):
+    save_checkpoint(tmp_path, "best", build_model("mobilevit_xxs", 3), META | {"classes": ["a", "b", "c", "d"]})
     with pytest.raises(CheckpointError, match="do not fit"):
-        load_checkpoint(run_dir).build_model()
+        load_checkpoint(tmp_path).build_model()
 
 
 def test_missing_checkpoint_path(tmp_path):

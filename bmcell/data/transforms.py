@@ -32,12 +32,17 @@ def train_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, 
     ])
 
 
-def eval_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    """Resize the shorter side to image_size (bilinear, antialiased), centre-crop, scale to [0, 1], normalise."""
+def unit_transform(image_size: int) -> v2.Compose:
+    """The preprocessing contract of every exported artefact: resize the shorter side to image_size (bilinear,
+    antialiased), centre-crop a square, scale uint8 to float32 [0, 1]; RGB, CxHxW."""
     return v2.Compose([
         v2.ToImage(),
         v2.Resize(image_size, interpolation=RESIZE_INTERPOLATION, antialias=True),
         v2.CenterCrop(image_size),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
     ])
+
+
+def eval_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
+    """unit_transform, then normalise with the model's mean and std."""
+    return v2.Compose([unit_transform(image_size), v2.Normalize(mean, std)])
