@@ -44,3 +44,22 @@ def pbc_root() -> Path:
     if not PBC.is_dir():
         pytest.skip(f"real-data test skipped: {PBC} is absent (it stands for a user's own dataset)")
     return PBC
+
+
+def lazy_exporter(folder: Path, inputs):
+    """A function name → artefact path that exports each format on first use only (exports are slow)."""
+    import torch
+
+    from export.formats import FORMATS
+
+    paths: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in paths:
+            fmt = FORMATS[name]
+            with torch.no_grad():
+                fmt.export(inputs, folder / fmt.filename())
+            paths[name] = folder / fmt.filename()
+        return paths[name]
+
+    return get

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from bmcell.cli.bench import bench
 from bmcell.cli.evaluate import evaluate
+from bmcell.cli.export import export
 from bmcell.cli.info import info
+from bmcell.cli.parity import parity
 from bmcell.cli.predict import predict
 from bmcell.cli.quickstart import quickstart
 from bmcell.cli.synth import synth
@@ -18,7 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, predict, info, synth):
+for command in (quickstart, train, evaluate, predict, export, parity, bench, info, synth):
     app.command()(command)
 
 if __name__ == "__main__":

@@ -1,0 +1,50 @@
+"""`bmcell export CKPT --target ...`: mobile artefacts with embedded labels, a manifest, and a parity check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bmcell.cli.common import console, reports_errors
+
+
+def data_folder(checkpoint, data: Optional[Path]) -> Path:
+    """--data, or the folder the checkpoint was trained on, which must still exist."""
+    from bmcell.errors import BmcellError
+
+    folder = Path(data or checkpoint.meta["data"])
+    if not folder.is_dir():
+        raise BmcellError(f"the training images are needed for calibration and the golden set, but {folder} is "
+                          "not a folder; pass --data DIR (the folder the checkpoint was trained on)")
+    return folder
+
+
+@reports_errors
+def export(
+    checkpoint: Path = typer.Argument(..., help="Run folder (uses best), NAME.json or NAME.safetensors."),
+    target: list[str] = typer.Option(["all"], help="android, ios, onnx, torchscript or all; repeat for several."),
+    quantize: str = typer.Option("all", help="none: float only; int8: quantised only; all: both."),
+    calib: int = typer.Option(256, min=1, help="Training images used to calibrate int8 models."),
+    golden: int = typer.Option(64, help="Validation images in the golden set (at least 64)."),
+    out: Optional[Path] = typer.Option(None, help="Export folder [default: <run folder>/export]."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder [default: the one the checkpoint was trained on]."),
+    parity: bool = typer.Option(True, "--parity/--no-parity", help="Run `bmcell parity` on the result."),
+) -> None:
+    """Export a checkpoint for phones: ExecuTorch/TorchScript (android), Core ML (ios), ONNX (onnx), fp and int8."""
+    from bmcell.checkpoint import load_checkpoint
+    from export.pipeline import export_checkpoint
+    from export.targets import select_formats
+
+    ckpt = load_checkpoint(checkpoint)
+    formats = select_formats(target, quantize)
+    out = out or ckpt.run_dir / "export"
+    folder = data_folder(ckpt, data)
+    console.print(f"exporting {ckpt.json_path} -> {out}: {', '.join(f.name for f in formats)}")
+    manifest = export_checkpoint(ckpt, formats, out, folder, calib, golden, console.print)
+    console.print(f"wrote {manifest}")
+    if parity:
+        from bmcell.cli.parity import check_parity
+
+        check_parity(out, ckpt, folder, golden_only=False)

@@ -1,0 +1,230 @@
+"""ONNX artefacts for ONNX Runtime: fp32 from torch.onnx (dynamo), int8 by static QDQ quantisation calibrated on real
+images, and both again in the ORT format that ONNX Runtime Mobile loads."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+import bmcell
+from export.formats.base import ExportError, ExportFormat, ExportInputs, Runner
+
+if TYPE_CHECKING:
+    import onnx
+    import onnxruntime as ort
+
+INPUT = "image"
+OUTPUT = "logits"
+# onnx-int8 leaves these op types in float. Softmax: ORT's QLinearSoftmax cost ~6x the float Softmax on x86
+# (profiled on mobilevit_xs). LayerNormalization: ORT's CPU provider has no int8 kernel for it.
+FLOAT_OP_TYPES = frozenset({"Softmax", "LayerNormalization"})
+CONVERSION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+INTEGER_TYPES = frozenset({"uint8", "int8"})
+
+
+class _CalibrationImages:
+    """Feeds quantize_static every calibration image, one batch-1 input at a time (a CalibrationDataReader)."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self._images = iter(images)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next image as the model's input feed, or None when all were given."""
+        image = next(self._images, None)
+        return None if image is None else {INPUT: np.ascontiguousarray(image[None], dtype=np.float32)}
+
+
+def _metadata(inputs: ExportInputs) -> dict[str, str]:
+    """The metadata_props to embed: all of inputs.metadata, and the labels as JSON under "classes"."""
+    return inputs.metadata | {"classes": json.dumps(inputs.classes)}
+
+
+def _embed_metadata(path: Path, inputs: ExportInputs) -> None:
+    """Rewrite the ONNX file at path with the metadata added to metadata_props (the quantiser's own entries kept),
+    doc_string and producer fields."""
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {prop.key: prop.value for prop in model.metadata_props} | _metadata(inputs))
+    model.doc_string = inputs.metadata.get("description", "bmcell classifier")
+    model.producer_name, model.producer_version = "bmcell", bmcell.__version__
+    onnx.save_model(model, str(path))  # no external data: a model under 2 GB stays one self-contained file
+
+
+def _export_fp32(inputs: ExportInputs, path: Path) -> None:
+    """torch.onnx (dynamo) export with a static batch of 1, then the metadata."""
+    torch.onnx.export(inputs.model, (inputs.example,), str(path), dynamo=True, external_data=False,
+                      input_names=[INPUT], output_names=[OUTPUT], verbose=False)
+    _embed_metadata(path, inputs)
+
+
+def _float_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes onnx-int8 keeps in float: FLOAT_OP_TYPES and the attention products (MatMuls of two activations).
+    Were the product after a Softmax quantised, ORT would fuse DQ -> Softmax -> Q into the slow QLinearSoftmax."""
+    weights = {tensor.name for tensor in model.graph.initializer}
+    return [node.name for node in model.graph.node if node.op_type in FLOAT_OP_TYPES
+            or (node.op_type == "MatMul" and not weights.intersection(node.input))]
+
+
+def _export_int8(inputs: ExportInputs, path: Path) -> None:
+    """The fp32 export, ORT's pre-processing, then static QDQ quantisation calibrated on every calibration image:
+    uint8 activations, int8 per-channel weights, _float_nodes left in float. uint8 x int8 is the pair ORT runs fast
+    on x86 without VNNI (int8 x int8 ran ~3x slower than fp32 there); its AVX2 kernel sums pairs of products in int16,
+    which saturates with full-range weights (logit SQNR fell to 4 dB), hence weights in the reduced 7-bit range."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if len(inputs.calibration) == 0:
+        raise ExportError("ONNX int8: static quantisation needs calibration images; none were given")
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
+        _export_fp32(inputs, fp32)
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(str(prepared), str(path), _CalibrationImages(inputs.calibration.numpy()),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, reduce_range=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))))
+    _embed_metadata(path, inputs)
+
+
+WRITERS = {"fp32": _export_fp32, "int8": _export_int8}
+
+
+def _session_options(threads: int | None) -> ort.SessionOptions:
+    """CPU session options: intra-op threads (0: ORT chooses), one inter-op thread, every graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
+
+
+def _session(name: str, path: Path, options: ort.SessionOptions) -> ort.InferenceSession:
+    """An ONNX Runtime CPU session of path, or an ExportError naming the format and the cause."""
+    import onnxruntime as ort
+
+    if not Path(path).is_file():
+        raise ExportError(f"{name}: {path} is not a file")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises its own exception types for bad files
+        raise ExportError(f"{name}: ONNX Runtime cannot load {path}: {error}") from error
+
+
+def _op_account(name: str, path: Path, shape: list[int]) -> dict[str, dict[str, int]]:
+    """The ops ORT executes on one input (from its profiler): int8 kernels (an 8-bit integer input), float kernels
+    (none), and the Q/DQ conversions between them."""
+    options = _session_options(1)
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = _session(name, path, options)
+        session.run(None, {INPUT: np.zeros(shape, dtype=np.float32)})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    account = {"int8_ops": Counter(), "float_ops": Counter(), "conversion_ops": Counter()}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            op = event["args"]["op_name"]
+            dtypes = {dtype for tensor in event["args"].get("input_type_shape", []) for dtype in tensor}
+            kind = ("conversion_ops" if op in CONVERSION_OPS
+                    else "int8_ops" if INTEGER_TYPES.intersection(dtypes) else "float_ops")
+            account[kind][op] += 1
+    return {kind: dict(counts) for kind, counts in account.items()}
+
+
+class OnnxFormat(ExportFormat):
+    """A self-contained .onnx file: input "image" 1x3xHxW float32 RGB in [0, 1], output "logits" 1xC."""
+
+    family = "onnx"
+    suffix = ".onnx"
+    runtime = "ONNX Runtime"
+
+    def export(self, inputs: ExportInputs, path: Path) -> None:
+        """Write the ONNX model of this precision to path."""
+        WRITERS[self.precision](inputs, path)
+
+    def load(self, path: Path, threads: int | None = None) -> Runner:
+        """An ONNX Runtime CPU session; the graph takes batch 1, so a batch runs image by image."""
+        session = _session(self.name, path, _session_options(threads))
+
+        def run(images: np.ndarray) -> np.ndarray:
+            images = np.ascontiguousarray(images, dtype=np.float32)
+            return np.concatenate([session.run([OUTPUT], {INPUT: images[i:i + 1]})[0] for i in range(len(images))])
+
+        return run
+
+    def inspect(self, path: Path) -> dict:
+        """Inputs, outputs, embedded metadata and labels; for int8, the ops ORT executes in int8 and in float."""
+        session = _session(self.name, path, _session_options(1))
+        meta, inputs, outputs = session.get_modelmeta(), session.get_inputs(), session.get_outputs()
+        metadata = dict(meta.custom_metadata_map)
+        declared = {
+            "inputs": [{"name": i.name, "shape": i.shape, "type": i.type} for i in inputs],
+            "outputs": [{"name": o.name, "shape": o.shape, "type": o.type} for o in outputs],
+            "input_size": inputs[0].shape[2:], "producer": meta.producer_name, "description": meta.description,
+            "metadata": metadata, "labels": json.loads(metadata["classes"]) if "classes" in metadata else None,
+        }
+        if self.precision == "int8":
+            declared |= _op_account(self.name, path, inputs[0].shape)
+        return declared
+
+
+class OrtFormat(OnnxFormat):
+    """The same model in the ORT format (.ort): optimised, pre-serialised, what ONNX Runtime Mobile loads."""
+
+    suffix = ".ort"
+    runtime = "ONNX Runtime Mobile"
+
+    def export(self, inputs: ExportInputs, path: Path) -> None:
+        """Export the ONNX model into a temporary folder, then convert it with ORT's convert_onnx_models_to_ort
+        (fixed optimisations at level "all", NCHWc layout left out so the file suits any CPU)."""
+        from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
+
+        with tempfile.TemporaryDirectory() as tmp:
+            model, converted = Path(tmp) / "model.onnx", Path(tmp) / "ort"
+            super().export(inputs, model)
+            with contextlib.redirect_stdout(io.StringIO()):  # the tool narrates each step on stdout
+                convert_onnx_models_to_ort(model, output_dir=converted, optimization_styles=[OptimizationStyle.Fixed])
+            shutil.move(converted / "model.ort", path)
+
+
+class OnnxFp32(OnnxFormat):
+    """ONNX, float32."""
+
+    name = "onnx-fp32"
+    precision = "fp32"
+
+
+class OnnxInt8(OnnxFormat):
+    """ONNX, static int8 QDQ."""
+
+    name = "onnx-int8"
+    precision = "int8"
+
+
+class OrtFp32(OrtFormat):
+    """ORT format, float32."""
+
+    name = "ort-fp32"
+    precision = "fp32"
+
+
+class OrtInt8(OrtFormat):
+    """ORT format, static int8 QDQ (fused into integer kernels at conversion)."""
+
+    name = "ort-int8"
+    precision = "int8"
+
+
+FORMATS = [OnnxFp32(), OnnxInt8(), OrtFp32(), OrtInt8()]

@@ -1,0 +1,117 @@
+"""manifest.json: what was exported, from which checkpoint, with which tools, and how to feed it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+from bmcell.checkpoint import Checkpoint
+from bmcell.errors import BmcellError
+from export.formats.base import ExportFormat
+
+MANIFEST = "manifest.json"
+FORMAT = "bmcell-export"
+FORMAT_VERSION = 1
+TOOLS = ("bmcell", "torch", "torchvision", "timm", "executorch", "torchao", "onnx", "onnxruntime", "onnxscript",
+         "coremltools")
+PREPROCESSING = ("decode to 8-bit RGB; resize the shorter side to image_size (bilinear, antialiased); centre-crop "
+                 "image_size x image_size; scale uint8 by 1/255 to float32 [0, 1]; NCHW; no mean/std: "
+                 "normalisation is inside the model")
+
+
+class ManifestError(BmcellError):
+    """An export folder whose manifest or artefacts do not check out."""
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def size_bytes(path: Path) -> int:
+    """Bytes of a file, or of all files in a folder."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def tool_versions() -> dict[str, str]:
+    """Installed versions of the export toolchain."""
+    versions = {}
+    for name in TOOLS:
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def input_contract(fmt: ExportFormat, image_size: int) -> dict:
+    """How to feed one artefact."""
+    if fmt.input_kind == "image":
+        return {"name": "image", "kind": "RGB image", "width": image_size, "height": image_size,
+                "preprocessing": "resize the shorter side to image_size and centre-crop; scaling is in the model"}
+    return {"name": "image", "kind": "tensor", "shape": [1, 3, image_size, image_size], "dtype": "float32",
+            "range": [0.0, 1.0], "layout": "NCHW", "channels": "RGB", "preprocessing": PREPROCESSING}
+
+
+def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list[str], seconds: float) -> dict:
+    """The manifest record of one exported artefact."""
+    return {"name": fmt.name, "file": path.name, "family": fmt.family, "precision": fmt.precision,
+            "runtime": fmt.runtime, "bytes": size_bytes(path), "sha256": sha256_path(path),
+            "input": input_contract(fmt, image_size),
+            "output": {"name": "logits", "shape": [1, len(classes)], "classes": classes},
+            "export_seconds": round(seconds, 2)}
+
+
+def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict) -> dict:
+    """The whole manifest: model facts, source checkpoint, tools, golden set and artefacts."""
+    meta = checkpoint.meta
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "arch": meta["arch"], "classes": checkpoint.classes, "image_size": meta["image_size"],
+        "mean": meta["mean"], "std": meta["std"], "preprocessing": PREPROCESSING,
+        "source_checkpoint": {"path": str(checkpoint.json_path), "weights_sha256": meta["weights"]["sha256"],
+                              "epoch": meta.get("epoch"), "metrics": {k: meta.get("metrics", {}).get(k) for k in
+                                                                       ("accuracy", "balanced_accuracy", "macro_f1")}},
+        "tool_versions": tool_versions(), "golden": golden, "artefacts": artefacts,
+    }
+
+
+def read_manifest(export_dir: Path) -> dict:
+    """Read and validate an export folder's manifest."""
+    path = Path(export_dir) / MANIFEST
+    if not path.is_file():
+        raise ManifestError(f"{export_dir} has no {MANIFEST}; is it a folder written by `bmcell export`?")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ManifestError(f"{path}: not valid JSON ({error})") from None
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise ManifestError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+    missing = [k for k in ("classes", "image_size", "source_checkpoint", "golden", "artefacts") if k not in manifest]
+    if missing:
+        raise ManifestError(f"{path}: lacks {missing}")
+    return manifest
+
+
+def verify_artefact(export_dir: Path, entry: dict) -> Path:
+    """The artefact's path, after checking it exists and still has the manifest's sha256."""
+    path = Path(export_dir) / entry["file"]
+    if not path.exists():
+        raise ManifestError(f"{entry['name']}: {path} is missing")
+    actual = sha256_path(path)
+    if actual != entry["sha256"]:
+        raise ManifestError(f"{entry['name']}: {path.name} does not match its sha256 in the manifest "
+                            f"({actual[:12]}... != {entry['sha256'][:12]}...): it changed after export; re-export it")
+    return path

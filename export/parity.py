@@ -1,0 +1,149 @@
+"""Parity: every artefact's logits against the float32 reference, judged by documented tolerance tiers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bmcell.fileio import atomic_write_json
+from export.formats import FORMATS
+from export.formats.base import Runner
+from export.golden import read_golden
+from export.manifest import ManifestError, read_manifest, verify_artefact
+
+PARITY_JSON = "parity.json"
+PARITY_MD = "parity.md"
+
+
+@dataclass(frozen=True)
+class Tier:
+    """Bounds an artefact of one precision must meet; None means not judged by that number."""
+
+    min_top1_agreement: float
+    max_relative_error: float | None = None  # max |out - ref| / max |ref| over the golden set
+    min_sqnr_db: float | None = None
+    max_accuracy_drop: float | None = None  # validation accuracy, in percentage points below the reference
+
+
+TIERS = {
+    "fp32": Tier(min_top1_agreement=1.0, max_relative_error=1e-3, min_sqnr_db=60.0, max_accuracy_drop=0.1),
+    "fp16": Tier(min_top1_agreement=0.99, max_relative_error=2e-2, min_sqnr_db=30.0, max_accuracy_drop=0.5),
+    "int8": Tier(min_top1_agreement=0.99, min_sqnr_db=15.0, max_accuracy_drop=1.0),
+}
+
+
+def compare(reference: np.ndarray, output: np.ndarray) -> dict:
+    """Max absolute and relative error, SQNR (dB) and top-1 agreement of output against reference logits."""
+    if output.shape != reference.shape:
+        raise ManifestError(f"output shape {output.shape} differs from the reference's {reference.shape}")
+    error = output.astype(np.float64) - reference.astype(np.float64)
+    noise = float(np.sum(error ** 2))
+    return {
+        "max_abs_error": float(np.abs(error).max()),
+        "max_relative_error": float(np.abs(error).max() / max(np.abs(reference).max(), 1e-12)),
+        "sqnr_db": float("inf") if noise == 0 else float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / noise)),
+        "top1_agreement": float(np.mean(output.argmax(1) == reference.argmax(1))),
+    }
+
+
+def accuracy(run: Runner, inputs: np.ndarray, targets: np.ndarray, batch: int = 16) -> float:
+    """Top-1 accuracy of a runner over inputs."""
+    predictions = np.concatenate([run(inputs[i:i + batch]).argmax(1) for i in range(0, len(inputs), batch)])
+    return float(np.mean(predictions == targets))
+
+
+def judge(precision: str, numbers: dict) -> list[str]:
+    """The tier's bounds that the numbers break, each naming the number; empty when it passes."""
+    tier = TIERS[precision]
+    failures = []
+    if numbers["top1_agreement"] < tier.min_top1_agreement:
+        failures.append(f"top-1 agreement {numbers['top1_agreement']:.4f} < {tier.min_top1_agreement}")
+    if tier.max_relative_error is not None and numbers["max_relative_error"] > tier.max_relative_error:
+        failures.append(f"max relative error {numbers['max_relative_error']:.2e} > {tier.max_relative_error:.0e}")
+    if tier.min_sqnr_db is not None and numbers["sqnr_db"] < tier.min_sqnr_db:
+        failures.append(f"SQNR {numbers['sqnr_db']:.1f} dB < {tier.min_sqnr_db} dB")
+    drop = numbers.get("accuracy_drop_points")
+    if tier.max_accuracy_drop is not None and drop is not None and drop > tier.max_accuracy_drop:
+        failures.append(f"validation accuracy drop {drop:.2f} points > {tier.max_accuracy_drop}")
+    return failures
+
+
+def structure_failures(entry: dict, declared: dict, classes: list[str], image_size: int) -> list[str]:
+    """Checks of what an artefact declares (labels, input size) when it cannot be run here."""
+    failures = []
+    if declared.get("labels") is not None and list(declared["labels"]) != classes:
+        failures.append(f"embedded labels {declared['labels']} differ from the manifest's {classes}")
+    size = declared.get("input_size")
+    if size is not None and list(size) != [image_size, image_size]:
+        failures.append(f"input size {size} differs from {image_size}x{image_size}")
+    return failures
+
+
+def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float] | None,
+               log: Callable[[str], None] = print) -> dict:
+    """Check every artefact in an export folder; validation is (inputs, targets, reference accuracy) or None."""
+    export_dir = Path(export_dir)
+    manifest = read_manifest(export_dir)
+    source = manifest["source_checkpoint"]["weights_sha256"]
+    inputs, reference, info = read_golden(export_dir / manifest["golden"]["file"], source)
+    rows = []
+    for entry in manifest["artefacts"]:
+        row = {"name": entry["name"], "precision": entry["precision"], "file": entry["file"]}
+        try:
+            path = verify_artefact(export_dir, entry)
+            fmt = FORMATS[entry["name"]]
+            reason = fmt.cannot_run_here()
+            if reason:
+                declared = fmt.inspect(path)
+                failures = structure_failures(entry, declared, manifest["classes"], manifest["image_size"])
+                row |= {"status": "fail" if failures else "not run", "reason": f"not run: {reason}",
+                        "declared": declared, "failures": failures}
+            else:
+                run = fmt.load(path)
+                numbers = compare(reference, run(inputs))
+                if validation is not None:
+                    val_inputs, val_targets, reference_accuracy = validation
+                    numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets)
+                    numbers["accuracy_drop_points"] = 100 * (reference_accuracy - numbers["val_accuracy"])
+                failures = judge(entry["precision"], numbers)
+                row |= numbers | {"status": "fail" if failures else "pass", "failures": failures}
+        except (ManifestError, KeyError, RuntimeError, ValueError, OSError) as error:
+            row |= {"status": "fail", "failures": [f"{type(error).__name__}: {error}"]}
+        log(f"{row['name']:<18} {row['status']:<8} " + ("; ".join(row["failures"]) or row.get("reason", "")))
+        rows.append(row)
+    report = {"golden": {"count": len(inputs), "device": info["device"], "tf32": info["tf32"]},
+              "validation": None if validation is None else {"images": len(validation[1]),
+                                                             "reference_accuracy": validation[2]},
+              "tiers": {k: asdict(v) for k, v in TIERS.items()}, "artefacts": rows,
+              "passed": all(r["status"] != "fail" for r in rows)}
+    atomic_write_json(export_dir / PARITY_JSON, report)
+    (export_dir / PARITY_MD).write_text(parity_markdown(report), encoding="utf-8")
+    return report
+
+
+def parity_markdown(report: dict) -> str:
+    """The parity report as a Markdown table."""
+    golden = report["golden"]
+    lines = [f"# Parity against the float32 reference ({golden['count']} golden images, reference on "
+             f"{golden['device']}, TF32 {golden['tf32']})", "",
+             "| artefact | precision | status | max abs err | max rel err | SQNR dB | top-1 agree | val acc | drop (pts) | notes |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+
+    def cell(row: dict, key: str, fmt: str) -> str:
+        return format(row[key], fmt) if row.get(key) is not None else "-"
+
+    for row in report["artefacts"]:
+        notes = "; ".join(row.get("failures", [])) or row.get("reason", "")
+        lines.append(f"| {row['name']} | {row['precision']} | {row['status']} | {cell(row, 'max_abs_error', '.2e')} | "
+                     f"{cell(row, 'max_relative_error', '.2e')} | {cell(row, 'sqnr_db', '.1f')} | "
+                     f"{cell(row, 'top1_agreement', '.4f')} | {cell(row, 'val_accuracy', '.4f')} | "
+                     f"{cell(row, 'accuracy_drop_points', '.2f')} | {notes} |")
+    if report["validation"]:
+        lines += ["", f"Validation split: {report['validation']['images']} images, reference accuracy "
+                      f"{report['validation']['reference_accuracy']:.4f}."]
+    lines += ["", "Tiers: " + json.dumps(report["tiers"])]
+    return "\n".join(lines) + "\n"

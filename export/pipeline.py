@@ -1,0 +1,108 @@
+"""`bmcell export`: checkpoint → calibration and golden sets → every selected artefact → manifest → parity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import bmcell
+from bmcell.checkpoint import Checkpoint
+from bmcell.errors import BmcellError
+from bmcell.fileio import atomic_write_json
+from export.formats.base import ExportFormat, ExportInputs
+from export.golden import GOLDEN, reference_device, reference_logits, write_golden
+from export.manifest import MANIFEST, artefact_entry, build_manifest
+from export.samples import balanced_pick, load_unit_images, split_records
+from export.wrapper import NormalizedClassifier
+
+MIN_GOLDEN = 64
+
+
+def folded_model(checkpoint: Checkpoint) -> NormalizedClassifier:
+    """The network with its normalisation folded in front: what every artefact contains."""
+    meta = checkpoint.meta
+    return NormalizedClassifier(checkpoint.build_model(), meta["mean"], meta["std"]).eval()
+
+
+def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
+    """Flat string metadata that formats embed: labels, preprocessing and provenance."""
+    meta = checkpoint.meta
+    return {
+        "classes": json.dumps(checkpoint.classes), "image_size": str(meta["image_size"]),
+        "mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"]),
+        "input": "image: 1x3xHxW float32 RGB in [0, 1], normalisation inside the model; output: logits",
+        "arch": meta["arch"], "source_weights_sha256": meta["weights"]["sha256"],
+        "bmcell_version": bmcell.__version__, "description": f"bmcell {meta['arch']} white-cell classifier",
+        "license": "Apache-2.0 (code); the weights follow the licence of the data they were trained on",
+    }
+
+
+def validation_set(checkpoint: Checkpoint, data: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    """The checkpoint's whole validation split as [0, 1] inputs and targets, with the reference's accuracy."""
+    records = split_records(checkpoint, data, "val")
+    inputs = load_unit_images(data, records, checkpoint.meta["image_size"])
+    targets = np.array([checkpoint.classes.index(r.label) for r in records])
+    reference = reference_logits(checkpoint, inputs, reference_device())
+    return inputs.numpy(), targets, float(np.mean(reference.argmax(1) == targets))
+
+
+def _export_one(fmt: ExportFormat, inputs: ExportInputs, staging: Path, image_size: int,
+                log: Callable[[str], None]) -> dict:
+    """Export one format into the staging folder and return its manifest entry."""
+    path = staging / fmt.filename()
+    start = time.perf_counter()
+    try:
+        fmt.export(inputs, path)
+    except BmcellError:
+        raise
+    except Exception as error:  # a converter's own failure: name the format, keep the cause
+        raise BmcellError(f"export to {fmt.name} failed: {type(error).__name__}: {error}") from error
+    entry = artefact_entry(fmt, path, image_size, inputs.classes, time.perf_counter() - start)
+    log(f"  {fmt.name:<18} {entry['bytes'] / 1e6:8.2f} MB  {entry['export_seconds']:6.1f} s  {path.name}")
+    return entry
+
+
+def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: Path, data: Path,
+                      calibration_count: int, golden_count: int, log: Callable[[str], None] = print) -> Path:
+    """Write every format, the golden set and manifest.json into out (built aside, moved in when complete)."""
+    if not formats:
+        raise BmcellError("no format selected: check --target and --quantize")
+    if golden_count < MIN_GOLDEN:
+        raise BmcellError(f"the golden set needs at least {MIN_GOLDEN} images, got {golden_count}")
+    if out.exists() and any(out.iterdir()):
+        raise BmcellError(f"{out} exists and is not empty; choose another --out or remove it")
+    image_size = checkpoint.meta["image_size"]
+    train = balanced_pick(split_records(checkpoint, data, "train"), calibration_count)
+    golden_records = balanced_pick(split_records(checkpoint, data, "val"), golden_count)
+    if len(golden_records) < MIN_GOLDEN:
+        golden_records += balanced_pick(split_records(checkpoint, data, "train"), MIN_GOLDEN - len(golden_records), 1)
+        log(f"the validation split has fewer than {MIN_GOLDEN} images: the golden set is topped up from training "
+            f"to {len(golden_records)} images" + (" (the whole dataset)" if len(golden_records) < MIN_GOLDEN else ""))
+    golden_inputs = load_unit_images(data, golden_records, image_size)
+    inputs = ExportInputs(model=folded_model(checkpoint), example=golden_inputs[:1],
+                          calibration=load_unit_images(data, train, image_size), classes=checkpoint.classes,
+                          metadata=embedded_metadata(checkpoint))
+    staging = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        device = reference_device()
+        golden = write_golden(staging / GOLDEN, golden_inputs, reference_logits(checkpoint, golden_inputs, device),
+                              [r.path for r in golden_records], checkpoint.meta["weights"]["sha256"], device)
+        log(f"golden set: {len(golden_records)} images, reference logits on {golden['device']} (TF32 off); "
+            f"calibration: {len(train)} training images")
+        with torch.no_grad():
+            artefacts = [_export_one(fmt, inputs, staging, image_size, log) for fmt in formats]
+        atomic_write_json(staging / MANIFEST, build_manifest(checkpoint, artefacts, golden))
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out / MANIFEST

@@ -1,0 +1,42 @@
+"""Real images from a checkpoint's own split, preprocessed by the artefacts' input contract."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from bmcell.checkpoint import Checkpoint
+from bmcell.data.folder import ImageRecord
+from bmcell.data.images import load_rgb
+from bmcell.data.prepare import load_prepared
+from bmcell.data.transforms import unit_transform
+
+
+def split_records(checkpoint: Checkpoint, data: Path, subset: str) -> list[ImageRecord]:
+    """The checkpoint's train or val records, checking the split file and that the images are under data."""
+    prepared = load_prepared(data, checkpoint.run_dir, checkpoint.meta["split"]["sha256"])
+    return prepared.train if subset == "train" else prepared.val
+
+
+def balanced_pick(records: list[ImageRecord], count: int, seed: int = 0) -> list[ImageRecord]:
+    """Up to count records taken round-robin over the classes, in a seeded, order-independent way."""
+    by_class: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.path):
+        by_class[record.label].append(record)
+    for label, members in by_class.items():
+        random.Random(f"{seed}:{label}").shuffle(members)
+    picked: list[ImageRecord] = []
+    while len(picked) < count and any(by_class.values()):
+        for label in sorted(by_class):
+            if by_class[label] and len(picked) < count:
+                picked.append(by_class[label].pop())
+    return picked
+
+
+def load_unit_images(data: Path, records: list[ImageRecord], image_size: int) -> torch.Tensor:
+    """N x 3 x S x S float32 in [0, 1]: the exact input every exported artefact takes."""
+    transform = unit_transform(image_size)
+    return torch.stack([transform(load_rgb(Path(data) / r.path)) for r in records])

@@ -1,0 +1,163 @@
+"""Export end to end on a tiny trained model: every format, the manifest, parity (which can fail), the benchmark."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from bmcell.checkpoint import load_checkpoint
+from bmcell.cli.main import app
+from bmcell.config import TrainConfig
+from bmcell.data.synthetic import write_synthetic_dataset
+from bmcell.engine import fit
+from export.formats import FORMATS
+from tests.conftest import TINY
+
+runner = CliRunner()
+EXPECTED = {"torchscript-fp32", "torchscript-lite", "executorch-fp32", "executorch-int8", "onnx-fp32", "onnx-int8",
+            "ort-fp32", "ort-int8", "coreml-fp16", "coreml-int8"}
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory):
+    """Enough synthetic cells for a golden set of 64 and a model that learns."""
+    root = tmp_path_factory.mktemp("cells") / "cells"
+    write_synthetic_dataset(root, per_class=30, size=64, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, cells):
+    """A tiny MobileViT trained long enough to give confident predictions."""
+    run = tmp_path_factory.mktemp("export") / "run"
+    fit(TrainConfig(**TINY, out=str(run), data=str(cells), epochs=10, lr=2e-3, warmup_epochs=1))
+    return run
+
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    """Every target at every precision, with parity."""
+    result = runner.invoke(app, ["export", str(trained), "--target", "all", "--quantize", "all", "--calib", "32"])
+    return trained / "export", result
+
+
+def test_every_format_is_registered():
+    assert set(FORMATS) == EXPECTED
+
+
+def test_export_all_writes_every_artefact_and_checks_parity(exported):
+    folder, result = exported
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert {a["name"] for a in manifest["artefacts"]} == EXPECTED
+    for entry in manifest["artefacts"]:
+        assert (folder / entry["file"]).exists()
+        assert entry["bytes"] > 0 and len(entry["sha256"]) == 64
+        assert entry["output"]["classes"] == manifest["classes"]
+        assert {"tool_versions", "source_checkpoint", "golden"} <= set(manifest)
+    assert not list(folder.glob("*.data")), "ONNX must be one self-contained file"
+    parity = json.loads((folder / "parity.json").read_text())
+    assert parity["golden"]["count"] == 64
+    rows = {r["name"]: r for r in parity["artefacts"]}
+    assert rows["coreml-fp16"]["status"] == "not run" and "macOS" in rows["coreml-fp16"]["reason"]
+    assert rows["coreml-int8"]["declared"]["labels"] == manifest["classes"]
+    for name in EXPECTED - {"coreml-fp16", "coreml-int8"}:
+        assert rows[name]["val_accuracy"] is not None and rows[name]["status"] in ("pass", "fail")
+    for fp32 in ("onnx-fp32", "executorch-fp32", "torchscript-fp32", "torchscript-lite", "ort-fp32"):
+        assert rows[fp32]["status"] == "pass"
+        assert rows[fp32]["max_relative_error"] < 1e-3 and rows[fp32]["top1_agreement"] == 1.0
+    for int8 in ("onnx-int8", "executorch-int8", "ort-int8"):
+        assert rows[int8]["sqnr_db"] > 15  # the tier's agreement bound may fail on a model this small
+    # the exit status follows the report: 0 only when no artefact failed
+    assert (result.exit_code == 0) == parity["passed"], result.output
+    assert result.exit_code in (0, 1)
+
+
+def test_int8_files_are_smaller(exported):
+    folder, _ = exported
+    sizes = {a["name"]: a["bytes"] for a in json.loads((folder / "manifest.json").read_text())["artefacts"]}
+    for family in ("executorch", "onnx", "ort"):
+        assert sizes[f"{family}-int8"] < sizes[f"{family}-fp32"]
+    assert sizes["coreml-int8"] < sizes["coreml-fp16"]
+
+
+def test_flipping_one_byte_fails_parity(exported, tmp_path):
+    folder, _ = exported
+    copy = shutil.copytree(folder, tmp_path / "export")
+    path = copy / "model-onnx-fp32.onnx"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    result = runner.invoke(app, ["parity", str(copy), "--golden-only"])
+    assert result.exit_code == 1
+    assert "onnx-fp32" in result.output and "sha256" in result.output
+
+
+def test_wrong_preprocessing_fails_parity(trained, tmp_path, monkeypatch):
+    import export.pipeline as pipeline
+    from export.wrapper import NormalizedClassifier
+
+    def wrong_mean_std(checkpoint):
+        return NormalizedClassifier(checkpoint.build_model(), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).eval()
+
+    monkeypatch.setattr(pipeline, "folded_model", wrong_mean_std)
+    result = runner.invoke(app, ["export", str(trained), "--target", "onnx", "--quantize", "none",
+                                 "--out", str(tmp_path / "wrong")])
+    assert result.exit_code == 1
+    row = json.loads((tmp_path / "wrong" / "parity.json").read_text())["artefacts"][0]
+    assert row["name"] == "onnx-fp32" and row["status"] == "fail"
+    assert any("max relative error" in f for f in row["failures"])
+
+
+def test_golden_set_of_another_model_is_refused(exported, tmp_path, cells):
+    folder, _ = exported
+    other_run = tmp_path / "other"
+    fit(TrainConfig(**TINY, out=str(other_run), data=str(cells), epochs=1, seed=7))
+    other = runner.invoke(app, ["export", str(other_run), "--target", "onnx", "--quantize", "none", "--no-parity"])
+    assert other.exit_code == 0, other.output
+    copy = shutil.copytree(folder, tmp_path / "mixed")
+    shutil.copy(other_run / "export" / "golden.safetensors", copy / "golden.safetensors")
+    result = runner.invoke(app, ["parity", str(copy), "--golden-only"])
+    assert result.exit_code == 2 and "another model" in result.output
+
+
+def test_bad_export_requests(trained, tmp_path):
+    unknown = runner.invoke(app, ["export", str(trained), "--target", "windows-phone", "--out", str(tmp_path / "a")])
+    assert unknown.exit_code == 2 and "unknown target" in unknown.output
+    assert not (tmp_path / "a").exists()
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "keep.txt").write_text("mine")
+    busy = runner.invoke(app, ["export", str(trained), "--target", "onnx", "--out", str(occupied)])
+    assert busy.exit_code == 2 and "not empty" in busy.output
+    assert [p.name for p in occupied.iterdir()] == ["keep.txt"]
+    edited = tmp_path / "edited"
+    shutil.copytree(trained, edited, ignore=shutil.ignore_patterns("export*"))
+    meta = json.loads((edited / "best.json").read_text())
+    meta["std"] = [0.5, 0.5, 0.5]
+    (edited / "best.json").write_text(json.dumps(meta))
+    refused = runner.invoke(app, ["export", str(edited), "--target", "onnx"])
+    assert refused.exit_code == 2 and "edited" in refused.output
+    assert not (edited / "export").exists()
+    assert not list(tmp_path.glob(".*partial*")) and not list(trained.glob(".*partial*"))
+
+
+def test_bench_has_a_row_per_artefact(exported):
+    folder, _ = exported
+    checkpoint = load_checkpoint(json.loads((folder / "manifest.json").read_text())["source_checkpoint"]["path"])
+    from export.bench import run_bench
+    from export.pipeline import folded_model
+
+    report = run_bench(folder, folded_model(checkpoint), runs=50, warmup=2, log=lambda m: None)
+    rows = {r["name"]: r for r in report["rows"]}
+    assert set(rows) == EXPECTED | {"pytorch-eager"}
+    for name, row in rows.items():
+        if name.startswith("coreml"):
+            assert "macOS" in row["skipped"]
+        else:
+            assert 0 < row["p50_ms_all_threads"] <= row["p90_ms_all_threads"]
+            assert row["p50_ms_1_thread"] > 0 and row["load_ms"] > 0 and row["speedup_vs_eager"] > 0
+    assert (folder / "bench.md").read_text().count("\n|") >= len(EXPECTED) + 2
+    assert (folder / "bench.png").stat().st_size > 5000
