@@ -18,7 +18,7 @@ from bmcell.fileio import atomic_write_json
 from export.formats.base import ExportFormat, ExportInputs
 from export.golden import GOLDEN, reference_device, reference_logits, write_golden
 from export.manifest import MANIFEST, artefact_entry, build_manifest
-from export.samples import balanced_pick, load_unit_images, split_records
+from export.samples import balanced_pick, checkpoint_split, load_unit_images
 from export.wrapper import NormalizedClassifier
 
 MIN_GOLDEN = 64
@@ -45,7 +45,7 @@ def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
 
 def validation_set(checkpoint: Checkpoint, data: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """The checkpoint's whole validation split as [0, 1] inputs and targets, with the reference's accuracy."""
-    records = split_records(checkpoint, data, "val")
+    records = checkpoint_split(checkpoint, data).val
     inputs = load_unit_images(data, records, checkpoint.meta["image_size"])
     targets = np.array([checkpoint.classes.index(r.label) for r in records])
     reference = reference_logits(checkpoint, inputs, reference_device())
@@ -78,10 +78,11 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
     if out.exists() and any(out.iterdir()):
         raise BmcellError(f"{out} exists and is not empty; choose another --out or remove it")
     image_size = checkpoint.meta["image_size"]
-    train = balanced_pick(split_records(checkpoint, data, "train"), calibration_count)
-    golden_records = balanced_pick(split_records(checkpoint, data, "val"), golden_count)
+    split = checkpoint_split(checkpoint, data)  # read and checked once
+    train = balanced_pick(split.train, calibration_count)
+    golden_records = balanced_pick(split.val, golden_count)
     if len(golden_records) < MIN_GOLDEN:
-        golden_records += balanced_pick(split_records(checkpoint, data, "train"), MIN_GOLDEN - len(golden_records), 1)
+        golden_records += balanced_pick(split.train, MIN_GOLDEN - len(golden_records), 1)
         log(f"the validation split has fewer than {MIN_GOLDEN} images: the golden set is topped up from training "
             f"to {len(golden_records)} images" + (" (the whole dataset)" if len(golden_records) < MIN_GOLDEN else ""))
     golden_inputs = load_unit_images(data, golden_records, image_size)

@@ -11,14 +11,13 @@ import torch
 from bmcell.checkpoint import Checkpoint
 from bmcell.data.folder import ImageRecord
 from bmcell.data.images import load_rgb
-from bmcell.data.prepare import load_prepared
+from bmcell.data.prepare import PreparedData, load_prepared
 from bmcell.data.transforms import unit_transform
 
 
-def split_records(checkpoint: Checkpoint, data: Path, subset: str) -> list[ImageRecord]:
-    """The checkpoint's train or val records, checking the split file and that the images are under data."""
-    prepared = load_prepared(data, checkpoint.run_dir, checkpoint.meta["split"]["sha256"])
-    return prepared.train if subset == "train" else prepared.val
+def checkpoint_split(checkpoint: Checkpoint, data: Path) -> PreparedData:
+    """The checkpoint's train/val split, checking the split file's hash and that the images are under data."""
+    return load_prepared(data, checkpoint.run_dir, checkpoint.meta["split"]["sha256"])
 
 
 def balanced_pick(records: list[ImageRecord], count: int, seed: int = 0) -> list[ImageRecord]:
