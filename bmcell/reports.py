@@ -60,6 +60,11 @@ def write_confusion_csv(matrix: np.ndarray, classes: list[str], path: Path) -> N
             writer.writerow([name, *row])
 
 
+def markdown_cell(row: dict, key: str, fmt: str) -> str:
+    """row[key] formatted for a Markdown table, or '-' when it is absent."""
+    return format(row[key], fmt) if row.get(key) is not None else "-"
+
+
 def markdown_report(report: dict, title: str) -> str:
     """An evaluation report as Markdown: headline metrics, a per-class table and the confusion matrix."""
     lines = [f"# {title}", "", "| metric | value |", "|---|---:|",

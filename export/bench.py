@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from bmcell.fileio import atomic_write_json
+from bmcell.reports import markdown_cell
 from export.formats import FORMATS
 from export.formats.base import Runner
 from export.golden import read_golden
@@ -137,16 +138,13 @@ def bench_markdown(report: dict) -> str:
              f"p50 ms {report['threads_all']} threads | p90 ms {report['threads_all']} threads | speed-up vs eager | val acc | notes |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 
-    def cell(row: dict, key: str, fmt: str) -> str:
-        return format(row[key], fmt) if row.get(key) is not None else "-"
-
     for row in report["rows"]:
         size = f"{row['bytes'] / 1e6:.2f}" if row.get("bytes") else "-"
         notes = f"not run: {row['skipped']}" if row.get("skipped") else row.get("notes", "")
-        lines.append(f"| {row['name']} | {row['precision']} | {row['runtime']} | {size} | {cell(row, 'load_ms', '.0f')} | "
-                     f"{cell(row, 'p50_ms_1_thread', '.2f')} | {cell(row, 'p90_ms_1_thread', '.2f')} | "
-                     f"{cell(row, 'p50_ms_all_threads', '.2f')} | {cell(row, 'p90_ms_all_threads', '.2f')} | "
-                     f"{cell(row, 'speedup_vs_eager', '.2f')}x | {cell(row, 'val_accuracy', '.4f')} | {notes} |")
+        lines.append(f"| {row['name']} | {row['precision']} | {row['runtime']} | {size} | {markdown_cell(row, 'load_ms', '.0f')} | "
+                     f"{markdown_cell(row, 'p50_ms_1_thread', '.2f')} | {markdown_cell(row, 'p90_ms_1_thread', '.2f')} | "
+                     f"{markdown_cell(row, 'p50_ms_all_threads', '.2f')} | {markdown_cell(row, 'p90_ms_all_threads', '.2f')} | "
+                     f"{markdown_cell(row, 'speedup_vs_eager', '.2f')}x | {markdown_cell(row, 'val_accuracy', '.4f')} | {notes} |")
     return "\n".join(lines) + "\n"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from bmcell.fileio import atomic_write_json
+from bmcell.reports import markdown_cell
 from export.formats import FORMATS
 from export.formats.base import Runner
 from export.golden import read_golden
@@ -133,15 +134,12 @@ def parity_markdown(report: dict) -> str:
              "| artefact | precision | status | max abs err | max rel err | SQNR dB | top-1 agree | val acc | drop (pts) | notes |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
 
-    def cell(row: dict, key: str, fmt: str) -> str:
-        return format(row[key], fmt) if row.get(key) is not None else "-"
-
     for row in report["artefacts"]:
         notes = "; ".join(row.get("failures", [])) or row.get("reason", "")
-        lines.append(f"| {row['name']} | {row['precision']} | {row['status']} | {cell(row, 'max_abs_error', '.2e')} | "
-                     f"{cell(row, 'max_relative_error', '.2e')} | {cell(row, 'sqnr_db', '.1f')} | "
-                     f"{cell(row, 'top1_agreement', '.4f')} | {cell(row, 'val_accuracy', '.4f')} | "
-                     f"{cell(row, 'accuracy_drop_points', '.2f')} | {notes} |")
+        lines.append(f"| {row['name']} | {row['precision']} | {row['status']} | {markdown_cell(row, 'max_abs_error', '.2e')} | "
+                     f"{markdown_cell(row, 'max_relative_error', '.2e')} | {markdown_cell(row, 'sqnr_db', '.1f')} | "
+                     f"{markdown_cell(row, 'top1_agreement', '.4f')} | {markdown_cell(row, 'val_accuracy', '.4f')} | "
+                     f"{markdown_cell(row, 'accuracy_drop_points', '.2f')} | {notes} |")
     if report["validation"]:
         lines += ["", f"Validation split: {report['validation']['images']} images, reference accuracy "
                       f"{report['validation']['reference_accuracy']:.4f}."]
