@@ -178,3 +178,12 @@ def test_quickstart_runs_the_whole_job(tmp_path):
     assert "done." in result.output
     assert (tmp_path / "qs" / "run" / "best.safetensors").is_file()
     assert (tmp_path / "qs" / "run" / "eval-val" / "report.md").is_file()
+    export_dir = tmp_path / "qs" / "run" / "export"
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    assert {a["name"] for a in manifest["artefacts"]} >= {"executorch-fp32", "executorch-int8", "onnx-fp32",
+                                                         "onnx-int8", "coreml-fp16", "torchscript-lite"}
+    parity = json.loads((export_dir / "parity.json").read_text())
+    assert {r["name"]: r["status"] for r in parity["artefacts"]}["onnx-fp32"] == "pass"
+    bench = (export_dir / "bench.md").read_text()
+    assert "pytorch-eager" in bench and "executorch-int8" in bench and (export_dir / "bench.png").is_file()
+    assert "mobile artefacts:" in result.output

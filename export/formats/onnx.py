@@ -77,9 +77,10 @@ def _float_nodes(model: onnx.ModelProto) -> list[str]:
 
 def _export_int8(inputs: ExportInputs, path: Path) -> None:
     """The fp32 export, ORT's pre-processing, then static QDQ quantisation calibrated on every calibration image:
-    uint8 activations, int8 per-channel weights, _float_nodes left in float. uint8 x int8 is the pair ORT runs fast
-    on x86 without VNNI (int8 x int8 ran ~3x slower than fp32 there); its AVX2 kernel sums pairs of products in int16,
-    which saturates with full-range weights (logit SQNR fell to 4 dB), hence weights in the reduced 7-bit range."""
+    uint8 activations and uint8 per-channel weights, _float_nodes left in float. Measured on a PBC MobileViT-XS
+    (128 px, 512 validation images): u8u8 kept logit SQNR 24.7 dB and top-1 agreement 0.959, where the faster
+    u8s8 pair needs 7-bit weights on AVX2 without VNNI (its kernel sums products in int16 and saturates) and fell
+    to 17.6 dB / 0.912, and s8s8 ran 3x slower than fp32 on this CPU at no better accuracy (21.8 dB / 0.924)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -91,8 +92,8 @@ def _export_int8(inputs: ExportInputs, path: Path) -> None:
         _export_fp32(inputs, fp32)
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(str(prepared), str(path), _CalibrationImages(inputs.calibration.numpy()),
-                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True, reduce_range=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))))
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                        per_channel=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))))
     _embed_metadata(path, inputs)
 
 
