@@ -126,6 +126,11 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
     return report
 
 
+def failed_artefacts(report: dict) -> list[str]:
+    """Names of the artefacts a parity report failed."""
+    return [row["name"] for row in report["artefacts"] if row["status"] == "fail"]
+
+
 def parity_markdown(report: dict) -> str:
     """The parity report as a Markdown table."""
     golden = report["golden"]

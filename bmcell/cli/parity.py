@@ -12,7 +12,7 @@ from bmcell.cli.common import console, reports_errors
 
 def check_parity(export_dir: Path, checkpoint, data: Optional[Path], golden_only: bool) -> None:
     """Run parity (with the validation split unless golden_only) and exit 1 when an artefact fails."""
-    from export.parity import PARITY_MD, run_parity
+    from export.parity import PARITY_MD, failed_artefacts, run_parity
     from export.pipeline import validation_set
 
     validation = None
@@ -24,8 +24,7 @@ def check_parity(export_dir: Path, checkpoint, data: Optional[Path], golden_only
     report = run_parity(export_dir, validation, console.print)
     console.print(f"report: {export_dir / PARITY_MD}")
     if not report["passed"]:
-        failed = [r["name"] for r in report["artefacts"] if r["status"] == "fail"]
-        console.print(f"[bold red]parity failed[/] for {', '.join(failed)}")
+        console.print(f"[bold red]parity failed[/] for {', '.join(failed_artefacts(report))}")
         raise typer.Exit(1)
     console.print("[green]parity passed[/] (Core ML rows say 'not run' on Linux: that is not a pass)")
 

@@ -37,7 +37,7 @@ def quickstart(
     from bmcell.evaluation import evaluate_checkpoint, records_for, report_summary
     from bmcell.inference import Classifier
     from export.bench import BENCH_MD, run_bench
-    from export.parity import PARITY_MD, run_parity
+    from export.parity import PARITY_MD, failed_artefacts, run_parity
     from export.pipeline import export_checkpoint, folded_model, validation_set
     from export.targets import select_formats
 
@@ -62,8 +62,7 @@ def quickstart(
     export_checkpoint(checkpoint, select_formats(["all"], "all"), export_dir, data, QUICK_EXPORT["calib"],
                       QUICK_EXPORT["golden"], console.print)
     console.print("[bold]5/6[/] parity against the float32 reference")
-    parity = run_parity(export_dir, validation_set(checkpoint, data), console.print)
-    failed = [row["name"] for row in parity["artefacts"] if row["status"] == "fail"]
+    failed = failed_artefacts(run_parity(export_dir, validation_set(checkpoint, data), console.print))
     console.print("[bold]6/6[/] latency (batch 1, this CPU)")
     run_bench(export_dir, folded_model(checkpoint), QUICK_EXPORT["runs"], QUICK_EXPORT["warmup"], console.print)
     console.print((export_dir / BENCH_MD).read_text())
