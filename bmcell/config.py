@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
+from bmcell.data.transforms import AUGMENTATIONS
 from bmcell.errors import BmcellError
 
 
@@ -35,6 +36,7 @@ class TrainConfig:
     strict: bool = False
     workers: int | None = None
     device: str = "auto"
+    augment: str = "cells"
 
     def __post_init__(self) -> None:
         checks = {
@@ -43,11 +45,12 @@ class TrainConfig:
             "image_size": self.image_size >= 32 and self.image_size % 32 == 0,
             "val_fraction": 0 < self.val_fraction < 1, "workers": self.workers is None or self.workers >= 0,
             "device": self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+            "augment": self.augment in AUGMENTATIONS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             hints = {"image_size": "a multiple of 32, at least 32", "val_fraction": "between 0 and 1",
-                     "device": "auto, cpu, cuda or cuda:N"}
+                     "device": "auto, cpu, cuda or cuda:N", "augment": " or ".join(AUGMENTATIONS)}
             raise ConfigError("; ".join(f"invalid {n}={getattr(self, n)!r}" + (f" ({hints[n]})" if n in hints else "")
                                         for n in bad))
 

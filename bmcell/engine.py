@@ -215,7 +215,8 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
     history = _read_history(run_dir, state.epoch)
 
     arch = get_arch(config.arch)
-    train_set = CellImageDataset(data.root, data.train, data.classes, train_transform(config.image_size, arch.mean, arch.std))
+    augmentation = train_transform(config.image_size, arch.mean, arch.std, config.augment)
+    train_set = CellImageDataset(data.root, data.train, data.classes, augmentation)
     val_set = CellImageDataset(data.root, data.val, data.classes, eval_transform(config.image_size, arch.mean, arch.std))
     workers = config.workers if config.workers is not None else min(8, os.cpu_count() or 1)
     batches_per_epoch = max(1, len(train_set) // config.batch_size) if len(train_set) > config.batch_size else 1

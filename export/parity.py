@@ -37,18 +37,41 @@ TIERS = {
 }
 
 
+def reference_margins(reference: np.ndarray) -> np.ndarray:
+    """Per image, how far the reference's top-1 logit lies above its runner-up."""
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
 def compare(reference: np.ndarray, output: np.ndarray) -> dict:
-    """Max absolute and relative error, SQNR (dB) and top-1 agreement of output against reference logits."""
+    """Max absolute and relative error, SQNR (dB) and top-1 agreement of output against reference logits, and
+    what explains disagreements: the reference margins of the flipped images, and how many golden images have a
+    margin below twice the output's RMS logit error (images any error of that size can flip)."""
     if output.shape != reference.shape:
         raise ManifestError(f"output shape {output.shape} differs from the reference's {reference.shape}")
     error = output.astype(np.float64) - reference.astype(np.float64)
     noise = float(np.sum(error ** 2))
+    margins = reference_margins(reference)
+    flipped = output.argmax(1) != reference.argmax(1)
+    rms_error = float(np.sqrt(np.mean(error ** 2)))
     return {
         "max_abs_error": float(np.abs(error).max()),
         "max_relative_error": float(np.abs(error).max() / max(np.abs(reference).max(), 1e-12)),
         "sqnr_db": float("inf") if noise == 0 else float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / noise)),
-        "top1_agreement": float(np.mean(output.argmax(1) == reference.argmax(1))),
+        "top1_agreement": float(1 - np.mean(flipped)),
+        "rms_error": rms_error,
+        "flipped_margins": sorted(float(m) for m in margins[flipped]),
+        "images_within_error": int(np.sum(margins < 2 * rms_error)),
     }
+
+
+def _agreement_failure(numbers: dict, bound: float) -> str:
+    """The agreement failure, with the flipped images' reference margins against the output's logit error."""
+    margins = ", ".join(f"{m:.3f}" for m in numbers["flipped_margins"][:5])
+    return (f"top-1 agreement {numbers['top1_agreement']:.4f} < {bound} "
+            f"({len(numbers['flipped_margins'])} flipped, reference margins {margins}; "
+            f"{numbers['images_within_error']} golden images have a margin below 2x the RMS logit error "
+            f"{numbers['rms_error']:.3f})")
 
 
 def accuracy(run: Runner, inputs: np.ndarray, targets: np.ndarray, batch: int = 16) -> float:
@@ -62,7 +85,7 @@ def judge(precision: str, numbers: dict) -> list[str]:
     tier = TIERS[precision]
     failures = []
     if numbers["top1_agreement"] < tier.min_top1_agreement:
-        failures.append(f"top-1 agreement {numbers['top1_agreement']:.4f} < {tier.min_top1_agreement}")
+        failures.append(_agreement_failure(numbers, tier.min_top1_agreement))
     if tier.max_relative_error is not None and numbers["max_relative_error"] > tier.max_relative_error:
         failures.append(f"max relative error {numbers['max_relative_error']:.2e} > {tier.max_relative_error:.0e}")
     if tier.min_sqnr_db is not None and numbers["sqnr_db"] < tier.min_sqnr_db:

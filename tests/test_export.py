@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -14,6 +15,7 @@ from bmcell.config import TrainConfig
 from bmcell.data.synthetic import write_synthetic_dataset
 from bmcell.engine import fit
 from export.formats import FORMATS
+from export.parity import compare, judge
 from tests.conftest import TINY
 
 runner = CliRunner()
@@ -161,3 +163,15 @@ def test_bench_has_a_row_per_artefact(exported):
             assert row["p50_ms_1_thread"] > 0 and row["load_ms"] > 0 and row["speedup_vs_eager"] > 0
     assert (folder / "bench.md").read_text().count("\n|") >= len(EXPECTED) + 2
     assert (folder / "bench.png").stat().st_size > 5000
+
+
+def test_agreement_failure_names_the_flipped_images_margins():
+    """A flip on a near-tie is reported with its reference margin and the images the output's error can flip."""
+    reference = np.array([[2.0, 1.99, 0.0], [5.0, 0.0, 0.0], [0.0, 4.0, 1.0], [3.0, 0.0, 2.9]])
+    output = reference + np.array([[-0.02, 0.02, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    numbers = compare(reference, output)
+    assert numbers["top1_agreement"] == 0.75
+    assert numbers["flipped_margins"] == pytest.approx([0.01])
+    assert numbers["images_within_error"] == 1  # only the 0.01 tie lies below 2x the RMS error (0.016)
+    failures = judge("int8", numbers)
+    assert len(failures) == 1 and "1 flipped, reference margins 0.010" in failures[0]

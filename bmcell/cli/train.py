@@ -60,6 +60,8 @@ def train(
     strict: Optional[bool] = typer.Option(None, "--strict", help="Fail on unusable image files instead of skipping."),
     workers: Optional[int] = typer.Option(None, help="Data-loading processes [default: CPU count, at most 8]."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N [default: auto]."),
+    augment: Optional[str] = typer.Option(None, help="cells: PBC-like images; other-labs: also wide zoom, stain, "
+                                          "blur, noise, JPEG for other microscopes [default: cells]."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of these settings; options given here win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
 ) -> None:
@@ -70,7 +72,8 @@ def train(
                  "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                  "warmup_epochs": warmup_epochs, "image_size": image_size, "label_map": label_map,
                  "val_fraction": val_fraction, "seed": seed, "weights": str(weights) if weights else None,
-                 "balanced_sampler": balanced_sampler, "strict": strict, "workers": workers, "device": device}
+                 "balanced_sampler": balanced_sampler, "strict": strict, "workers": workers, "device": device,
+                 "augment": augment}
     if resume:
         cfg = _resumed_config(Path(out or TrainConfig.out), overrides)
     else:

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
+from bmcell.data.stain import RandomHEDJitter
+
 RESIZE_INTERPOLATION = v2.InterpolationMode.BILINEAR
 
 
@@ -17,10 +19,9 @@ class RandomRot90(nn.Module):
         return torch.rot90(image, int(torch.randint(4, ())), dims=(-2, -1))
 
 
-def train_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> v2.Compose:
-    """Random resized crop, flips, 90-degree rotations and mild colour jitter, then normalise."""
-    return v2.Compose([
-        v2.ToImage(),
+def _cells_augmentation(image_size: int) -> list[nn.Module]:
+    """PBC-like images: random resized crop (60-100% of the area), flips, 90-degree rotations, mild colour jitter."""
+    return [
         v2.RandomResizedCrop(image_size, scale=(0.6, 1.0), ratio=(0.8, 1.25),
                              interpolation=RESIZE_INTERPOLATION, antialias=True),
         v2.RandomHorizontalFlip(),
@@ -28,8 +29,35 @@ def train_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, 
         RandomRot90(),
         v2.ColorJitter(brightness=0.15, contrast=0.15, saturation=0.15, hue=0.02),
         v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
+    ]
+
+
+def _other_labs_augmentation(image_size: int) -> list[nn.Module]:
+    """Images from other microscopes and cameras: a wide zoom range (a cell a fifth of the frame to filling it),
+    JPEG re-compression, stain density jitter in HED space, stronger colour jitter, blur and sensor noise."""
+    return [
+        v2.RandomApply([v2.RandomZoomOut(fill=255, side_range=(1.0, 1.6))], p=0.25),
+        v2.RandomResizedCrop(image_size, scale=(0.15, 1.0), ratio=(0.75, 1.33),
+                             interpolation=RESIZE_INTERPOLATION, antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomVerticalFlip(),
+        RandomRot90(),
+        v2.RandomApply([v2.JPEG((25, 95))], p=0.3),
+        v2.ToDtype(torch.float32, scale=True),
+        RandomHEDJitter(sigma=0.25, bias=0.08),
+        v2.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.4, hue=0.06),
+        v2.RandomApply([v2.GaussianBlur(7, sigma=(0.3, 2.0))], p=0.3),
+        v2.RandomApply([v2.GaussianNoise(sigma=0.03)], p=0.3),
+    ]
+
+
+AUGMENTATIONS = {"cells": _cells_augmentation, "other-labs": _other_labs_augmentation}
+
+
+def train_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                    augment: str = "cells") -> v2.Compose:
+    """The named augmentation (AUGMENTATIONS) of a uint8 image, then normalise."""
+    return v2.Compose([v2.ToImage(), *AUGMENTATIONS[augment](image_size), v2.Normalize(mean, std)])
 
 
 def unit_transform(image_size: int) -> v2.Compose:
