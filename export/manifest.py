@@ -20,6 +20,7 @@ TOOLS = ("bmcell", "torch", "torchvision", "timm", "executorch", "torchao", "onn
 PREPROCESSING = ("decode to 8-bit RGB; resize the shorter side to image_size (bilinear, antialiased); centre-crop "
                  "image_size x image_size; scale uint8 by 1/255 to float32 [0, 1]; NCHW; no mean/std: "
                  "normalisation is inside the model")
+DECODE = "8-bit RGB, EXIF orientation applied, alpha composited on white"
 
 
 class ManifestError(BmcellError):
@@ -64,6 +65,12 @@ def input_contract(fmt: ExportFormat, image_size: int) -> dict:
             "range": [0.0, 1.0], "layout": "NCHW", "channels": "RGB", "preprocessing": PREPROCESSING}
 
 
+def preprocessing_contract(image_size: int) -> dict:
+    """PREPROCESSING as data for apps to follow (bmcell.data.transforms.unit_transform on load_rgb's output)."""
+    return {"decode": DECODE, "resize_shorter_side_to": image_size, "interpolation": "bilinear", "antialias": True,
+            "center_crop": image_size, "scale": 1 / 255, "mean": None, "std": None}
+
+
 def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list[str], seconds: float) -> dict:
     """The manifest record of one exported artefact."""
     return {"name": fmt.name, "file": path.name, "family": fmt.family, "precision": fmt.precision,
@@ -81,6 +88,7 @@ def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict) 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "arch": meta["arch"], "classes": checkpoint.classes, "image_size": meta["image_size"],
         "mean": meta["mean"], "std": meta["std"], "preprocessing": PREPROCESSING,
+        "preprocessing_contract": preprocessing_contract(meta["image_size"]),
         "source_checkpoint": {"path": str(checkpoint.json_path), "weights_sha256": meta["weights"]["sha256"],
                               "epoch": meta.get("epoch"), "metrics": {k: meta.get("metrics", {}).get(k) for k in
                                                                        ("accuracy", "balanced_accuracy", "macro_f1")}},

@@ -11,6 +11,7 @@ TARGET_FAMILIES = {
     "ios": ("coreml",),
     "onnx": ("onnx",),
     "torchscript": ("torchscript",),
+    "web": ("onnx",),  # the web app runs model-onnx-*.onnx with onnxruntime-web
 }
 TARGET_FAMILIES["all"] = tuple(dict.fromkeys(f for families in TARGET_FAMILIES.values() for f in families))
 QUANTIZE = {"none": ("fp32", "fp16"), "int8": ("int8",), "all": ("fp32", "fp16", "int8")}

@@ -24,13 +24,17 @@ def data_folder(checkpoint, data: Optional[Path]) -> Path:
 @reports_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="Run folder (uses best), NAME.json or NAME.safetensors."),
-    target: list[str] = typer.Option(["all"], help="android, ios, onnx, torchscript or all; repeat for several."),
+    target: list[str] = typer.Option(["all"], help="android, ios, onnx, web, torchscript or all; repeat for several."),
     quantize: str = typer.Option("all", help="none: float only; int8: quantised only; all: both."),
     calib: int = typer.Option(256, min=1, help="Training images used to calibrate int8 models."),
     golden: int = typer.Option(64, help="Validation images in the golden set (at least 64)."),
     out: Optional[Path] = typer.Option(None, help="Export folder [default: <run folder>/export]."),
     data: Optional[Path] = typer.Option(None, help="Dataset folder [default: the one the checkpoint was trained on]."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Run `bmcell parity` on the result."),
+    app: Optional[Path] = typer.Option(None, help="After export and parity pass, install the model into this demo app "
+                                       "(android_demo, ios_demo or web_demo, per the one app --target) as bmcell_model/."),
+    app_precision: str = typer.Option("auto", help="Model --app installs: int8, float, or auto = int8 if it was "
+                                      "exported and passed parity, else float (executorch-fp32/coreml-fp16/onnx-fp32)."),
 ) -> None:
     """Export a checkpoint for phones: ExecuTorch/TorchScript (android), Core ML (ios), ONNX (onnx), fp and int8."""
     from bmcell.checkpoint import load_checkpoint
@@ -39,6 +43,12 @@ def export(
 
     ckpt = load_checkpoint(checkpoint)
     formats = select_formats(target, quantize)
+    kind = None
+    if app is not None:
+        from export.apps import app_target, check_app
+
+        kind = app_target(target)
+        check_app(kind, app, app_precision)
     out = out or ckpt.run_dir / "export"
     folder = data_folder(ckpt, data)
     console.print(f"exporting {ckpt.json_path} -> {out}: {', '.join(f.name for f in formats)}")
@@ -48,3 +58,7 @@ def export(
         from bmcell.cli.parity import check_parity
 
         check_parity(out, ckpt, folder, golden_only=False)
+    if kind is not None:
+        from export.apps import install_bundle
+
+        console.print(f"installed {install_bundle(out, kind, app, app_precision)}")

@@ -11,6 +11,7 @@ from bmcell.cli.info import info
 from bmcell.cli.parity import parity
 from bmcell.cli.predict import predict
 from bmcell.cli.quickstart import quickstart
+from bmcell.cli.serve_demo import serve_demo
 from bmcell.cli.synth import synth
 from bmcell.cli.train import train
 
@@ -21,7 +22,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, predict, export, parity, bench, info, synth):
+for command in (quickstart, train, evaluate, predict, export, parity, bench, info, synth, serve_demo):
     app.command()(command)
 
 if __name__ == "__main__":

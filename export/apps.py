@@ -1,0 +1,127 @@
+"""`bmcell export --app DIR`: copy one artefact, its labels and the manifest into a demo app as `bmcell_model/`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import bmcell
+from bmcell.errors import BmcellError
+from export.manifest import MANIFEST, preprocessing_contract, read_manifest, verify_artefact
+from export.parity import PARITY_JSON
+
+BUNDLE = "bmcell_model"
+PRECISIONS = ("auto", "int8", "float")
+
+
+@dataclass(frozen=True)
+class App:
+    """Where one kind of demo app keeps its model, and which artefacts it runs."""
+
+    marker: str  # a path relative to the app folder that only this kind of app has
+    bundle_parent: str  # the folder, relative to the app folder, that receives bmcell_model/
+    int8_artefact: str  # the int8 model's artefact name
+    float_artefact: str  # the float model's artefact name
+    file: str  # the artefact's name inside bmcell_model/
+
+
+APPS = {
+    "android": App("app/build.gradle.kts", "app/src/main/assets", "executorch-int8", "executorch-fp32", "model.pte"),
+    "ios": App("BmcellDemo", "BmcellDemo", "coreml-int8", "coreml-fp16", "model.mlpackage"),
+    "web": App("sw.js", ".", "onnx-int8", "onnx-fp32", "model.onnx"),
+}
+
+
+def app_target(targets: list[str]) -> str:
+    """The one app target (android, ios or web) among --target values that --app installs."""
+    found = [t for t in dict.fromkeys(targets) if t in APPS]
+    if len(found) != 1:
+        raise BmcellError(f"--app needs exactly one of --target {', '.join(APPS)} to know which app it is; "
+                          f"got --target {' '.join(targets)}")
+    return found[0]
+
+
+def check_app(kind: str, app_dir: Path, precision: str) -> App:
+    """The app of that kind, after checking the folder is one and --app-precision is known (before a long export)."""
+    if precision not in PRECISIONS:
+        raise BmcellError(f"unknown --app-precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    app = APPS[kind]
+    if not (Path(app_dir) / app.marker).exists():
+        raise BmcellError(f"{app_dir} does not look like the {kind} demo app: it has no {app.marker}; "
+                          f"pass the app's root folder to --app")
+    return app
+
+
+def passed_parity(export_dir: Path, name: str) -> bool:
+    """True when the export folder's parity report ran the artefact and it passed."""
+    path = export_dir / PARITY_JSON
+    if not path.is_file():
+        return False
+    rows = json.loads(path.read_text(encoding="utf-8"))["artefacts"]
+    return any(row["name"] == name and row["status"] == "pass" for row in rows)
+
+
+def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) -> dict:
+    """The manifest entry to install. auto: int8 when exported and passed parity, else float."""
+    entries = {entry["name"]: entry for entry in manifest["artefacts"]}
+    if precision == "auto":
+        int8 = app.int8_artefact in entries and passed_parity(export_dir, app.int8_artefact)
+        wanted = app.int8_artefact if int8 else app.float_artefact
+    else:
+        wanted = app.int8_artefact if precision == "int8" else app.float_artefact
+    if wanted not in entries:
+        raise BmcellError(f"{export_dir} has no {wanted} artefact (it has {', '.join(entries) or 'none'}); "
+                          f"export it first, e.g. `bmcell export RUN --target ... --quantize all`")
+    return entries[wanted]
+
+
+def model_card(manifest: dict, entry: dict, app: App) -> dict:
+    """model.json: what the app needs to run the artefact, including the preprocessing contract."""
+    size = manifest["image_size"]
+    return {"name": entry["name"], "file": app.file, "sha256": entry["sha256"], "bytes": entry["bytes"],
+            "classes": manifest["classes"], "image_size": size, "input": entry["input"],
+            "preprocessing": preprocessing_contract(size),
+            "source_weights_sha256": manifest["source_checkpoint"]["weights_sha256"],
+            "bmcell_version": bmcell.__version__}
+
+
+def _copy(source: Path, destination: Path) -> None:
+    """Copy a file or a folder (an .mlpackage is a folder)."""
+    if source.is_dir():
+        shutil.copytree(source, destination)
+    else:
+        shutil.copy2(source, destination)
+
+
+def install_bundle(export_dir: Path, kind: str, app_dir: Path, precision: str = "auto") -> Path:
+    """Write <app>/<bundle parent>/bmcell_model/ (model, model.json, manifest.json), replacing any old one whole."""
+    app = check_app(kind, app_dir, precision)
+    app_dir, export_dir = Path(app_dir), Path(export_dir)
+    manifest = read_manifest(export_dir)
+    entry = choose_artefact(manifest, export_dir, app, precision)
+    source = verify_artefact(export_dir, entry)
+    parent = app_dir / app.bundle_parent
+    parent.mkdir(parents=True, exist_ok=True)
+    bundle, staging, old = parent / BUNDLE, parent / f".{BUNDLE}.partial", parent / f".{BUNDLE}.old"
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir()
+    try:
+        _copy(source, staging / app.file)
+        shutil.copy2(export_dir / MANIFEST, staging / MANIFEST)
+        (staging / "model.json").write_text(json.dumps(model_card(manifest, entry, app), indent=2) + "\n",
+                                            encoding="utf-8")
+        if bundle.exists():
+            bundle.rename(old)
+        try:
+            staging.rename(bundle)
+        except OSError:
+            if old.exists():
+                old.rename(bundle)  # put the previous bundle back
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return bundle
