@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from bmcell.cli.bench import bench
+from bmcell.cli.compare import compare
 from bmcell.cli.evaluate import evaluate
 from bmcell.cli.export import export
 from bmcell.cli.info import info
@@ -22,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, predict, export, parity, bench, info, synth, serve_demo):
+for command in (quickstart, train, evaluate, predict, export, parity, bench, compare, info, synth, serve_demo):
     app.command()(command)
 
 if __name__ == "__main__":
