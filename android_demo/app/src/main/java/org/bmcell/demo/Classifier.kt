@@ -1,0 +1,78 @@
+package org.bmcell.demo
+
+import android.content.Context
+import java.io.Closeable
+import java.io.File
+import kotlin.math.exp
+import org.pytorch.executorch.EValue
+import org.pytorch.executorch.Module
+import org.pytorch.executorch.Tensor
+
+/** One class and its softmax probability. */
+data class Prediction(val label: String, val probability: Float)
+
+/**
+ * The bundled ExecuTorch program: a 1x3xSxS float32 tensor in, 1xC logits out (classes in model.json's order).
+ *
+ * Loading a Module resizes ExecuTorch's process-wide threadpool, and XNNPACK methods loaded earlier keep a
+ * pointer to the old pool: keep one Classifier per process and close it before opening another.
+ */
+class Classifier private constructor(val info: ModelInfo, private val module: Module) : Closeable {
+
+    companion object {
+        /** model.json read and checked, model.pte copied out of the APK and its sha256 verified, then loaded. */
+        fun load(context: Context, threads: Int = 0): Classifier {
+            val info = ModelBundle.readInfo(context.assets)
+            return open(info, ModelBundle.install(context, info), threads)
+        }
+
+        /** Load an already verified program. threads = 0 lets ExecuTorch choose (half the cores). */
+        fun open(info: ModelInfo, file: File, threads: Int): Classifier {
+            val module = try {
+                Module.load(file.absolutePath, Module.LOAD_MODE_FILE, threads)
+            } catch (error: RuntimeException) {
+                throw BundleError("ExecuTorch cannot load ${info.file} (${error.message}). If it was exported by a " +
+                    "newer executorch than this app's org.pytorch:executorch-android, align the two versions.")
+            }
+            val failure = try {
+                // An Int error code in the Java API (0 = Ok); the Kotlin API returns Unit and throws instead.
+                val code: Any = module.loadMethod("forward")
+                if (code is Int && code != 0) "error 0x${Integer.toHexString(code)}" else null
+            } catch (error: RuntimeException) {
+                error.message ?: error.toString()
+            }
+            if (failure != null) {
+                module.destroy()
+                throw BundleError("ExecuTorch cannot load the forward method of ${info.file}: $failure")
+            }
+            return Classifier(info, module)
+        }
+    }
+
+    /** Raw logits for one preprocessed image (Preprocessing.toTensor's output). */
+    fun logits(input: FloatArray): FloatArray {
+        val size = info.imageSize.toLong()
+        require(input.size.toLong() == 3 * size * size) { "input has ${input.size} values, expected 3x${size}x$size" }
+        val outputs = module.forward(EValue.from(Tensor.fromBlob(input, longArrayOf(1, 3, size, size))))
+        val logits = outputs[0].toTensor().dataAsFloatArray
+        check(logits.size == info.classes.size) {
+            "the model returned ${logits.size} scores but model.json lists ${info.classes.size} classes"
+        }
+        return logits
+    }
+
+    /** The k most probable classes, most probable first. */
+    fun classify(input: FloatArray, k: Int = 3): List<Prediction> = topK(softmax(logits(input)), info.classes, k)
+
+    override fun close() = module.destroy()
+}
+
+fun softmax(logits: FloatArray): FloatArray {
+    val largest = logits.max()
+    val exps = DoubleArray(logits.size) { exp((logits[it] - largest).toDouble()) }
+    val total = exps.sum()
+    return FloatArray(logits.size) { (exps[it] / total).toFloat() }
+}
+
+fun topK(probabilities: FloatArray, classes: List<String>, k: Int): List<Prediction> =
+    probabilities.indices.sortedByDescending { probabilities[it] }.take(k).map { Prediction(classes[it], probabilities[it]) }

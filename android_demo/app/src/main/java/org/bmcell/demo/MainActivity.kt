@@ -1,0 +1,108 @@
+package org.bmcell.demo
+
+import android.content.Intent
+import android.net.Uri
+import android.os.Bundle
+import android.os.SystemClock
+import android.widget.Button
+import android.widget.ImageView
+import android.widget.TextView
+import androidx.activity.ComponentActivity
+import androidx.activity.result.PickVisualMediaRequest
+import androidx.activity.result.contract.ActivityResultContracts
+import java.io.File
+import java.util.Locale
+
+/** Pick a photo (Android photo picker), open any file, or take a photo (CameraX); show the top 3 classes. */
+class MainActivity : ComponentActivity() {
+
+    private lateinit var modelStatus: TextView
+    private lateinit var result: TextView
+    private lateinit var modelInput: ImageView
+    private lateinit var buttons: List<Button>
+
+    private val pickImage = registerForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
+        if (uri != null) classify(uri)
+    }
+    private val openFile = registerForActivityResult(ActivityResultContracts.OpenDocument()) { uri ->
+        if (uri != null) classify(uri)
+    }
+    private val takePhoto = registerForActivityResult(ActivityResultContracts.StartActivityForResult()) { outcome ->
+        val path = outcome.data?.getStringExtra(CameraActivity.EXTRA_PATH)
+        when {
+            outcome.resultCode == RESULT_OK && path != null -> classify(Uri.fromFile(File(path)))
+            else -> outcome.data?.getStringExtra(CameraActivity.EXTRA_ERROR)?.let { result.text = it }
+        }
+    }
+
+    override fun onCreate(savedInstanceState: Bundle?) {
+        super.onCreate(savedInstanceState)
+        setContentView(R.layout.activity_main)
+        modelStatus = findViewById(R.id.model_status)
+        result = findViewById(R.id.result)
+        modelInput = findViewById(R.id.model_input)
+        val pick = findViewById<Button>(R.id.pick_image)
+        val open = findViewById<Button>(R.id.open_file)
+        val camera = findViewById<Button>(R.id.take_photo)
+        buttons = listOf(pick, open, camera)
+
+        pick.setOnClickListener {
+            pickImage.launch(
+                PickVisualMediaRequest.Builder().setMediaType(ActivityResultContracts.PickVisualMedia.ImageOnly).build()
+            )
+        }
+        open.setOnClickListener { openFile.launch(arrayOf("*/*")) } // any file: shows how bad input is reported
+        camera.setOnClickListener { takePhoto.launch(Intent(this, CameraActivity::class.java)) }
+
+        Engine.submit(this) { classifier, error ->
+            val text = classifier?.let { describe(it.info) } ?: error.orEmpty()
+            onUi {
+                modelStatus.text = text
+                buttons.forEach { it.isEnabled = classifier != null }
+            }
+        }
+    }
+
+    private fun describe(info: ModelInfo): String {
+        val size = info.imageSize
+        return "Model ${info.name} (${info.bytes / 1024} KiB, sha256 ${info.sha256.take(12)}… verified), " +
+            "${size}x$size input, ${info.classes.size} classes: ${info.classes.joinToString(", ")}" +
+            (info.bmcellVersion?.let { "; bmcell $it" } ?: "")
+    }
+
+    private fun classify(uri: Uri) {
+        result.text = "Classifying…"
+        val resolver = contentResolver
+        Engine.submit(this) { classifier, error ->
+            if (classifier == null) {
+                onUi { result.text = error }
+                return@submit
+            }
+            try {
+                val prepared = Preprocessing.prepare(resolver, uri, classifier.info.preprocessing)
+                val start = SystemClock.elapsedRealtimeNanos()
+                val top = classifier.classify(prepared.tensor, k = 3)
+                val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
+                val lines = top.mapIndexed { i, p ->
+                    String.format(Locale.US, "%d. %s  %.1f %%", i + 1, p.label, 100 * p.probability)
+                }
+                val crop = prepared.crop.toBitmap()
+                val footer = String.format(Locale.US, "%dx%d picture → %dx%d input; forward %.1f ms",
+                    prepared.sourceWidth, prepared.sourceHeight, crop.width, crop.height, ms)
+                onUi {
+                    modelInput.setImageBitmap(crop)
+                    result.text = (lines + "" + footer).joinToString("\n")
+                }
+            } catch (bad: BadImageError) {
+                onUi {
+                    modelInput.setImageDrawable(null)
+                    result.text = "Cannot use this file: ${bad.message}"
+                }
+            } catch (failure: RuntimeException) {
+                onUi { result.text = "Inference failed: ${failure.message}" }
+            }
+        }
+    }
+
+    private fun onUi(block: () -> Unit) = runOnUiThread { if (!isDestroyed) block() }
+}
