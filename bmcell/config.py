@@ -11,6 +11,9 @@ from bmcell.data.transforms import AUGMENTATIONS
 from bmcell.errors import BmcellError
 
 
+DATA_PATHS = ("auto", "loader", "device")
+
+
 class ConfigError(BmcellError):
     """A configuration file or value that cannot be used."""
 
@@ -37,6 +40,7 @@ class TrainConfig:
     workers: int | None = None
     device: str = "auto"
     augment: str = "cells"
+    data_path: str = "auto"  # loader: DataLoader workers; device: decoded once, augmented on the device; auto: device
 
     def __post_init__(self) -> None:
         checks = {
@@ -45,12 +49,13 @@ class TrainConfig:
             "image_size": self.image_size >= 32 and self.image_size % 32 == 0,
             "val_fraction": 0 < self.val_fraction < 1, "workers": self.workers is None or self.workers >= 0,
             "device": self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-            "augment": self.augment in AUGMENTATIONS,
+            "augment": self.augment in AUGMENTATIONS, "data_path": self.data_path in DATA_PATHS,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             hints = {"image_size": "a multiple of 32, at least 32", "val_fraction": "between 0 and 1",
-                     "device": "auto, cpu, cuda or cuda:N", "augment": " or ".join(AUGMENTATIONS)}
+                     "device": "auto, cpu, cuda or cuda:N", "augment": " or ".join(AUGMENTATIONS),
+                     "data_path": ", ".join(DATA_PATHS)}
             raise ConfigError("; ".join(f"invalid {n}={getattr(self, n)!r}" + (f" ({hints[n]})" if n in hints else "")
                                         for n in bad))
 

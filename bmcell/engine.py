@@ -8,6 +8,7 @@ import os
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,15 +18,20 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from bmcell.checkpoint import (RESUME_FILE, CheckpointError, load_resume_state, save_checkpoint,
                                save_resume_state)
 from bmcell.config import ConfigError, TrainConfig, save_config
+from bmcell.data.cache import decoded_images
 from bmcell.data.dataset import CellImageDataset
+from bmcell.data.device_data import DEVICE_AUGMENTATIONS, DeviceBatches, ImageStore, working_size
 from bmcell.data.prepare import SPLIT_FILE, PreparedData, class_counts, load_prepared, prepare_data
 from bmcell.data.label_maps import resolve_label_map
+from bmcell.data.sampling import EpochSampler
 from bmcell.data.transforms import eval_transform, train_transform
+from bmcell.distributed import Dist
 from bmcell.fileio import atomic_write_bytes
 from bmcell.metrics import classification_report, confusion_matrix
 from bmcell.models import build_model, get_arch, load_pretrained
@@ -33,6 +39,8 @@ from bmcell.reports import plot_curves
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
+CACHE_DIR = "cache"
+SYNC_EVERY = 10  # optimizer steps between reading the loss back from the device (each read waits for the GPU)
 
 
 def select_device(spec: str) -> torch.device:
@@ -47,7 +55,68 @@ def select_device(spec: str) -> torch.device:
 def make_loader(dataset: Dataset, batch_size: int, workers: int, sampler=None, train: bool = False) -> DataLoader:
     """A DataLoader; training batches drop a ragged tail so batch norm never sees a single image."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(), drop_last=train and len(dataset) > batch_size)
+                      pin_memory=torch.cuda.is_available(),
+                      drop_last=train and len(sampler if sampler is not None else dataset) > batch_size)
+
+
+def resolve_data_path(spec: str, device: torch.device) -> str:
+    """'loader' or 'device' for a data_path setting; 'auto' picks the device path (see TrainConfig.data_path)."""
+    return "device" if spec == "auto" else spec
+
+
+@dataclass
+class EpochBatches:
+    """One process's training and validation batches, built once; train(epoch) reshuffles."""
+
+    sampler: EpochSampler
+    batch_size: int
+    make_train: Callable[[], Iterable]
+    make_val: Callable[[], Iterable]
+
+    def train(self, epoch: int) -> Iterable:
+        """This epoch's training batches (images, targets), with a length."""
+        self.sampler.set_epoch(epoch)
+        return self.make_train()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps in one epoch (a ragged last batch is dropped)."""
+        return max(1, len(self.sampler) // self.batch_size)
+
+
+def per_rank_batch(batch_size: int, world_size: int) -> int:
+    """Each process's share of the (global) batch size."""
+    if batch_size % world_size:
+        raise ConfigError(f"--batch-size {batch_size} is the global batch and must divide evenly over "
+                          f"{world_size} processes; use a multiple of {world_size}")
+    return batch_size // world_size
+
+
+def make_batches(config: TrainConfig, data: PreparedData, device: torch.device, dist: Dist = Dist(),
+                 cache_dir: Path | None = None) -> EpochBatches:
+    """The data path config.data_path names: DataLoader workers decoding and augmenting each image ('loader'), or
+    images decoded once into cache_dir and augmented a batch at a time on the device ('device'). Validation images
+    are dealt out over the processes."""
+    arch = get_arch(config.arch)
+    batch = per_rank_batch(config.batch_size, dist.world_size)
+    train_targets = [data.classes.index(r.label) for r in data.train]
+    sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size)
+    val_records = data.val[dist.rank::dist.world_size]
+    if resolve_data_path(config.data_path, device) == "device":
+        work = working_size(config.image_size)
+        train = DeviceBatches(ImageStore(decoded_images(data.root, data.train, work, cache_dir), device), train_targets,
+                              batch, arch.mean, arch.std, sampler,
+                              (config.image_size, DEVICE_AUGMENTATIONS[config.augment]))
+        val = DeviceBatches(ImageStore(decoded_images(data.root, val_records, config.image_size, cache_dir), device),
+                            [data.classes.index(r.label) for r in val_records], batch, arch.mean, arch.std)
+        return EpochBatches(sampler, batch, lambda: train, lambda: val)
+    workers = config.workers if config.workers is not None else min(8, os.cpu_count() or 1)
+    train_set = CellImageDataset(data.root, data.train, data.classes,
+                                 train_transform(config.image_size, arch.mean, arch.std, config.augment))
+    val_set = CellImageDataset(data.root, val_records, data.classes,
+                               eval_transform(config.image_size, arch.mean, arch.std))
+    return EpochBatches(sampler, batch, lambda: make_loader(train_set, batch, workers, sampler, train=True),
+                        lambda: make_loader(val_set, batch, workers))
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -85,38 +154,58 @@ def _progress_line(task) -> str:
             f"{task.fields['ips']:.0f} img/s  ETA {eta}")
 
 
-def train_one_epoch(model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, device: torch.device,
+def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward, backward and optimizer step; returns the summed loss and the number correct, on the device."""
+    images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+    targets = targets.to(device, non_blocking=True)
+    with _autocast(device):
+        logits = model(images)
+        loss = F.cross_entropy(logits, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach().float() * len(targets), (logits.detach().argmax(1) == targets).sum()
+
+
+def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
                     set_lr: Callable[[], float], progress: Progress, description: str) -> dict:
-    """One pass over the training loader; returns mean loss, accuracy and throughput."""
+    """One pass over the training batches; returns mean loss, accuracy and throughput. The loss is read back every
+    SYNC_EVERY steps, so the device is not stalled at each one."""
     model.train()
     task = progress.add_task(description, total=len(loader), loss=float("nan"), ips=0.0)
-    loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
+    loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device, dtype=torch.long)
+    seen, start, log_every = 0, time.perf_counter(), max(1, len(loader) // 10)
     for batch, (images, targets) in enumerate(loader, start=1):
         lr = set_lr()
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        targets = targets.to(device, non_blocking=True)
-        with _autocast(device):
-            logits = model(images)
-            loss = F.cross_entropy(logits, targets)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} (lr {lr:.2e}); lower --lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.item() * len(targets)
-        correct += (logits.argmax(1) == targets).sum().item()
+        batch_loss, batch_correct = train_step(model, images, targets, optimizer, device)
+        loss_sum += batch_loss
+        correct += batch_correct
         seen += len(targets)
-        progress.update(task, advance=1, loss=loss_sum / seen, ips=seen / (time.perf_counter() - start))
-        if not progress.console.is_terminal and batch % max(1, len(loader) // 10) == 0:
-            progress.console.print(_progress_line(progress.tasks[-1]))  # logs and CI get no live bar
+        log_line = not progress.console.is_terminal and batch % log_every == 0  # logs and CI get no live bar
+        if batch % SYNC_EVERY == 0 or batch == len(loader) or log_line:
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss):
+                raise FloatingPointError(f"training loss became {mean_loss} (lr {lr:.2e}); lower --lr")
+            progress.update(task, completed=batch, loss=mean_loss, ips=seen / (time.perf_counter() - start))
+        if log_line:
+            progress.console.print(_progress_line(progress.tasks[-1]))
     progress.remove_task(task)
     seconds = time.perf_counter() - start
-    return {"train_loss": loss_sum / seen, "train_accuracy": correct / seen, "images_per_s": seen / seconds,
-            "train_seconds": seconds}
+    return {"train_loss": loss_sum.item() / seen, "train_accuracy": correct.item() / seen,
+            "images_per_s": seen / seconds, "train_seconds": seconds}
+
+
+def combine_train_metrics(per_rank: list[dict]) -> dict:
+    """One row from every process's training metrics (equal shares): mean loss and accuracy, summed throughput."""
+    return {"train_loss": float(np.mean([r["train_loss"] for r in per_rank])),
+            "train_accuracy": float(np.mean([r["train_accuracy"] for r in per_rank])),
+            "images_per_s": sum(r["images_per_s"] for r in per_rank),
+            "train_seconds": max(r["train_seconds"] for r in per_rank)}
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, loader: DataLoader, device: torch.device,
+def predict_logits(model: nn.Module, loader: Iterable, device: torch.device,
                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Float32 logits and targets for every batch of a loader."""
     model.eval()
@@ -199,12 +288,19 @@ def _start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], No
     return data, False
 
 
-def fit(config: TrainConfig, resume: bool = False, console: Console | None = None) -> Path:
-    """Train (or continue training) per config; writes last/best checkpoints, metrics and curves; returns best.json."""
+def fit(config: TrainConfig, resume: bool = False, console: Console | None = None, dist: Dist = Dist()) -> Path:
+    """Train (or continue training) per config; writes last/best checkpoints, metrics and curves; returns best.json.
+    Under torchrun every process trains its share (DDP) and rank 0 alone prints and writes."""
     console = console or Console(soft_wrap=True)
     run_dir = Path(config.out)
-    data, from_state = _start_or_resume(config, resume, lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    with dist.main_first():  # rank 0 makes the split; the others then read it back
+        data, from_state = _start_or_resume(config, resume or not dist.is_main,
+                                            lambda m: console.print(f"[yellow]warning:[/] {m}"))
     device = select_device(config.device)
+    if dist.enabled:
+        device = torch.device("cuda", dist.local_rank) if device.type == "cuda" else device
+        console.print(f"rank {dist.rank}/{dist.world_size} training on {device}")
+        console = console if dist.is_main else Console(quiet=True)
     model = build_model(config.arch, len(data.classes))
     if config.weights and not from_state:
         skipped = load_pretrained(model, Path(config.weights))
@@ -212,16 +308,14 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
     model.to(device, memory_format=torch.channels_last)  # faster on CUDA and on CPU (oneDNN) alike
     optimizer = make_optimizer(model, config)
     state = RunState(**load_resume_state(run_dir, model, optimizer)) if from_state else RunState()
+    trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if dist.enabled else model
     history = _read_history(run_dir, state.epoch)
 
-    arch = get_arch(config.arch)
-    augmentation = train_transform(config.image_size, arch.mean, arch.std, config.augment)
-    train_set = CellImageDataset(data.root, data.train, data.classes, augmentation)
-    val_set = CellImageDataset(data.root, data.val, data.classes, eval_transform(config.image_size, arch.mean, arch.std))
-    workers = config.workers if config.workers is not None else min(8, os.cpu_count() or 1)
-    batches_per_epoch = max(1, len(train_set) // config.batch_size) if len(train_set) > config.batch_size else 1
-    total_steps = batches_per_epoch * config.epochs
-    warmup_steps = round(min(config.warmup_epochs, 0.1 * config.epochs) * batches_per_epoch)
+    with dist.main_first():  # the decoded-image cache is written once
+        batches = make_batches(config, data, device, dist, run_dir / CACHE_DIR)
+    total_steps = batches.steps_per_epoch * config.epochs
+    warmup_steps = round(min(config.warmup_epochs, 0.1 * config.epochs) * batches.steps_per_epoch)
 
     def set_lr() -> float:
         lr = config.lr * lr_factor(state.step, total_steps, warmup_steps)
@@ -230,36 +324,44 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
         state.step += 1
         return lr
 
-    console.print(f"{'resuming' if resume else 'training'} {config.arch} on {device} | {len(data.classes)} classes | "
-                  f"train {len(train_set)} / val {len(val_set)} images | per class (train) "
+    console.print(f"{'resuming' if resume else 'training'} {config.arch} on {device} x {dist.world_size} | "
+                  f"{resolve_data_path(config.data_path, device)} data path | {len(data.classes)} classes | "
+                  f"train {len(data.train)} / val {len(data.val)} images | per class (train) "
                   f"{class_counts(data.train, data.classes)} | epochs {state.epoch + 1}..{config.epochs} -> {run_dir}")
     for epoch in range(state.epoch + 1, config.epochs + 1):
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        sampler = None
-        if config.balanced_sampler:
-            from torchsampler import ImbalancedDatasetSampler
-
-            sampler = ImbalancedDatasetSampler(train_set, labels=train_set.get_labels())
+        torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * dist.rank)
         with _progress(console) as progress:
-            train = train_one_epoch(model, make_loader(train_set, config.batch_size, workers, sampler, train=True),
-                                    optimizer, device, set_lr, progress, f"epoch {epoch}/{config.epochs}")
-            logits, targets = predict_logits(model, make_loader(val_set, config.batch_size, workers), device, progress)
+            train = train_one_epoch(trained, batches.train(epoch), optimizer, device, set_lr, progress,
+                                    f"epoch {epoch}/{config.epochs}")
+            logits, targets = predict_logits(model, batches.make_val(), device, progress)
+        train = combine_train_metrics(dist.all_gather(train))
+        logits, targets = (np.concatenate(parts) for parts in zip(*dist.all_gather((logits, targets))))
         report = evaluate_logits(logits, targets, data.classes)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train, "val_loss": report["loss"],
                "val_accuracy": report["accuracy"], "val_balanced_accuracy": report["balanced_accuracy"],
-               "val_macro_f1": report["macro_f1"]}
+               "val_macro_f1": report["macro_f1"], "val_images": len(targets), "world_size": dist.world_size}
         history.append(row)
         state.epoch = epoch
         is_best = report["macro_f1"] > state.best_macro_f1
         if is_best:
             state.best_macro_f1, state.best_epoch = report["macro_f1"], epoch
-            save_checkpoint(run_dir, "best", model, _checkpoint_meta(config, data, epoch, report, state))
-        save_checkpoint(run_dir, "last", model, _checkpoint_meta(config, data, epoch, report, state))
-        _write_history(run_dir, history)
-        save_resume_state(run_dir, model, optimizer, state.__dict__)
+        if dist.is_main:
+            _save_epoch(run_dir, model, optimizer, state, history, is_best,
+                        _checkpoint_meta(config, data, epoch, report, state))
         console.print(f"epoch {epoch}/{config.epochs}  loss {train['train_loss']:.4f}  "
                       f"train acc {train['train_accuracy']:.3f}  val loss {report['loss']:.4f}  "
                       f"val acc {report['accuracy']:.3f}  bal acc {report['balanced_accuracy']:.3f}  "
                       f"macro-F1 {report['macro_f1']:.3f}  {train['images_per_s']:.0f} img/s"
                       + ("  [green]best[/]" if is_best else ""))
+    dist.barrier()  # the others leave once rank 0 has written the last epoch
     return run_dir / "best.json"
+
+
+def _save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: RunState,
+                history: list[dict], is_best: bool, meta: dict) -> None:
+    """Write the best (when it is) and last checkpoints, the metrics and curves, then the resume state."""
+    if is_best:
+        save_checkpoint(run_dir, "best", model, meta)
+    save_checkpoint(run_dir, "last", model, meta)
+    _write_history(run_dir, history)
+    save_resume_state(run_dir, model, optimizer, state.__dict__)

@@ -11,7 +11,7 @@ import typer
 from bmcell.cli.common import console, reports_errors
 from bmcell.config import ConfigError, TrainConfig, resolve_config
 
-RUNTIME_ONLY = {"workers", "device", "strict"}
+RUNTIME_ONLY = {"workers", "device", "strict", "data_path"}
 DEFAULT_SYNTH_FOLDER = "synthetic-data"
 
 
@@ -62,10 +62,14 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N [default: auto]."),
     augment: Optional[str] = typer.Option(None, help="cells: PBC-like images; other-labs: also wide zoom, stain, "
                                           "blur, noise, JPEG for other microscopes [default: cells]."),
+    data_path: Optional[str] = typer.Option(None, help="loader: DataLoader workers decode and augment every image; "
+                                            "device: decode once (cache in RUN/cache), augment batches on the "
+                                            "training device; auto: device [default: auto]."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of these settings; options given here win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
 ) -> None:
     """Train a cell classifier; writes last/best checkpoints, split.json, metrics.jsonl and curves.png to --out."""
+    from bmcell.distributed import process_group
     from bmcell.engine import fit
 
     overrides = {"out": str(out) if out else None, "data": str(data) if data else None, "arch": arch,
@@ -73,12 +77,12 @@ def train(
                  "warmup_epochs": warmup_epochs, "image_size": image_size, "label_map": label_map,
                  "val_fraction": val_fraction, "seed": seed, "weights": str(weights) if weights else None,
                  "balanced_sampler": balanced_sampler, "strict": strict, "workers": workers, "device": device,
-                 "augment": augment}
-    if resume:
-        cfg = _resumed_config(Path(out or TrainConfig.out), overrides)
-    else:
-        cfg = resolve_config(config, overrides)
+                 "augment": augment, "data_path": data_path}
+    cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
+    with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun
         if cfg.data is None:
-            cfg = TrainConfig(**(cfg.to_dict() | {"data": str(default_synthetic_data(Path(cfg.out)))}))
-    best = fit(cfg, resume=resume, console=console)
-    console.print(f"done: best checkpoint {best} (evaluate it with `bmcell evaluate {best.parent}`)")
+            with dist.main_first():
+                cfg = TrainConfig(**(cfg.to_dict() | {"data": str(default_synthetic_data(Path(cfg.out)))}))
+        best = fit(cfg, resume=resume, console=console, dist=dist)
+    if dist.is_main:
+        console.print(f"done: best checkpoint {best} (evaluate it with `bmcell evaluate {best.parent}`)")
