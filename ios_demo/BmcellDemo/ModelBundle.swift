@@ -1,0 +1,211 @@
+import CoreML
+import CryptoKit
+import Foundation
+
+/// The model bundle that `bmcell export RUN --target ios --app ios_demo` writes into BmcellDemo/bmcell_model/
+/// (copied into the app as a folder reference): model.mlpackage, model.json (what this app needs) and
+/// manifest.json (provenance). Class names, input size and preprocessing come from model.json, never from code.
+let bundleFolder = "bmcell_model"
+let installHint = "run `bmcell export RUN --target ios --app ios_demo`, then rebuild the app"
+
+/// A bundle that is missing, malformed or fails its integrity check; the message says why and what to do.
+struct BundleError: LocalizedError {
+    let message: String
+    init(_ message: String) { self.message = message }
+    var errorDescription: String? { message }
+}
+
+/// model.json's "preprocessing".
+struct PreprocessingSpec: Decodable {
+    let resizeShorterSideTo: Int
+    let centerCrop: Int
+    let interpolation: String
+    let antialias: Bool?
+    let scale: Double
+    let mean: [Double]? // null for bmcell exports: normalisation is inside the model
+    let std: [Double]?
+
+    enum CodingKeys: String, CodingKey {
+        case resizeShorterSideTo = "resize_shorter_side_to"
+        case centerCrop = "center_crop"
+        case interpolation, antialias, scale, mean, std
+    }
+}
+
+/// model.json.
+struct ModelInfo: Decodable {
+    let name: String
+    let file: String
+    let sha256: String
+    let bytes: Int
+    let classes: [String]
+    let imageSize: Int
+    let preprocessing: PreprocessingSpec
+    let sourceWeightsSha256: String?
+    let bmcellVersion: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, file, sha256, bytes, classes, preprocessing
+        case imageSize = "image_size"
+        case sourceWeightsSha256 = "source_weights_sha256"
+        case bmcellVersion = "bmcell_version"
+    }
+}
+
+/// The fields of manifest.json this app shows (precision and runtime of its artefact).
+struct Manifest: Decodable {
+    struct Artefact: Decodable { let name: String; let precision: String?; let runtime: String? }
+    let artefacts: [Artefact]
+}
+
+/// A verified, compiled model and what model.json says about it.
+struct LoadedModel {
+    let info: ModelInfo
+    let model: MLModel
+    let compiledURL: URL
+    let precision: String?
+    let runtime: String?
+}
+
+enum ModelBundle {
+
+    /// model.json, checked; the package's URL; manifest.json's entry for the artefact, when there is one.
+    static func readInfo() throws -> (info: ModelInfo, package: URL, entry: Manifest.Artefact?) {
+        guard let folder = Bundle.main.url(forResource: bundleFolder, withExtension: nil) else {
+            throw BundleError("No model installed: the app has no \(bundleFolder) folder. To add one, \(installHint).")
+        }
+        let jsonURL = folder.appendingPathComponent("model.json")
+        guard FileManager.default.fileExists(atPath: jsonURL.path) else {
+            throw BundleError("No model installed: \(bundleFolder)/model.json is missing. To add one, \(installHint).")
+        }
+        let info: ModelInfo
+        do {
+            info = try JSONDecoder().decode(ModelInfo.self, from: Data(contentsOf: jsonURL))
+        } catch {
+            throw BundleError("model.json cannot be read (\(error)); \(installHint).")
+        }
+        try check(info)
+        let package = folder.appendingPathComponent(info.file)
+        guard FileManager.default.fileExists(atPath: package.path) else {
+            throw BundleError("model.json names \(info.file), but \(bundleFolder) has no such file; \(installHint).")
+        }
+        let manifestURL = folder.appendingPathComponent("manifest.json")
+        let manifest = (try? Data(contentsOf: manifestURL)).flatMap { try? JSONDecoder().decode(Manifest.self, from: $0) }
+        return (info, package, manifest?.artefacts.first { $0.name == info.name })
+    }
+
+    /// Refuse a contract this app does not implement. Steps 6-7 (x/255, NCHW) happen inside the Core ML model,
+    /// whose image input was exported with scale 1/255 and no bias: model.json must agree.
+    static func check(_ info: ModelInfo) throws {
+        let pre = info.preprocessing
+        guard !info.classes.isEmpty else { throw BundleError("model.json lists no classes; \(installHint).") }
+        guard info.file.hasSuffix(".mlpackage") else {
+            throw BundleError("model.json names \(info.file); this app runs Core ML .mlpackage models (--target ios).")
+        }
+        guard pre.interpolation == "bilinear" else {
+            throw BundleError("model.json asks for \(pre.interpolation) resizing; this app implements bilinear only.")
+        }
+        guard pre.centerCrop == info.imageSize, pre.resizeShorterSideTo >= info.imageSize else {
+            throw BundleError("model.json's preprocessing (resize \(pre.resizeShorterSideTo), crop \(pre.centerCrop)) "
+                              + "does not produce its \(info.imageSize)x\(info.imageSize) input.")
+        }
+        guard abs(pre.scale - 1.0 / 255.0) < 1e-9, pre.mean == nil, pre.std == nil else {
+            throw BundleError("model.json asks for scale \(pre.scale) and mean/std \(String(describing: pre.mean))/"
+                              + "\(String(describing: pre.std)); the Core ML model scales by 1/255 itself and nothing else.")
+        }
+    }
+
+    /// Verify the package against model.json (bytes, then sha256), compile it once (cached by sha256) and load it.
+    static func load(computeUnits: MLComputeUnits = .all) async throws -> LoadedModel {
+        let (info, package, entry) = try readInfo()
+        let (digest, bytes) = try sha256(of: package)
+        guard bytes == info.bytes else {
+            throw BundleError("Refusing to load \(info.file): it has \(bytes) bytes but model.json says \(info.bytes) "
+                              + "(truncated or replaced after export); \(installHint).")
+        }
+        guard digest.lowercased() == info.sha256.lowercased() else {
+            throw BundleError("Refusing to load \(info.file): its sha256 \(digest.prefix(12))… does not match "
+                              + "model.json's \(info.sha256.prefix(12))… (it changed after export); \(installHint).")
+        }
+        let compiled = try await compiledModel(package, sha256: digest)
+        let configuration = MLModelConfiguration()
+        configuration.computeUnits = computeUnits
+        let model: MLModel
+        do {
+            model = try MLModel(contentsOf: compiled, configuration: configuration)
+        } catch {
+            throw BundleError("Core ML cannot load \(info.file): \(error.localizedDescription)")
+        }
+        return LoadedModel(info: info, model: model, compiledURL: compiled, precision: entry?.precision,
+                           runtime: entry?.runtime)
+    }
+
+    /// The package compiled to .mlmodelc in Application Support, reused while its sha256 is the same.
+    static func compiledModel(_ package: URL, sha256: String) async throws -> URL {
+        let manager = FileManager.default
+        let cache = try manager.url(for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil,
+                                    create: true).appendingPathComponent("bmcell", isDirectory: true)
+        let target = cache.appendingPathComponent("\(sha256).mlmodelc", isDirectory: true)
+        if manager.fileExists(atPath: target.path) { return target }
+        let temporary: URL
+        do {
+            temporary = try await MLModel.compileModel(at: package)
+        } catch {
+            throw BundleError("Core ML cannot compile the package: \(error.localizedDescription)")
+        }
+        try manager.createDirectory(at: cache, withIntermediateDirectories: true)
+        try? manager.removeItem(at: target)
+        try manager.moveItem(at: temporary, to: target)
+        return target
+    }
+
+    /// sha256 of a file, or of a folder's regular files — as export/manifest.py::sha256_path computes it: files in
+    /// Python's Path order (component by component), each as its relative POSIX path, a NUL byte, then its bytes.
+    static func sha256(of url: URL) throws -> (hex: String, bytes: Int) {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else {
+            throw BundleError("\(url.lastPathComponent) is missing; \(installHint).")
+        }
+        var hasher = SHA256()
+        var total = 0
+        if isDirectory.boolValue {
+            for relative in try regularFiles(under: url).sorted(by: pythonPathOrder) {
+                hasher.update(data: Data(relative.utf8) + Data([0]))
+                total += try stream(url.appendingPathComponent(relative), into: &hasher)
+            }
+        } else {
+            total = try stream(url, into: &hasher)
+        }
+        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), total)
+    }
+
+    private static func regularFiles(under folder: URL) throws -> [String] {
+        guard let walker = FileManager.default.enumerator(atPath: folder.path) else {
+            throw BundleError("cannot list \(folder.lastPathComponent)")
+        }
+        var files: [String] = []
+        while let relative = walker.nextObject() as? String {
+            if walker.fileAttributes?[.type] as? FileAttributeType == .typeRegular { files.append(relative) }
+        }
+        return files
+    }
+
+    /// Python's PurePosixPath ordering: compare component lists, each component by Unicode code points.
+    static func pythonPathOrder(_ a: String, _ b: String) -> Bool {
+        func parts(_ path: String) -> [[UInt32]] {
+            path.split(separator: "/").map { $0.unicodeScalars.map(\.value) }
+        }
+        return parts(a).lexicographicallyPrecedes(parts(b)) { $0.lexicographicallyPrecedes($1) }
+    }
+
+    private static func stream(_ file: URL, into hasher: inout SHA256) throws -> Int {
+        let handle = try FileHandle(forReadingFrom: file)
+        defer { try? handle.close() }
+        var count = 0
+        while let chunk = try handle.read(upToCount: 1 << 20), !chunk.isEmpty {
+            hasher.update(data: chunk)
+            count += chunk.count
+        }
+        return count
+    }
+}
