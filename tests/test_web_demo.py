@@ -49,7 +49,7 @@ def browser_run(tmp_path_factory, synthetic_data):
         pytest.skip(f"browser test skipped: {reason}")
     root = tmp_path_factory.mktemp("web")
     run = root / "run"
-    fit(TrainConfig(**TINY, out=str(run), data=str(synthetic_data), epochs=2))
+    fit(TrainConfig(**TINY, out=str(run), data=str(synthetic_data), epochs=1))
     site = root / "web_demo"
     site.mkdir()
     for name in APP_FILES:

@@ -1,0 +1,92 @@
+"""`bmcell export --app`: the bundle each demo app expects, the artefact rule, atomic replacement and refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bmcell.errors import BmcellError
+from export.apps import APPS, app_target, install_bundle
+from export.manifest import FORMAT, FORMAT_VERSION, preprocessing_contract, sha256_path
+
+CLASSES = ["lymphocyte", "neutrophil"]
+
+
+def fake_export(folder: Path, names: list[str], passed: list[str] = ()) -> Path:
+    """An export folder with small stand-in artefacts, a manifest and (optionally) a parity report."""
+    folder.mkdir()
+    artefacts = []
+    for name in names:
+        path = folder / f"model-{name}.bin"
+        path.write_bytes(name.encode() * 10)
+        artefacts.append({"name": name, "file": path.name, "sha256": sha256_path(path), "bytes": path.stat().st_size,
+                          "input": {"name": "image", "shape": [1, 3, 64, 64]}})
+    manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": CLASSES, "image_size": 64,
+                "source_checkpoint": {"weights_sha256": "ab" * 32}, "golden": {}, "artefacts": artefacts}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    rows = [{"name": n, "status": "pass" if n in passed else "fail"} for n in names]
+    (folder / "parity.json").write_text(json.dumps({"artefacts": rows}))
+    return folder
+
+
+def fake_app(folder: Path, kind: str) -> Path:
+    """A folder with only the marker that identifies the kind of app."""
+    marker = folder / APPS[kind].marker
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.mkdir() if kind == "ios" else marker.write_text("")
+    return folder
+
+
+@pytest.mark.parametrize("kind, where, file", [("android", "app/src/main/assets", "model.pte"),
+                                               ("ios", "BmcellDemo", "model.mlpackage"), ("web", ".", "model.onnx")])
+def test_bundle_layout_and_model_json(tmp_path, kind, where, file):
+    app = APPS[kind]
+    export = fake_export(tmp_path / "export", [app.float_artefact, app.int8_artefact], passed=[app.int8_artefact])
+    bundle = install_bundle(export, kind, fake_app(tmp_path / "app", kind))
+    assert bundle == tmp_path / "app" / where / "bmcell_model"
+    assert sorted(p.name for p in bundle.iterdir()) == sorted([file, "model.json", "manifest.json"])
+    card = json.loads((bundle / "model.json").read_text())
+    manifest = json.loads((export / "manifest.json").read_text())
+    entry = next(a for a in manifest["artefacts"] if a["name"] == app.int8_artefact)
+    assert card["name"] == app.int8_artefact and card["file"] == file and card["sha256"] == entry["sha256"]
+    assert card["bytes"] == entry["bytes"] and card["input"] == entry["input"] and card["classes"] == CLASSES
+    assert card["preprocessing"] == preprocessing_contract(64) and card["image_size"] == 64
+    assert card["preprocessing"]["scale"] == 0.00392156862745098 and card["source_weights_sha256"] == "ab" * 32
+    assert sha256_path(bundle / file) == entry["sha256"]
+
+
+def test_auto_takes_float_unless_int8_passed_parity(tmp_path):
+    export = fake_export(tmp_path / "export", ["onnx-fp32", "onnx-int8"], passed=["onnx-fp32"])
+    bundle = install_bundle(export, "web", fake_app(tmp_path / "app", "web"))
+    assert json.loads((bundle / "model.json").read_text())["name"] == "onnx-fp32"
+    bundle = install_bundle(export, "web", tmp_path / "app", "int8")
+    assert json.loads((bundle / "model.json").read_text())["name"] == "onnx-int8"
+
+
+def test_reinstall_replaces_the_whole_bundle(tmp_path):
+    export = fake_export(tmp_path / "export", ["onnx-fp32"])
+    bundle = install_bundle(export, "web", fake_app(tmp_path / "app", "web"))
+    (bundle / "stale.txt").write_text("old")
+    install_bundle(export, "web", tmp_path / "app")
+    assert not (bundle / "stale.txt").exists()
+    assert [p.name for p in (tmp_path / "app").iterdir() if p.name.startswith(".")] == []
+
+
+def test_refusals(tmp_path):
+    export = fake_export(tmp_path / "export", ["onnx-fp32"])
+    with pytest.raises(BmcellError, match="does not look like the android demo app"):
+        install_bundle(export, "android", tmp_path)
+    app = fake_app(tmp_path / "app", "web")
+    with pytest.raises(BmcellError, match="no onnx-int8 artefact"):
+        install_bundle(export, "web", app, "int8")
+    with pytest.raises(BmcellError, match="--app-precision"):
+        install_bundle(export, "web", app, "fp8")
+    (export / "model-onnx-fp32.bin").write_bytes(b"tampered")
+    with pytest.raises(BmcellError, match="does not match its sha256"):
+        install_bundle(export, "web", app)
+    assert not (app / "bmcell_model").exists()
+    with pytest.raises(BmcellError, match="exactly one of --target"):
+        app_target(["android", "ios"])
+    assert app_target(["web", "onnx"]) == "web"
