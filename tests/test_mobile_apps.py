@@ -1,0 +1,183 @@
+"""What can be checked of android_demo/ and ios_demo/ without an Android SDK or Xcode: the projects' files, their
+dependencies, that class names, input size and preprocessing come from model.json and not from code, the model
+bundle's placeholders and git rules, and that the benchmark modes write bench.json's fields."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bmcell.data.label_maps import BUILTIN_LABEL_MAPS
+from bmcell.data.synthetic import SYNTH_CLASSES
+
+ROOT = Path(__file__).resolve().parents[1]
+ANDROID = ROOT / "android_demo"
+IOS = ROOT / "ios_demo"
+KOTLIN = ANDROID / "app/src/main/java/org/bmcell/demo"
+SWIFT = IOS / "BmcellDemo"
+ANDROID_BUNDLE = ANDROID / "app/src/main/assets/bmcell_model"
+IOS_BUNDLE = SWIFT / "bmcell_model"
+
+# PBC's eight folders and the maturation-series names of the paper: none may appear in app code. Built-in label
+# maps add theirs (below), except "other", which is an ordinary English word.
+KNOWN_CLASSES = {"basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet",
+                 "myeloblast", "promyelocyte", "myelocyte", "metamyelocyte", *SYNTH_CLASSES}
+
+
+def _code_files() -> list[Path]:
+    """Every source, layout, manifest and build file of both apps (not the READMEs)."""
+    suffixes = {".kt", ".kts", ".xml", ".swift", ".yml", ".properties"}
+    return sorted(p for root in (ANDROID, IOS) for p in root.rglob("*") if p.is_file() and p.suffix in suffixes)
+
+
+def _label_map_classes() -> set[str]:
+    """Class names that the built-in label maps produce (the aml-fab8 and pbc-granulocytic outputs)."""
+    names = set()
+    for build in BUILTIN_LABEL_MAPS.values():
+        label_map = build()
+        names.update(v for v in getattr(label_map, "rules", {}).values() if isinstance(v, str))
+        names.update(getattr(label_map, "classes", None) or [])
+        if isinstance(getattr(label_map, "default", None), str):
+            names.add(label_map.default)
+    return names
+
+
+def test_android_project_has_its_files():
+    for relative in ("settings.gradle.kts", "build.gradle.kts", "gradle.properties",
+                     "gradle/wrapper/gradle-wrapper.properties", "app/build.gradle.kts",
+                     "app/src/main/AndroidManifest.xml", "README.md", ".gitignore"):
+        assert (ANDROID / relative).is_file(), relative
+    for name in ("MainActivity", "CameraActivity", "BenchmarkActivity", "ModelBundle", "Preprocessing", "Classifier"):
+        assert (KOTLIN / f"{name}.kt").is_file(), name
+    # No fabricated binary: the wrapper jar is generated with `gradle wrapper`, as the README says.
+    assert not (ANDROID / "gradle/wrapper/gradle-wrapper.jar").exists()
+    assert "gradle wrapper" in (ANDROID / "README.md").read_text()
+
+
+def test_android_build_uses_executorch_camerax_and_a_matching_gradle():
+    app = (ANDROID / "app/build.gradle.kts").read_text()
+    assert re.search(r'"org\.pytorch:executorch-android:\d+\.\d+\.\d+"', app)
+    for artefact in ("camera-core", "camera-camera2", "camera-lifecycle", "camera-view"):
+        assert f"androidx.camera:{artefact}:" in app, artefact
+    assert int(re.search(r"minSdk\s*=\s*(\d+)", app).group(1)) >= 23  # executorch-android's minSdk
+
+    agp = re.search(r'"com\.android\.application"\) version "(\d+)\.(\d+)', (ANDROID / "build.gradle.kts").read_text())
+    wrapper = (ANDROID / "gradle/wrapper/gradle-wrapper.properties").read_text()
+    gradle = tuple(int(x) for x in re.search(r"gradle-(\d+(?:\.\d+)*)-bin\.zip", wrapper).group(1).split("."))
+    if (int(agp.group(1)), int(agp.group(2))) >= (9, 2):
+        assert gradle >= (9, 4, 1)  # AGP 9.2's minimum Gradle
+
+
+def test_android_manifest_declares_camera_and_an_isolated_benchmark():
+    manifest = (ANDROID / "app/src/main/AndroidManifest.xml").read_text()
+    assert "android.permission.CAMERA" in manifest
+    bench = re.search(r'<activity\s[^>]*android:name="\.BenchmarkActivity"[^>]*>', manifest, re.S).group(0)
+    assert 'android:exported="true"' in bench  # started with `adb shell am start`
+    assert 'android:process=":bench"' in bench  # its own process: ExecuTorch's threadpool is per process
+
+
+def test_ios_project_has_its_files_and_a_valid_xcodegen_spec():
+    for name in ("BmcellDemoApp", "ContentView", "CameraPicker", "Benchmark", "ModelBundle", "Preprocessing",
+                 "Classifier"):
+        assert (SWIFT / f"{name}.swift").is_file(), name
+    spec = yaml.safe_load((IOS / "project.yml").read_text())
+    target = spec["targets"]["BmcellDemo"]
+    assert target["type"] == "application" and target["platform"] == "iOS"
+    assert float(spec["options"]["deploymentTarget"]["iOS"]) >= 16  # PhotosPicker
+    folder = [s for s in target["sources"] if s.get("path") == "BmcellDemo/bmcell_model"]
+    assert folder and folder[0]["type"] == "folder"  # copied as is, so the .mlpackage sha256 can be checked
+    info = target["info"]["properties"]
+    assert info["NSCameraUsageDescription"] and info["UIFileSharingEnabled"] is True
+    assert not list(IOS.glob("*.xcodeproj"))  # generated by XcodeGen, not committed
+
+
+def test_no_class_name_is_typed_into_the_apps():
+    names = {n.lower() for n in KNOWN_CLASSES | _label_map_classes()} - {"other"}
+    assert {"neutrophil", "segmented_neutrophil", "ig"} <= names
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names))) + r")\b", re.I)
+    hits = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in _code_files() for m in pattern.finditer(p.read_text())]
+    assert not hits, hits
+
+
+def test_apps_read_classes_size_and_preprocessing_from_model_json():
+    kotlin = (KOTLIN / "ModelBundle.kt").read_text()
+    for key in ("model.json", "classes", "image_size", "sha256", "bytes", "preprocessing", "resize_shorter_side_to",
+                "center_crop", "interpolation", "scale", "mean", "std"):
+        assert f'"{key}"' in kotlin, key
+    swift = (SWIFT / "ModelBundle.swift").read_text()
+    for key in ("model.json", "image_size", "resize_shorter_side_to", "center_crop"):
+        assert f'"{key}"' in swift, key
+    for field in ("classes", "sha256", "bytes", "preprocessing", "interpolation", "scale", "mean", "std"):
+        assert re.search(rf"let {field}\b", swift), field
+    # Neither app sizes its input with a literal: 256, 224 and 96 appear nowhere in the preprocessing or classifier.
+    for path in (KOTLIN / "Preprocessing.kt", KOTLIN / "Classifier.kt", SWIFT / "Preprocessing.swift",
+                 SWIFT / "Classifier.swift"):
+        assert not re.search(r"\b(256|224|96)\b", path.read_text()), path.name
+
+
+def test_preprocessing_units_follow_the_python_contract():
+    for path, half_even in ((KOTLIN / "Preprocessing.kt", "Math.rint"),
+                            (SWIFT / "Preprocessing.swift", ".toNearestOrEven")):
+        text = path.read_text()
+        assert "bmcell/data/transforms.py::unit_transform" in text, path.name
+        for step in ("decode", "onWhite", "resizeShorterSide", "centerCrop", "antialias"):
+            assert step in text, (path.name, step)
+        assert half_even in text, path.name  # torchvision's crop offset uses Python's round(), half to even
+    assert "inSampleSize" in (KOTLIN / "Preprocessing.kt").read_text()
+    assert "ExifInterface" in (KOTLIN / "Preprocessing.kt").read_text()
+    swift = (SWIFT / "Preprocessing.swift").read_text()
+    assert "CGImageSourceCreateThumbnailAtIndex" in swift and "kCGImageSourceCreateThumbnailWithTransform" in swift
+    assert ".centerCrop" in (SWIFT / "Classifier.swift").read_text()  # the Vision option matching the contract
+
+
+def test_apps_refuse_a_model_whose_sha256_differs():
+    kotlin = (KOTLIN / "ModelBundle.kt").read_text()
+    assert 'MessageDigest.getInstance("SHA-256")' in kotlin and "Refusing to load" in kotlin
+    swift = (SWIFT / "ModelBundle.swift").read_text()
+    assert "SHA256()" in swift and "Refusing to load" in swift
+    # The .mlpackage hash is export/manifest.py::sha256_path's: relative path, a NUL byte, then the bytes.
+    assert 'b"\\0"' in (ROOT / "export/manifest.py").read_text()
+    assert "Data([0])" in swift
+
+
+def test_benchmark_modes_write_bench_json_fields():
+    bench = (ROOT / "export/bench.py").read_text()
+    # The fields bench.json's rows get in export/bench.py; a rename there should fail here until the apps follow.
+    assert 'f"p50_ms_{label}"' in bench and '("1_thread", 1), ("all_threads", all_threads)' in bench
+    row = ["name", "load_ms", "p50_ms_1_thread", "p90_ms_1_thread", "p50_ms_all_threads", "p90_ms_all_threads",
+           "precision", "runtime", "bytes", "val_accuracy", "notes"]
+    report = ["device", "threads_all", "runs", "warmup", "batch", "image_size", "rows"]
+    for key in row[6:] + report:
+        assert f'"{key}"' in bench, key
+    for path in (KOTLIN / "BenchmarkActivity.kt", SWIFT / "Benchmark.swift"):
+        text = path.read_text()
+        missing = [key for key in row + report if f'"{key}"' not in text]
+        assert not missing, (path.name, missing)
+        assert '"runs"' in text and '"warmup"' in text  # the intent extras / launch arguments
+
+
+def test_model_bundle_folders_hold_only_a_placeholder_that_says_how_to_fill_them():
+    for folder, target in ((ANDROID_BUNDLE, "android_demo"), (IOS_BUNDLE, "ios_demo")):
+        readme = folder / "README.md"
+        assert readme.is_file()
+        assert f"--app {target}" in readme.read_text()
+    for source, target in ((KOTLIN / "ModelBundle.kt", "--target android --app android_demo"),
+                           (SWIFT / "ModelBundle.swift", "--target ios --app ios_demo")):
+        assert target in source.read_text()  # the message shown when the bundle is missing
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (ROOT / ".git").exists(), reason="needs the git work tree")
+def test_gitignore_keeps_models_out_and_placeholders_in():
+    def ignored(path: Path) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", str(path.relative_to(ROOT))], cwd=ROOT).returncode == 0
+
+    for folder, artefact in ((ANDROID_BUNDLE, "model.pte"), (IOS_BUNDLE, "model.mlpackage/Manifest.json")):
+        assert ignored(folder / artefact) and ignored(folder / "model.json") and ignored(folder / "manifest.json")
+        assert not ignored(folder / "README.md")
+    assert ignored(ANDROID / "local.properties") and ignored(ANDROID / "app/build/outputs/apk/debug/app-debug.apk")
+    assert ignored(IOS / "BmcellDemo.xcodeproj/project.pbxproj")
