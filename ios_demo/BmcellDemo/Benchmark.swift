@@ -69,7 +69,7 @@ enum Benchmark {
                 "load_ms": loadMs,
                 "p50_ms_1_thread": NSNull(), "p90_ms_1_thread": NSNull(),
                 "p50_ms_all_threads": percentile(times, 50), "p90_ms_all_threads": percentile(times, 90),
-                "precision": classifier.loaded.precision ?? NSNull(),
+                "precision": (classifier.loaded.precision as Any?) ?? NSNull(),
                 "runtime": classifier.loaded.runtime ?? "Core ML (iOS/macOS)",
                 "bytes": info.bytes,
                 "val_accuracy": NSNull(), // parity is measured by `bmcell parity`, not on the phone

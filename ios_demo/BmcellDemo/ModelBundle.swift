@@ -70,7 +70,7 @@ struct LoadedModel {
 enum ModelBundle {
 
     /// model.json, checked; the package's URL; manifest.json's entry for the artefact, when there is one.
-    static func readInfo() throws -> (info: ModelInfo, package: URL, entry: Manifest.Artefact?) {
+    static func readInfo() throws -> (info: ModelInfo, packageURL: URL, entry: Manifest.Artefact?) {
         guard let folder = Bundle.main.url(forResource: bundleFolder, withExtension: nil) else {
             throw BundleError("No model installed: the app has no \(bundleFolder) folder. To add one, \(installHint).")
         }
@@ -85,13 +85,13 @@ enum ModelBundle {
             throw BundleError("model.json cannot be read (\(error)); \(installHint).")
         }
         try check(info)
-        let package = folder.appendingPathComponent(info.file)
-        guard FileManager.default.fileExists(atPath: package.path) else {
+        let packageURL = folder.appendingPathComponent(info.file)
+        guard FileManager.default.fileExists(atPath: packageURL.path) else {
             throw BundleError("model.json names \(info.file), but \(bundleFolder) has no such file; \(installHint).")
         }
         let manifestURL = folder.appendingPathComponent("manifest.json")
         let manifest = (try? Data(contentsOf: manifestURL)).flatMap { try? JSONDecoder().decode(Manifest.self, from: $0) }
-        return (info, package, manifest?.artefacts.first { $0.name == info.name })
+        return (info, packageURL, manifest?.artefacts.first { $0.name == info.name })
     }
 
     /// Refuse a contract this app does not implement. Steps 6-7 (x/255, NCHW) happen inside the Core ML model,
@@ -117,8 +117,8 @@ enum ModelBundle {
 
     /// Verify the package against model.json (bytes, then sha256), compile it once (cached by sha256) and load it.
     static func load(computeUnits: MLComputeUnits = .all) async throws -> LoadedModel {
-        let (info, package, entry) = try readInfo()
-        let (digest, bytes) = try sha256(of: package)
+        let (info, packageURL, entry) = try readInfo()
+        let (digest, bytes) = try sha256(of: packageURL)
         guard bytes == info.bytes else {
             throw BundleError("Refusing to load \(info.file): it has \(bytes) bytes but model.json says \(info.bytes) "
                               + "(truncated or replaced after export); \(installHint).")
@@ -127,7 +127,7 @@ enum ModelBundle {
             throw BundleError("Refusing to load \(info.file): its sha256 \(digest.prefix(12))… does not match "
                               + "model.json's \(info.sha256.prefix(12))… (it changed after export); \(installHint).")
         }
-        let compiled = try await compiledModel(package, sha256: digest)
+        let compiled = try await compiledModel(packageURL, sha256: digest)
         let configuration = MLModelConfiguration()
         configuration.computeUnits = computeUnits
         let model: MLModel
@@ -141,7 +141,7 @@ enum ModelBundle {
     }
 
     /// The package compiled to .mlmodelc in Application Support, reused while its sha256 is the same.
-    static func compiledModel(_ package: URL, sha256: String) async throws -> URL {
+    static func compiledModel(_ packageURL: URL, sha256: String) async throws -> URL {
         let manager = FileManager.default
         let cache = try manager.url(for: .applicationSupportDirectory, in: .userDomainMask, appropriateFor: nil,
                                     create: true).appendingPathComponent("bmcell", isDirectory: true)
@@ -149,7 +149,7 @@ enum ModelBundle {
         if manager.fileExists(atPath: target.path) { return target }
         let temporary: URL
         do {
-            temporary = try await MLModel.compileModel(at: package)
+            temporary = try await MLModel.compileModel(at: packageURL)
         } catch {
             throw BundleError("Core ML cannot compile the package: \(error.localizedDescription)")
         }

@@ -78,11 +78,12 @@ object Preprocessing {
             inSampleSize = sample
             inPreferredConfig = Bitmap.Config.ARGB_8888 // 8 bits per channel; gray and palette images expand to RGB
         }
-        val bitmap = try {
+        val bitmap: Bitmap? = try {
             open(resolver, uri).use { BitmapFactory.decodeStream(it, null, options) }
         } catch (error: OutOfMemoryError) {
             throw BadImageError("${width}x$height pixels does not fit in memory")
-        } ?: throw BadImageError("cannot decode it: the file may be truncated or corrupt")
+        }
+        if (bitmap == null) throw BadImageError("cannot decode it: the file may be truncated or corrupt")
 
         val orientation = open(resolver, uri).use { exifOrientation(it) }
         val oriented = applyOrientation(bitmap, orientation)
