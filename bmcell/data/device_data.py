@@ -22,7 +22,7 @@ from bmcell.data.sampling import EpochSampler
 from bmcell.data.stain import RandomHEDJitter
 
 WORKING_MARGIN = 9 / 8  # working copies are this much larger than the image size, so crops have room
-_GRAY = (0.299, 0.587, 0.114)
+_GRAY = (0.299, 0.587, 0.114)  # torchvision's luma weights
 _RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
 
 
@@ -74,12 +74,6 @@ def crop_thetas(n: int, aug: BatchAugmentation, device: torch.device) -> torch.T
     return torch.cat([linear, centre[:, :, None]], 2)
 
 
-def _gray(images: torch.Tensor) -> torch.Tensor:
-    """Luma (N, 1, H, W) with torchvision's weights."""
-    r, g, b = images.unbind(1)
-    return (_GRAY[0] * r + _GRAY[1] * g + _GRAY[2] * b)[:, None]
-
-
 def _hue_matrices(shift: torch.Tensor) -> torch.Tensor:
     """(N, 3, 3) RGB matrices rotating hue by shift turns (a rotation of the IQ plane of YIQ)."""
     angle = shift * 2 * math.pi
@@ -91,17 +85,21 @@ def _hue_matrices(shift: torch.Tensor) -> torch.Tensor:
 
 
 def colour_jitter(images: torch.Tensor, strength: tuple[float, float, float, float]) -> torch.Tensor:
-    """Brightness, contrast, saturation and hue jitter of float images in [0, 1], one draw per image."""
-    n, device = len(images), images.device
-    brightness, contrast, saturation, hue = strength
-    per_image = (n, 1, 1, 1)
-    images = (images * _uniform(n, 1 - brightness, 1 + brightness, device).view(per_image)).clamp(0, 1)
-    mean = _gray(images).mean((2, 3), keepdim=True)
-    images = ((images - mean) * _uniform(n, 1 - contrast, 1 + contrast, device).view(per_image) + mean).clamp(0, 1)
-    gray = _gray(images)
-    images = ((images - gray) * _uniform(n, 1 - saturation, 1 + saturation, device).view(per_image) + gray).clamp(0, 1)
-    matrices = _hue_matrices(_uniform(n, -hue, hue, device))
-    return torch.einsum("nij,njhw->nihw", matrices, images).clamp(0, 1)
+    """Brightness, contrast, saturation and hue jitter of float images in [0, 1], one draw per image, in that order.
+    All four are linear in the pixels, so they are composed into one 3x3 matrix and offset per image and applied in
+    one pass, clamped once at the end (torchvision clamps after each and shuffles their order)."""
+    n, channels, height, width = images.shape
+    device = images.device
+    brightness, contrast, saturation = (_uniform(n, 1 - s, 1 + s, device) for s in strength[:3])
+    gray = torch.tensor(_GRAY, device=device)
+    mean_gray = images.mean((2, 3)) @ gray * brightness  # the contrast pivot, after brightness
+    eye = torch.eye(3, device=device).expand(n, 3, 3)
+    saturate = saturation[:, None, None] * eye + (1 - saturation)[:, None, None] * gray.expand(n, 3, 3)
+    colour = _hue_matrices(_uniform(n, -strength[3], strength[3], device)) @ saturate
+    matrix = colour * (contrast * brightness)[:, None, None]
+    offset = colour.sum(2) * ((1 - contrast) * mean_gray)[:, None]  # colour @ ones * contrast's shift
+    flat = torch.baddbmm(offset[:, :, None], matrix, images.reshape(n, channels, -1))
+    return flat.clamp_(0, 1).view(n, channels, height, width)
 
 
 def gaussian_blur(images: torch.Tensor, probability: float, low: float, high: float, kernel: int = 7) -> torch.Tensor:
@@ -125,8 +123,8 @@ def augment_batch(images: torch.Tensor, image_size: int, aug: BatchAugmentation)
     """uint8 (N, 3, S, S) working copies → augmented float32 (N, 3, image_size, image_size) in [0, 1]."""
     n, device = len(images), images.device
     grid = F.affine_grid(crop_thetas(n, aug, device), [n, 3, image_size, image_size], align_corners=False)
-    floats = images.float() / 255
-    out = F.grid_sample(floats - 1, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 1  # white fill
+    shifted = images.float().sub_(255).div_(255)  # in [-1, 0], so the zero padding becomes white after the +1
+    out = F.grid_sample(shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False).add_(1)
     if aug.hed is not None:
         out = RandomHEDJitter(*aug.hed)(out)
     out = colour_jitter(out, aug.colour)
