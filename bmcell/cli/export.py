@@ -23,7 +23,8 @@ def data_folder(checkpoint, data: Optional[Path]) -> Path:
 
 @reports_errors
 def export(
-    checkpoint: Path = typer.Argument(..., help="Run folder (uses best), NAME.json or NAME.safetensors."),
+    checkpoint: Optional[Path] = typer.Argument(None, help="Run folder (uses best), NAME.json or NAME.safetensors "
+                                                  "[default: the released model in models/]."),
     target: list[str] = typer.Option(["all"], help="android, ios, onnx, web, torchscript or all; repeat for several."),
     quantize: str = typer.Option("all", help="none: float only; int8: quantised only; all: both."),
     calib: int = typer.Option(256, min=1, help="Training images used to calibrate int8 models."),
@@ -41,7 +42,9 @@ def export(
     from export.pipeline import export_checkpoint
     from export.targets import select_formats
 
-    ckpt = load_checkpoint(checkpoint)
+    from bmcell.release import default_checkpoint
+
+    ckpt = load_checkpoint(checkpoint or default_checkpoint())
     formats = select_formats(target, quantize)
     kind = None
     if app is not None:

@@ -13,6 +13,7 @@ from bmcell.cli.info import info
 from bmcell.cli.parity import parity
 from bmcell.cli.predict import predict
 from bmcell.cli.quickstart import quickstart
+from bmcell.cli.release import release
 from bmcell.cli.serve_demo import serve_demo
 from bmcell.cli.synth import synth
 from bmcell.cli.train import train
@@ -24,8 +25,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, predict, export, parity, bench, bench_train, compare, info, synth,
-                serve_demo):
+for command in (quickstart, train, evaluate, predict, export, parity, bench, bench_train, compare, release, info,
+                synth, serve_demo):
     app.command()(command)
 
 if __name__ == "__main__":

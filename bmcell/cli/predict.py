@@ -1,4 +1,5 @@
-"""`bmcell predict CKPT IMAGE...`: top-k classes with probabilities for each image."""
+"""`bmcell predict [CKPT] IMAGE...`: top-k classes with probabilities for each image (the released model when no
+checkpoint is given)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,24 @@ from rich.table import Table
 from bmcell.cli.common import console, err_console, reports_errors
 
 
+def split_checkpoint_argument(paths: list[Path]) -> tuple[Path, list[Path]]:
+    """(checkpoint, images): the first path when it is a run folder or a .json/.safetensors, else the released model."""
+    from bmcell.errors import BmcellError
+    from bmcell.release import default_checkpoint
+
+    first = paths[0]
+    if first.is_dir() or first.suffix in (".json", ".safetensors"):
+        if len(paths) == 1:
+            raise BmcellError(f"no image given after the checkpoint {first}")
+        return first, paths[1:]
+    return default_checkpoint(), paths
+
+
 @reports_errors
 def predict(
-    checkpoint: Path = typer.Argument(..., help="Run folder (uses best), NAME.json or NAME.safetensors."),
-    images: list[Path] = typer.Argument(..., help="Image files to classify."),
+    paths: list[Path] = typer.Argument(..., metavar="[CKPT] IMAGE...",
+                                       help="Optionally a run folder (uses best), NAME.json or NAME.safetensors "
+                                            "[default: the released model in models/], then the images."),
     top_k: int = typer.Option(3, min=1, help="How many classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -24,6 +39,7 @@ def predict(
     from bmcell.engine import select_device
     from bmcell.inference import Classifier
 
+    checkpoint, images = split_checkpoint_argument(paths)
     results = Classifier(load_checkpoint(checkpoint), select_device(device)).predict(images, top_k)
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))

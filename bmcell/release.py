@@ -1,0 +1,139 @@
+"""`bmcell release`: package a trained checkpoint as a released model in models/<name>/ — weights, metadata, split,
+evaluation reports on its own validation split and on other labs' images, a golden file of reference logits for
+named images, and a model card generated from those numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from bmcell.checkpoint import Checkpoint, load_checkpoint
+from bmcell.data.images import load_rgb
+from bmcell.data.prepare import SPLIT_FILE
+from bmcell.data.transforms import unit_transform
+from bmcell.errors import BmcellError
+from bmcell.evaluation import evaluate_checkpoint, records_for
+from bmcell.fileio import atomic_write_json
+
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8"
+GOLDEN_FILE = "golden.json"
+MODEL_CARD = "MODEL_CARD.md"
+
+
+def default_checkpoint() -> Path:
+    """The released model's checkpoint (models/mobilevit_xs-pbc8/best.json), or an error saying how to get one."""
+    path = DEFAULT_MODEL / "best.json"
+    if not path.is_file():
+        raise BmcellError(f"no checkpoint given and no released model at {DEFAULT_MODEL}; pass a run folder "
+                          "(see `bmcell train`)")
+    return path
+
+
+def write_golden_file(checkpoint: Checkpoint, data: Path, names: list[str], path: Path) -> dict:
+    """Reference float32 logits of named images (best device, TF32 off) with the statistics of their inputs."""
+    from export.golden import device_description, reference_device, reference_logits
+
+    transform = unit_transform(checkpoint.meta["image_size"])
+    inputs = torch.stack([transform(load_rgb(data / name)) for name in names])
+    device = reference_device()
+    logits = reference_logits(checkpoint, inputs, device)
+    golden = {"source_weights_sha256": checkpoint.meta["weights"]["sha256"], "device": device_description(device),
+              "tf32": "off", "torch": torch.__version__, "image_size": checkpoint.meta["image_size"],
+              "classes": checkpoint.classes,
+              "images": [{"path": name, "input_mean": inputs[i].mean((1, 2)).tolist(),
+                          "input_std": inputs[i].std((1, 2)).tolist(), "logits": logits[i].tolist(),
+                          "top1": checkpoint.classes[int(logits[i].argmax())]} for i, name in enumerate(names)]}
+    atomic_write_json(path, golden)
+    return golden
+
+
+def _metrics_rows(report: dict) -> list[str]:
+    """Markdown rows of precision, recall, F1 and support per class."""
+    return [f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
+            for name, row in report["per_class"].items() if row["support"]]
+
+
+def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], golden: dict, note: str) -> str:
+    """The model card: what it is, data and licence, split, metrics per class, intended use and limitations."""
+    meta, config = checkpoint.meta, checkpoint.meta.get("config", {})
+    lines = [f"# {name}", "",
+             f"{meta['arch']} (timm, trained from scratch) classifying {len(checkpoint.classes)} peripheral-blood cell "
+             f"classes at {meta['image_size']}x{meta['image_size']}: {', '.join(checkpoint.classes)}.", "",
+             "**Research use only. Not a medical device; not for diagnosis or patient management.**", "",
+             "## Training", "", note, "",
+             f"Protocol: {json.dumps({k: config.get(k) for k in ('epochs', 'image_size', 'batch_size', 'lr', 'augment', 'balanced_sampler', 'seed', 'val_fraction')})}; "
+             f"best epoch {meta['epoch']} by validation macro-F1. Split: `{SPLIT_FILE}` (stratified by class, "
+             "image-level), sha256 " + meta["split"]["sha256"][:16] + "...", "",
+             "## Data and licence", "",
+             "PBC: Acevedo A, Merino A, Alférez S, Molina Á, Boldú L, Rodellar J. *A dataset of microscopic peripheral "
+             "blood cell images for development of automatic recognition systems.* Data in Brief 30 (2020) 105474, "
+             "doi:10.1016/j.dib.2020.105474; images from the Hospital Clinic of Barcelona, CellaVision DM96, "
+             "published under CC BY 4.0 — these weights are a derivative and carry that attribution.", "",
+             "## Metrics", ""]
+    for label, report in reports.items():
+        lines += [f"### {label}: accuracy {report['accuracy']:.4f}, balanced accuracy "
+                  f"{report['balanced_accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} ({report['images']} images)",
+                  "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|",
+                  *_metrics_rows(report), ""]
+    lines += ["## Golden file", "",
+              f"`{GOLDEN_FILE}`: float32 reference logits of {len(golden['images'])} named validation images, computed "
+              f"on {golden['device']} with TF32 {golden['tf32']} (torch {golden['torch']}); every exported artefact is "
+              "held against them.", "",
+              "## Intended use", "",
+              "Research and engineering: a starting point for white-cell classification on single-cell crops "
+              "similar to PBC's (one cell centred in a ~360x360 May-Grünwald-Giemsa field), and the model the sample "
+              "apps ship with.", "",
+              "## Limitations", "",
+              "- Image-level split: images of the same patient or smear may sit on both sides, so validation "
+              "figures can be optimistic.",
+              "- One lab, one scanner (CellaVision DM96, Hospital Clinic of Barcelona): other microscopes, cameras "
+              "and stains lower accuracy — see the other-lab figures above.",
+              "- Normal cells only (no leukaemia blasts); `ig` pools promyelocytes, myelocytes and metamyelocytes.",
+              "- Not a medical device: research use only.", ""]
+    return "\n".join(lines)
+
+
+def package_release(checkpoint_path: Path, name: str, data: Path, others: list[Path], golden_count: int,
+                    note: str, models_dir: Path = MODELS_DIR, log: Callable[[str], None] = print) -> Path:
+    """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, golden, card."""
+    from export.samples import balanced_pick
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    dest = models_dir / name
+    if dest.exists():
+        raise BmcellError(f"{dest} exists; remove it or choose another --name")
+    staging = dest.with_name(f".{name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        for file in (checkpoint.json_path, checkpoint.run_dir / checkpoint.meta["weights"]["file"],
+                     checkpoint.run_dir / SPLIT_FILE):
+            shutil.copy2(file, staging / file.name)
+        released = load_checkpoint(staging / checkpoint.json_path.name)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        reports = {}
+        val = records_for(released, data, "val", log)
+        reports["PBC validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-pbc-val", device,
+                                                              64, 0)
+        for other in others:
+            records = records_for(released, other, "all", log)
+            reports[f"{other.name} (another lab, all images)"] = evaluate_checkpoint(
+                released, records, other, staging / f"eval-{other.name}", device, 64, 0)
+        names = [r.path for r in balanced_pick(val, golden_count)]
+        golden = write_golden_file(released, data, names, staging / GOLDEN_FILE)
+        atomic_write_json(staging / "release.json", {
+            "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source_checkpoint": str(checkpoint.json_path), "note": note,
+            "metrics": {label: {k: r[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1")}
+                        for label, r in reports.items()}})
+        (staging / MODEL_CARD).write_text(model_card(name, released, reports, golden, note), encoding="utf-8")
+        staging.rename(dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
