@@ -59,7 +59,7 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int, sampler=None, t
                       drop_last=train and len(sampler if sampler is not None else dataset) > batch_size)
 
 
-def resolve_data_path(spec: str, device: torch.device) -> str:
+def resolve_data_path(spec: str) -> str:
     """'loader' or 'device' for a data_path setting; 'auto' picks the device path (see TrainConfig.data_path)."""
     return "device" if spec == "auto" else spec
 
@@ -102,7 +102,7 @@ def make_batches(config: TrainConfig, data: PreparedData, device: torch.device, 
     train_targets = [data.classes.index(r.label) for r in data.train]
     sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size)
     val_records = data.val[dist.rank::dist.world_size]
-    if resolve_data_path(config.data_path, device) == "device":
+    if resolve_data_path(config.data_path) == "device":
         work = working_size(config.image_size)
         train = DeviceBatches(ImageStore(decoded_images(data.root, data.train, work, cache_dir), device), train_targets,
                               batch, arch.mean, arch.std, sampler,
@@ -325,7 +325,7 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
         return lr
 
     console.print(f"{'resuming' if resume else 'training'} {config.arch} on {device} x {dist.world_size} | "
-                  f"{resolve_data_path(config.data_path, device)} data path | {len(data.classes)} classes | "
+                  f"{resolve_data_path(config.data_path)} data path | {len(data.classes)} classes | "
                   f"train {len(data.train)} / val {len(data.val)} images | per class (train) "
                   f"{class_counts(data.train, data.classes)} | epochs {state.epoch + 1}..{config.epochs} -> {run_dir}")
     for epoch in range(state.epoch + 1, config.epochs + 1):
