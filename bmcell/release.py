@@ -125,6 +125,8 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
             records = records_for(released, other, "all", log)
             reports[f"{other.name} (another lab, all images)"] = evaluate_checkpoint(
                 released, records, other, staging / f"eval-{other.name}", device, 64, 0)
+        if len(val) < golden_count:
+            raise BmcellError(f"the validation split has {len(val)} images; the golden file needs {golden_count}")
         names = [r.path for r in balanced_pick(val, golden_count)]
         golden = write_golden_file(released, data, names, staging / GOLDEN_FILE)
         atomic_write_json(staging / "release.json", {

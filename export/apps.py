@@ -13,6 +13,7 @@ from export.manifest import MANIFEST, preprocessing_contract, read_manifest, ver
 from export.parity import PARITY_JSON
 
 BUNDLE = "bmcell_model"
+PLACEHOLDER = "README.md"  # the committed note in an app's empty bundle folder; kept when a model is installed
 PRECISIONS = ("auto", "int8", "float")
 
 
@@ -113,6 +114,8 @@ def install_bundle(export_dir: Path, kind: str, app_dir: Path, precision: str = 
         shutil.copy2(export_dir / MANIFEST, staging / MANIFEST)
         (staging / "model.json").write_text(json.dumps(model_card(manifest, entry, app), indent=2) + "\n",
                                             encoding="utf-8")
+        if (bundle / PLACEHOLDER).is_file():  # the committed note saying how to install a model stays
+            shutil.copy2(bundle / PLACEHOLDER, staging / PLACEHOLDER)
         if bundle.exists():
             bundle.rename(old)
         try:

@@ -65,12 +65,14 @@ def test_auto_takes_float_unless_int8_passed_parity(tmp_path):
     assert json.loads((bundle / "model.json").read_text())["name"] == "onnx-int8"
 
 
-def test_reinstall_replaces_the_whole_bundle(tmp_path):
+def test_reinstall_replaces_the_bundle_but_keeps_its_placeholder(tmp_path):
     export = fake_export(tmp_path / "export", ["onnx-fp32"])
     bundle = install_bundle(export, "web", fake_app(tmp_path / "app", "web"))
     (bundle / "stale.txt").write_text("old")
+    (bundle / "README.md").write_text("run bmcell export --app to put a model here")  # the committed placeholder
     install_bundle(export, "web", tmp_path / "app")
     assert not (bundle / "stale.txt").exists()
+    assert (bundle / "README.md").read_text() == "run bmcell export --app to put a model here"
     assert [p.name for p in (tmp_path / "app").iterdir() if p.name.startswith(".")] == []
 
 

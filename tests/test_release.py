@@ -1,0 +1,79 @@
+"""`bmcell release`: a checkpoint becomes models/NAME with evaluations, a golden file and a model card, and
+predict/export fall back to it when no checkpoint is given."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import bmcell.release
+from bmcell.checkpoint import load_checkpoint
+from bmcell.cli.main import app
+from bmcell.config import TrainConfig
+from bmcell.data.images import load_rgb
+from bmcell.data.transforms import unit_transform
+from bmcell.data.synthetic import write_synthetic_dataset
+from bmcell.engine import fit
+from export.golden import reference_logits
+from tests.conftest import TINY
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model on synthetic cells with a validation split of at least 64 images, and a second 'lab'."""
+    root = tmp_path_factory.mktemp("release")
+    write_synthetic_dataset(root / "cells", per_class=80, size=64, seed=3)
+    write_synthetic_dataset(root / "other", per_class=4, size=80, seed=4)
+    shutil.rmtree(root / "other" / "platelet")  # another lab with a subset of the classes
+    fit(TrainConfig(**TINY, out=str(root / "run"), data=str(root / "cells"), epochs=1, val_fraction=0.2))
+    return root
+
+
+def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeypatch):
+    """Every file of the release, golden logits that the released weights reproduce, and the default fallback."""
+    models = tmp_path / "models"
+    result = runner.invoke(app, ["release", str(trained / "run"), "--name", "tiny-pbc", "--models-dir", str(models),
+                                 "--other", str(trained / "other"), "--note", "1 epoch on CPU (a test)"])
+    assert result.exit_code == 0, result.output
+    dest = models / "tiny-pbc"
+    for name in ("best.json", "best.safetensors", "split.json", "golden.json", "release.json", "MODEL_CARD.md",
+                 "eval-pbc-val/report.json", "eval-other/confusion.png"):
+        assert (dest / name).is_file(), name
+    checkpoint = load_checkpoint(dest)
+    golden = json.loads((dest / "golden.json").read_text())
+    assert len(golden["images"]) == 64 and golden["source_weights_sha256"] == checkpoint.meta["weights"]["sha256"]
+    first = golden["images"][0]
+    image = unit_transform(checkpoint.meta["image_size"])(load_rgb(trained / "cells" / first["path"]))
+    logits = reference_logits(checkpoint, image[None], torch.device("cpu"))[0]
+    np.testing.assert_allclose(logits, first["logits"], atol=1e-4)
+    card = (dest / "MODEL_CARD.md").read_text()
+    assert "Research use only" in card and "1 epoch on CPU (a test)" in card and "other (another lab" in card
+    assert "10.1016/j.dib.2020.105474" in card
+    metrics = json.loads((dest / "release.json").read_text())["metrics"]
+    assert set(metrics) == {"PBC validation split", "other (another lab, all images)"}
+    other_images = sorted((trained / "other").rglob("*.jpg"))
+    assert metrics["other (another lab, all images)"]["images"] == len(other_images)
+
+    monkeypatch.setattr(bmcell.release, "DEFAULT_MODEL", dest)
+    predicted = runner.invoke(app, ["predict", str(other_images[0]), "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.output)[0]["top"][0]["class"] in checkpoint.classes
+
+    again = runner.invoke(app, ["release", str(trained / "run"), "--name", "tiny-pbc", "--models-dir", str(models)])
+    assert again.exit_code != 0 and "exists" in again.output
+
+
+def test_release_without_a_model_says_how_to_get_one(tmp_path, monkeypatch):
+    """No checkpoint and no released model: a clear error, not a traceback."""
+    monkeypatch.setattr(bmcell.release, "DEFAULT_MODEL", tmp_path / "none")
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"not really")
+    result = runner.invoke(app, ["predict", str(image)])
+    assert result.exit_code != 0 and "no released model" in result.output
