@@ -73,8 +73,10 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
              "## Data and licence", "",
              "PBC: Acevedo A, Merino A, Alférez S, Molina Á, Boldú L, Rodellar J. *A dataset of microscopic peripheral "
              "blood cell images for development of automatic recognition systems.* Data in Brief 30 (2020) 105474, "
-             "doi:10.1016/j.dib.2020.105474; images from the Hospital Clinic of Barcelona, CellaVision DM96, "
-             "published under CC BY 4.0 — these weights are a derivative and carry that attribution.", "",
+             "doi:10.1016/j.dib.2020.105474 (Mendeley Data snkd93bnjr v1); healthy donors, Hospital Clinic of Barcelona, "
+             "CellaVision DM96, May-Grünwald-Giemsa. The data is, as we understand it, released under CC BY 4.0 — "
+             "confirm on that record before redistributing; these weights derive from it and carry its attribution. "
+             "Code: Apache-2.0.", "",
              "## Metrics", ""]
     for label, report in reports.items():
         lines += [f"### {label}: accuracy {report['accuracy']:.4f}, balanced accuracy "
@@ -87,8 +89,8 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
               "held against them.", "",
               "## Intended use", "",
               "Research and engineering: a starting point for white-cell classification on single-cell crops "
-              "similar to PBC's (one cell centred in a ~360x360 May-Grünwald-Giemsa field), and the model the sample "
-              "apps ship with.", "",
+              "similar to PBC's (one cell centred in a square May-Grünwald-Giemsa field, about a third of its "
+              "width), and the model the sample apps ship with.", "",
               "## Limitations", "",
               "- Image-level split: images of the same patient or smear may sit on both sides, so validation "
               "figures can be optimistic.",
