@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from bmcell.data.sampling import EpochSampler
 from bmcell.data.stain import RandomHEDJitter
+from bmcell.data.transforms import OTHER_LABS_CENTRE_JITTER
 
 WORKING_MARGIN = 9 / 8  # working copies are this much larger than the image size, so crops have room
 _GRAY = (0.299, 0.587, 0.114)  # torchvision's luma weights
@@ -42,13 +43,14 @@ class BatchAugmentation:
     hed: tuple[float, float] | None = None  # sigma, bias
     blur: tuple[float, float, float] = (0.0, 0.3, 2.0)  # probability, sigma range (kernel 7)
     noise: tuple[float, float] = (0.0, 0.03)  # probability, sigma
+    centre_jitter: float = 1.0  # share of the free room the crop centre may move (1: anywhere, like torchvision)
 
 
 DEVICE_AUGMENTATIONS = {
     "cells": BatchAugmentation(scale=(0.6, 1.0), ratio=(0.8, 1.25), colour=(0.15, 0.15, 0.15, 0.02)),
     "other-labs": BatchAugmentation(scale=(0.15, 1.0), ratio=(0.75, 1.33), colour=(0.3, 0.3, 0.4, 0.06),
                                     zoom_out=(0.25, 1.0, 1.6), hed=(0.25, 0.08), blur=(0.3, 0.3, 2.0),
-                                    noise=(0.3, 0.03)),
+                                    noise=(0.3, 0.03), centre_jitter=OTHER_LABS_CENTRE_JITTER),
 }
 
 
@@ -65,7 +67,8 @@ def crop_thetas(n: int, aug: BatchAugmentation, device: torch.device) -> torch.T
     half_w = (area * log_ratio.exp()).sqrt().clamp(max=1.0)
     half_h = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
     zoom = torch.where(torch.rand(n, device=device) < aug.zoom_out[0], _uniform(n, *aug.zoom_out[1:], device), 1.0)
-    centre = (torch.rand(n, 2, device=device) * 2 - 1) * zoom[:, None] * torch.stack([1 - half_w, 1 - half_h], 1)
+    room = torch.stack([1 - half_w, 1 - half_h], 1) * aug.centre_jitter
+    centre = (torch.rand(n, 2, device=device) * 2 - 1) * zoom[:, None] * room
     k = torch.randint(4, (n,), device=device).float() * (math.pi / 2)
     cos, sin = k.cos().round(), k.sin().round()
     flips = torch.randint(2, (n, 2), device=device).float() * 2 - 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchvision.transforms import v2
@@ -9,6 +11,7 @@ from torchvision.transforms import v2
 from bmcell.data.stain import RandomHEDJitter
 
 RESIZE_INTERPOLATION = v2.InterpolationMode.BILINEAR
+OTHER_LABS_CENTRE_JITTER = 0.4  # share of the free room a zoomed crop's centre may move: the cell stays in frame
 
 
 class RandomRot90(nn.Module):
@@ -17,6 +20,28 @@ class RandomRot90(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """Rotate by k*90 degrees, k drawn uniformly from 0..3."""
         return torch.rot90(image, int(torch.randint(4, ())), dims=(-2, -1))
+
+
+class CentredResizedCrop(nn.Module):
+    """A random resized crop whose centre stays within `jitter` of the free room around the image centre: zooming in
+    up to a fifth of the area keeps a centred cell in the frame (torchvision's crop may land anywhere)."""
+
+    def __init__(self, size: int, scale: tuple[float, float], ratio: tuple[float, float], jitter: float) -> None:
+        super().__init__()
+        self.size, self.scale, self.ratio, self.jitter = size, scale, ratio, jitter
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        """Crop a random area share and aspect ratio near the centre of a CxHxW image, then resize to size."""
+        height, width = image.shape[-2:]
+        area = float(torch.empty(()).uniform_(*self.scale))
+        ratio = math.exp(float(torch.empty(()).uniform_(math.log(self.ratio[0]), math.log(self.ratio[1]))))
+        crop_w = min(width, round(math.sqrt(area * ratio) * width))
+        crop_h = min(height, round(math.sqrt(area / ratio) * height))
+        shift = (torch.rand(2) * 2 - 1) * self.jitter
+        top = round((height - crop_h) / 2 * (1 + float(shift[0])))
+        left = round((width - crop_w) / 2 * (1 + float(shift[1])))
+        return v2.functional.resized_crop(image, top, left, crop_h, crop_w, [self.size, self.size],
+                                          interpolation=RESIZE_INTERPOLATION, antialias=True)
 
 
 def _cells_augmentation(image_size: int) -> list[nn.Module]:
@@ -37,8 +62,7 @@ def _other_labs_augmentation(image_size: int) -> list[nn.Module]:
     JPEG re-compression, stain density jitter in HED space, stronger colour jitter, blur and sensor noise."""
     return [
         v2.RandomApply([v2.RandomZoomOut(fill=255, side_range=(1.0, 1.6))], p=0.25),
-        v2.RandomResizedCrop(image_size, scale=(0.15, 1.0), ratio=(0.75, 1.33),
-                             interpolation=RESIZE_INTERPOLATION, antialias=True),
+        CentredResizedCrop(image_size, scale=(0.15, 1.0), ratio=(0.75, 1.33), jitter=OTHER_LABS_CENTRE_JITTER),
         v2.RandomHorizontalFlip(),
         v2.RandomVerticalFlip(),
         RandomRot90(),
