@@ -1,0 +1,90 @@
+"""The released model in models/: it loads, `bmcell predict` uses it by default, and its mobile artefacts agree with
+the golden file's reference logits (computed when it was released) on the named PBC images."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from bmcell.checkpoint import load_checkpoint
+from bmcell.cli.main import app
+from bmcell.data.images import load_rgb
+from bmcell.data.transforms import unit_transform
+from bmcell.release import DEFAULT_MODEL, GOLDEN_FILE
+from export.formats.base import ExportInputs
+from export.parity import compare, judge
+from export.pipeline import embedded_metadata, folded_model
+from export.samples import balanced_pick, checkpoint_split, load_unit_images
+from tests.conftest import lazy_exporter
+
+runner = CliRunner()
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "best.json").is_file(), reason=f"no released model in {DEFAULT_MODEL}")
+ARTEFACTS = ["onnx-fp32", "onnx-int8", "executorch-fp32", "executorch-int8", "torchscript-lite"]
+
+
+@pytest.fixture(scope="module")
+def released():
+    """The released checkpoint and its golden file."""
+    return load_checkpoint(DEFAULT_MODEL), json.loads((DEFAULT_MODEL / GOLDEN_FILE).read_text())
+
+
+@pytest.fixture(scope="module")
+def golden_inputs(released, pbc_root):
+    """The golden file's named PBC images through the input contract, checked against the stored statistics."""
+    checkpoint, golden = released
+    transform = unit_transform(checkpoint.meta["image_size"])
+    inputs = torch.stack([transform(load_rgb(pbc_root / image["path"])) for image in golden["images"]])
+    means = np.array([image["input_mean"] for image in golden["images"]])
+    np.testing.assert_allclose(inputs.mean((2, 3)).numpy(), means, atol=1e-6)
+    return inputs
+
+
+def test_released_model_is_complete_and_the_default(released, tmp_path):
+    """Weights, card and golden file are there, and predict without a checkpoint answers with its classes."""
+    checkpoint, golden = released
+    assert golden["source_weights_sha256"] == checkpoint.meta["weights"]["sha256"] and len(golden["images"]) >= 64
+    card = (DEFAULT_MODEL / "MODEL_CARD.md").read_text()
+    assert "Research use only" in card and "Limitations" in card
+    image = tmp_path / "cell.png"
+    from PIL import Image
+
+    Image.new("RGB", (300, 300), (200, 150, 190)).save(image)
+    result = runner.invoke(app, ["predict", str(image), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["top"][0]["class"] in checkpoint.classes
+
+
+def test_reference_logits_reproduce(released, golden_inputs):
+    """This machine's float model gives the golden file's logits (computed on the release machine's device)."""
+    checkpoint, golden = released
+    with torch.no_grad():
+        logits = folded_model(checkpoint)(golden_inputs).numpy()
+    reference = np.array([image["logits"] for image in golden["images"]])
+    assert not judge("fp32", compare(reference, logits)), compare(reference, logits)
+
+
+@pytest.fixture(scope="module")
+def exporter(released, golden_inputs, pbc_root, tmp_path_factory):
+    """Exports each artefact of the released model on first use; int8 calibrated on 64 of its training images."""
+    checkpoint, _ = released
+    train = balanced_pick(checkpoint_split(checkpoint, pbc_root).train, 64)
+    calibration = load_unit_images(pbc_root, train, checkpoint.meta["image_size"])
+    inputs = ExportInputs(model=folded_model(checkpoint), example=golden_inputs[:1], calibration=calibration,
+                          classes=checkpoint.classes, metadata=embedded_metadata(checkpoint))
+    return lazy_exporter(tmp_path_factory.mktemp("released"), inputs)
+
+
+@pytest.mark.parametrize("name", ARTEFACTS)
+def test_mobile_artefacts_agree_with_the_golden_file(released, golden_inputs, exporter, name):
+    """Every runnable mobile artefact of the released model within its tier against the stored reference logits."""
+    from export.formats import FORMATS
+
+    _, golden = released
+    fmt = FORMATS[name]
+    outputs = fmt.load(exporter(name))(golden_inputs.numpy())
+    numbers = compare(np.array([image["logits"] for image in golden["images"]]), outputs)
+    assert not judge(fmt.precision, numbers), numbers
