@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from bmcell.checkpoint import load_checkpoint
+from bmcell.checkpoint import Checkpoint, load_checkpoint
 from bmcell.config import TrainConfig
 from bmcell.engine import fit, select_device
 from bmcell.errors import BmcellError
@@ -38,14 +38,13 @@ def train_or_reuse(config: TrainConfig, log: Callable[[str], None]) -> Path:
     return fit(config, resume=(run / "config.json").is_file())
 
 
-def int8_latency(best: Path, data: Path, calib: int, runs: int, log: Callable[[str], None]) -> dict:
+def int8_latency(checkpoint: Checkpoint, data: Path, calib: int, runs: int, log: Callable[[str], None]) -> dict:
     """Export the int8 artefacts of a checkpoint (once), check their parity and benchmark them against eager."""
     from export.bench import BENCH_JSON, run_bench
     from export.formats import FORMATS
     from export.parity import run_parity
     from export.pipeline import export_checkpoint, folded_model, validation_set
 
-    checkpoint = load_checkpoint(best)
     export_dir = checkpoint.run_dir / "export-int8"
     if not (export_dir / BENCH_JSON).is_file():
         export_checkpoint(checkpoint, [FORMATS[name] for name in INT8_FORMATS], export_dir, data, calib, 64, log)
@@ -59,14 +58,13 @@ def int8_latency(best: Path, data: Path, calib: int, runs: int, log: Callable[[s
             "int8_ms_1_thread": best_int8["p50_ms_1_thread"], "int8_val_accuracy": best_int8.get("val_accuracy")}
 
 
-def eager_latency(best: Path, runs: int) -> dict:
+def eager_latency(checkpoint: Checkpoint, runs: int) -> dict:
     """p50 batch-1 latency of the float model in eager PyTorch, 1 thread and all threads."""
     import numpy as np
 
     from export.bench import bench_row, eager_loader
     from export.pipeline import folded_model
 
-    checkpoint = load_checkpoint(best)
     size = checkpoint.meta["image_size"]
     example = np.random.default_rng(0).random((1, 3, size, size), dtype=np.float32)
     row = bench_row("pytorch-eager", eager_loader(folded_model(checkpoint)), None, example, runs, 5)
@@ -81,7 +79,7 @@ def arch_row(best: Path, data: Path, int8: bool, calib: int, runs: int, log: Cal
     report = evaluate_checkpoint(checkpoint, records, data, checkpoint.run_dir / "eval-val", select_device("auto"),
                                  64, 0)
     model = checkpoint.build_model()
-    latency = int8_latency(best, data, calib, runs, log) if int8 else eager_latency(best, runs)
+    latency = int8_latency(checkpoint, data, calib, runs, log) if int8 else eager_latency(checkpoint, runs)
     return {"arch": meta["arch"], "epoch": meta["epoch"], "checkpoint": str(best),
             "split_sha256": meta["split"]["sha256"], "val_images": report["images"],
             "accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],

@@ -6,9 +6,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from bmcell.checkpoint import Checkpoint, load_checkpoint
-from bmcell.data.images import load_rgb
+from bmcell.data.folder import ImageRecord
 from bmcell.data.prepare import SPLIT_FILE
-from bmcell.data.transforms import unit_transform
+from bmcell.engine import select_device
 from bmcell.errors import BmcellError
 from bmcell.evaluation import evaluate_checkpoint, records_for
 from bmcell.fileio import atomic_write_json
@@ -35,20 +35,20 @@ def default_checkpoint() -> Path:
     return path
 
 
-def write_golden_file(checkpoint: Checkpoint, data: Path, names: list[str], path: Path) -> dict:
+def write_golden_file(checkpoint: Checkpoint, data: Path, records: list[ImageRecord], path: Path) -> dict:
     """Reference float32 logits of named images (best device, TF32 off) with the statistics of their inputs."""
     from export.golden import device_description, reference_device, reference_logits
+    from export.samples import load_unit_images
 
-    transform = unit_transform(checkpoint.meta["image_size"])
-    inputs = torch.stack([transform(load_rgb(data / name)) for name in names])
+    inputs = load_unit_images(data, records, checkpoint.meta["image_size"])
     device = reference_device()
     logits = reference_logits(checkpoint, inputs, device)
     golden = {"source_weights_sha256": checkpoint.meta["weights"]["sha256"], "device": device_description(device),
               "tf32": "off", "torch": torch.__version__, "image_size": checkpoint.meta["image_size"],
               "classes": checkpoint.classes,
-              "images": [{"path": name, "input_mean": inputs[i].mean((1, 2)).tolist(),
+              "images": [{"path": record.path, "input_mean": inputs[i].mean((1, 2)).tolist(),
                           "input_std": inputs[i].std((1, 2)).tolist(), "logits": logits[i].tolist(),
-                          "top1": checkpoint.classes[int(logits[i].argmax())]} for i, name in enumerate(names)]}
+                          "top1": checkpoint.classes[int(logits[i].argmax())]} for i, record in enumerate(records)]}
     atomic_write_json(path, golden)
     return golden
 
@@ -118,7 +118,7 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
                      checkpoint.run_dir / SPLIT_FILE):
             shutil.copy2(file, staging / file.name)
         released = load_checkpoint(staging / checkpoint.json_path.name)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = select_device("auto")
         reports = {}
         val = records_for(released, data, "val", log)
         reports["PBC validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-pbc-val", device,
@@ -129,8 +129,7 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
                 released, records, other, staging / f"eval-{other.name}", device, 64, 0)
         if len(val) < golden_count:
             raise BmcellError(f"the validation split has {len(val)} images; the golden file needs {golden_count}")
-        names = [r.path for r in balanced_pick(val, golden_count)]
-        golden = write_golden_file(released, data, names, staging / GOLDEN_FILE)
+        golden = write_golden_file(released, data, balanced_pick(val, golden_count), staging / GOLDEN_FILE)
         atomic_write_json(staging / "release.json", {
             "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_checkpoint": str(checkpoint.json_path), "note": note,

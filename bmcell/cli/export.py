@@ -39,10 +39,9 @@ def export(
 ) -> None:
     """Export a checkpoint for phones: ExecuTorch/TorchScript (android), Core ML (ios), ONNX (onnx), fp and int8."""
     from bmcell.checkpoint import load_checkpoint
+    from bmcell.release import default_checkpoint
     from export.pipeline import export_checkpoint
     from export.targets import select_formats
-
-    from bmcell.release import default_checkpoint
 
     ckpt = load_checkpoint(checkpoint or default_checkpoint())
     formats = select_formats(target, quantize)
