@@ -99,6 +99,11 @@ class Checkpoint:
         return model.eval()
 
 
+def names_a_checkpoint(path: Path) -> bool:
+    """Whether a command-line path is meant as a checkpoint: a run folder, NAME.json or NAME.safetensors."""
+    return path.is_dir() or path.suffix in (".json", ".safetensors")
+
+
 def resolve_checkpoint(path: Path) -> Path:
     """The metadata JSON for a run folder (its best checkpoint), a .json or a .safetensors path."""
     path = Path(path)

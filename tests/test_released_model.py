@@ -20,10 +20,11 @@ from export.parity import compare, judge
 from export.pipeline import embedded_metadata, folded_model
 from export.samples import balanced_pick, checkpoint_split, load_unit_images
 from tests.conftest import lazy_exporter
+from tests.golden.preprocessing import GOLDEN, PBC_IMAGES, reference_images, released_top1
 
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "best.json").is_file(), reason=f"no released model in {DEFAULT_MODEL}")
-ARTEFACTS = ["onnx-fp32", "onnx-int8", "executorch-fp32", "executorch-int8", "torchscript-lite"]
+ARTEFACTS = ["onnx-fp32", "onnx-int8", "executorch-fp32", "executorch-int8"]  # what the apps ship
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,17 @@ def test_reference_logits_reproduce(released, golden_inputs):
         logits = folded_model(checkpoint)(golden_inputs).numpy()
     reference = np.array([image["logits"] for image in golden["images"]])
     assert not judge("fp32", compare(reference, logits)), compare(reference, logits)
+
+
+def test_preprocessing_golden_top1_is_the_released_models(released, pbc_root):
+    """tests/golden/preprocessing.json fixes the released model's top-1 for its PBC images (the apps' contract)."""
+    checkpoint, _ = released
+    stored = json.loads(GOLDEN.read_text()).get("released_model")
+    assert stored and stored["weights_sha256"] == checkpoint.meta["weights"]["sha256"], \
+        "preprocessing.json is not for this released model: run `python -m tests.golden.preprocessing`"
+    images = {name: path for name, path in reference_images(pbc_root).items() if name in stored["top1"]}
+    assert len(images) == len(PBC_IMAGES)
+    assert released_top1(images)["top1"] == stored["top1"]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from bmcell.cli.main import app
 from bmcell.config import TrainConfig
 from bmcell.engine import fit
+from bmcell.release import DEFAULT_MODEL
 from tests.conftest import PBC, TINY
 from tests.golden.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
@@ -25,6 +26,7 @@ APP_FILES = ("index.html", "style.css", "app.js", "preprocess.js", "sw.js", "man
              "package.json", "tools")
 ARTIFACTS = WEB_DEMO / "tests" / "artifacts"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+RELEASED = (DEFAULT_MODEL / "best.json").is_file()
 
 
 def missing_toolchain() -> str | None:
@@ -39,24 +41,31 @@ def missing_toolchain() -> str | None:
     return None
 
 
+def export_args(root: Path, synthetic_data: Path) -> list[str]:
+    """`bmcell export` arguments for the released model (with PBC for its golden set), else a tiny model trained here."""
+    if RELEASED and PBC.is_dir():
+        return ["--data", str(PBC), "--out", str(root / "export")]
+    run = root / "run"
+    fit(TrainConfig(**TINY, out=str(run), data=str(synthetic_data), epochs=1))
+    return [str(run)]
+
+
 @pytest.fixture(scope="module")
 def browser_run(tmp_path_factory, synthetic_data):
-    """Train a tiny model, install it in a copy of web_demo, serve it, and run tests/browser.mjs once."""
+    """Install the released model (or a tiny one) in a copy of web_demo, serve it, run tests/browser.mjs once."""
     reason = missing_toolchain()
     if reason:
         if os.environ.get("BMCELL_REQUIRE_BROWSER"):
             pytest.fail(f"BMCELL_REQUIRE_BROWSER is set but the browser tool chain is incomplete: {reason}")
         pytest.skip(f"browser test skipped: {reason}")
     root = tmp_path_factory.mktemp("web")
-    run = root / "run"
-    fit(TrainConfig(**TINY, out=str(run), data=str(synthetic_data), epochs=1))
     site = root / "web_demo"
     site.mkdir()
     for name in APP_FILES:
         (shutil.copytree if (WEB_DEMO / name).is_dir() else shutil.copy)(WEB_DEMO / name, site / name)
     (site / "node_modules").symlink_to(WEB_DEMO / "node_modules")
     subprocess.run(["node", "tools/setup.mjs"], cwd=site, check=True, capture_output=True)
-    result = CliRunner().invoke(app, ["export", str(run), "--target", "web", "--quantize", "none", "--calib", "8",
+    result = CliRunner().invoke(app, ["export", *export_args(root, synthetic_data), "--target", "web", "--quantize", "none", "--calib", "8",
                                       "--no-parity", "--app", str(site)])
     assert result.exit_code == 0, result.output
     server = subprocess.Popen([sys.executable, "-m", "bmcell", "serve-demo", str(site), "--port", "0", "--host",
@@ -127,3 +136,14 @@ def test_web_demo_works_offline_and_matches_python(browser_run):
 
 def test_web_demo_on_real_pbc_images(browser_run, pbc_root):
     assert max(check_images(browser_run, "pbc/")) == 0
+
+
+@pytest.mark.skipif(not RELEASED, reason=f"no released model in {DEFAULT_MODEL}")
+def test_web_demo_gives_the_released_models_golden_top1(browser_run, pbc_root):
+    """The browser's top-1 for the PBC reference images is the one preprocessing.json fixes for the released model."""
+    report, images, bundle = browser_run
+    expected = json.loads(GOLDEN.read_text())["released_model"]
+    assert json.loads((bundle / "model.json").read_text())["source_weights_sha256"] == expected["weights_sha256"]
+    for name, top1 in expected["top1"].items():
+        answer = report["images"][str(images[name])]
+        assert answer["top"][0]["label"] == top1, (name, answer["top"])

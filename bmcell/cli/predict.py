@@ -14,11 +14,12 @@ from bmcell.cli.common import console, err_console, reports_errors
 
 def split_checkpoint_argument(paths: list[Path]) -> tuple[Path, list[Path]]:
     """(checkpoint, images): the first path when it is a run folder or a .json/.safetensors, else the released model."""
+    from bmcell.checkpoint import names_a_checkpoint
     from bmcell.errors import BmcellError
     from bmcell.release import default_checkpoint
 
     first = paths[0]
-    if first.is_dir() or first.suffix in (".json", ".safetensors"):
+    if names_a_checkpoint(first):
         if len(paths) == 1:
             raise BmcellError(f"no image given after the checkpoint {first}")
         return first, paths[1:]

@@ -1,7 +1,9 @@
 """Golden vectors of the preprocessing contract: reference images and the exact tensor facts Python produces.
 
 `python -m tests.golden.preprocessing` rewrites preprocessing.json (and the three generated images) from
-bmcell.data.images.load_rgb + bmcell.data.transforms.unit_transform; the web test checks the browser against it.
+bmcell.data.images.load_rgb + bmcell.data.transforms.unit_transform, and, when models/ holds the released model, the
+top-1 class that model gives each PBC reference image. tests/test_released_model.py checks the Python path against
+it and the web test checks the browser against it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from PIL import Image
 
 HERE = Path(__file__).parent
 GOLDEN = HERE / "preprocessing.json"
-SIZES = (64, 256)
+SIZES = (64, 128, 256)
 PBC_IMAGES = ("basophil/BA_100102.jpg", "lymphocyte/LY_100275.jpg", "neutrophil/BNE_100878.jpg")
 PIXELS = ((0, 0), (7, 3), (31, 40))  # (y, x) fractions of 64 scaled to the size: same spots at every size
 
@@ -62,15 +64,36 @@ def reference_images(pbc: Path | None) -> dict[str, Path]:
     return images
 
 
+def released_top1(images: dict[str, Path]) -> dict:
+    """The released model's weights sha256 and its top-1 class for each image through the input contract."""
+    import torch
+
+    from bmcell.checkpoint import load_checkpoint
+    from bmcell.release import DEFAULT_MODEL
+    from export.pipeline import folded_model
+
+    checkpoint = load_checkpoint(DEFAULT_MODEL)
+    size = checkpoint.meta["image_size"]
+    inputs = torch.from_numpy(np.stack([python_unit_bytes(path, size) for path in images.values()]))
+    with torch.no_grad():
+        logits = folded_model(checkpoint)(inputs.float() * (1 / 255))
+    return {"model": DEFAULT_MODEL.name, "weights_sha256": checkpoint.meta["weights"]["sha256"],
+            "top1": {name: checkpoint.classes[int(row.argmax())] for name, row in zip(images, logits)}}
+
+
 def main() -> None:
-    """Rewrite the generated images and preprocessing.json."""
+    """Rewrite the generated images and preprocessing.json (with the released model's top-1 when there is one)."""
+    from bmcell.release import DEFAULT_MODEL
     from tests.conftest import PBC
 
     write_generated_images()
-    entries = {name: {"sizes": {str(s): tensor_facts(python_unit_bytes(path, s)) for s in SIZES}}
-               for name, path in reference_images(PBC).items()}
-    GOLDEN.write_text(json.dumps({"contract": "bmcell.data.images.load_rgb + bmcell.data.transforms.unit_transform",
-                                  "images": entries}, indent=1) + "\n", encoding="utf-8")
+    images = reference_images(PBC)
+    golden = {"contract": "bmcell.data.images.load_rgb + bmcell.data.transforms.unit_transform",
+              "images": {name: {"sizes": {str(s): tensor_facts(python_unit_bytes(path, s)) for s in SIZES}}
+                         for name, path in images.items()}}
+    if (DEFAULT_MODEL / "best.json").is_file():
+        golden["released_model"] = released_top1({n: p for n, p in images.items() if n.startswith("pbc/")})
+    GOLDEN.write_text(json.dumps(golden, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
