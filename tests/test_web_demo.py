@@ -18,6 +18,7 @@ from bmcell.cli.main import app
 from bmcell.config import TrainConfig
 from bmcell.engine import fit
 from bmcell.release import DEFAULT_MODEL
+from export.apps import install_bundle
 from tests.conftest import PBC, TINY
 from tests.golden.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
@@ -41,54 +42,78 @@ def missing_toolchain() -> str | None:
     return None
 
 
-def export_args(root: Path, synthetic_data: Path) -> list[str]:
-    """`bmcell export` arguments for the released model (with PBC for its golden set), else a tiny model trained here."""
+def export_model(root: Path, synthetic_data: Path) -> Path:
+    """Export onnx-fp32 and onnx-int8 of the released model (PBC for its golden set and calibration), or of a tiny
+    model trained here when there is none; returns the export folder."""
     if RELEASED and PBC.is_dir():
-        return ["--data", str(PBC), "--out", str(root / "export")]
-    run = root / "run"
-    fit(TrainConfig(**TINY, out=str(run), data=str(synthetic_data), epochs=1))
-    return [str(run)]
+        source = ["--data", str(PBC)]
+    else:
+        fit(TrainConfig(**TINY, out=str(root / "run"), data=str(synthetic_data), epochs=1))
+        source = [str(root / "run")]
+    result = CliRunner().invoke(app, ["export", *source, "--target", "web", "--quantize", "all", "--calib", "32",
+                                      "--no-parity", "--out", str(root / "export")])
+    assert result.exit_code == 0, result.output
+    return root / "export"
 
 
-@pytest.fixture(scope="module")
-def browser_run(tmp_path_factory, synthetic_data):
-    """Install the released model (or a tiny one) in a copy of web_demo, serve it, run tests/browser.mjs once."""
-    reason = missing_toolchain()
-    if reason:
-        if os.environ.get("BMCELL_REQUIRE_BROWSER"):
-            pytest.fail(f"BMCELL_REQUIRE_BROWSER is set but the browser tool chain is incomplete: {reason}")
-        pytest.skip(f"browser test skipped: {reason}")
-    root = tmp_path_factory.mktemp("web")
-    site = root / "web_demo"
+def site_with(root: Path, name: str, export_dir: Path, precision: str) -> Path:
+    """A copy of web_demo (ONNX Runtime Web set up) with the export's float or int8 model installed."""
+    site = root / name
     site.mkdir()
-    for name in APP_FILES:
-        (shutil.copytree if (WEB_DEMO / name).is_dir() else shutil.copy)(WEB_DEMO / name, site / name)
+    for file in APP_FILES:
+        (shutil.copytree if (WEB_DEMO / file).is_dir() else shutil.copy)(WEB_DEMO / file, site / file)
     (site / "node_modules").symlink_to(WEB_DEMO / "node_modules")
     subprocess.run(["node", "tools/setup.mjs"], cwd=site, check=True, capture_output=True)
-    result = CliRunner().invoke(app, ["export", *export_args(root, synthetic_data), "--target", "web", "--quantize", "none", "--calib", "8",
-                                      "--no-parity", "--app", str(site)])
-    assert result.exit_code == 0, result.output
+    install_bundle(export_dir, "web", site, precision)
+    return site
+
+
+def run_browser(site: Path, job: dict) -> dict:
+    """Serve the site with `bmcell serve-demo` and run tests/browser.mjs on it; the page's report."""
     server = subprocess.Popen([sys.executable, "-m", "bmcell", "serve-demo", str(site), "--port", "0", "--host",
                                "127.0.0.1"], stdout=subprocess.PIPE, text=True)
     try:
-        line = server.stdout.readline()
-        url = line.split(" at ")[1].split()[0]
-        images = reference_images(PBC if PBC.is_dir() else None)
-        bad = root / "notes.jpg"
-        bad.write_text("not a picture")
-        job = {"url": url, "images": [str(p) for p in images.values()], "sizes": list(SIZES), "bad": str(bad),
-               "screenshot": str(root / "offline-phone.png")}
-        done = subprocess.run(["node", str(WEB_DEMO / "tests" / "browser.mjs"), json.dumps(job)], cwd=WEB_DEMO,
-                              capture_output=True, text=True, timeout=240)
+        url = server.stdout.readline().split(" at ")[1].split()[0]
+        done = subprocess.run(["node", str(WEB_DEMO / "tests" / "browser.mjs"), json.dumps(job | {"url": url})],
+                              cwd=WEB_DEMO, capture_output=True, text=True, timeout=240)
     finally:
         server.terminate()
         server.wait()
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert "failure" not in report, report["failure"] + "\n" + "\n".join(report["log"])
+    return report
+
+
+@pytest.fixture(scope="module")
+def browser_runs(tmp_path_factory, synthetic_data):
+    """The released model (or a tiny one) in copies of web_demo, in headless Chromium: the float model on every
+    reference image with the golden tensors, a non-image and a screenshot; the int8 model on the same images."""
+    reason = missing_toolchain()
+    if reason:
+        if os.environ.get("BMCELL_REQUIRE_BROWSER"):
+            pytest.fail(f"BMCELL_REQUIRE_BROWSER is set but the browser tool chain is incomplete: {reason}")
+        pytest.skip(f"browser test skipped: {reason}")
+    root = tmp_path_factory.mktemp("web")
+    export_dir = export_model(root, synthetic_data)
+    images = reference_images(PBC if PBC.is_dir() else None)
+    bad = root / "notes.jpg"
+    bad.write_text("not a picture")
+    float_site = site_with(root, "web_float", export_dir, "float")
+    report = run_browser(float_site, {"images": [str(p) for p in images.values()], "sizes": list(SIZES),
+                                      "bad": str(bad), "screenshot": str(root / "offline-phone.png")})
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(root / "offline-phone.png", ARTIFACTS / "offline-phone.png")
-    return report, images, site / "bmcell_model"
+    int8_site = site_with(root, "web_int8", export_dir, "int8")
+    int8_report = run_browser(int8_site, {"images": [str(p) for p in images.values()], "sizes": []})
+    return {"float": (report, images, float_site / "bmcell_model"),
+            "int8": (int8_report, images, int8_site / "bmcell_model")}
+
+
+@pytest.fixture(scope="module")
+def browser_run(browser_runs):
+    """The float model's browser run: (report, reference images, installed bundle)."""
+    return browser_runs["float"]
 
 
 def python_probabilities(bundle: Path, path: Path) -> np.ndarray:
@@ -147,3 +172,21 @@ def test_web_demo_gives_the_released_models_golden_top1(browser_run, pbc_root):
     for name, top1 in expected["top1"].items():
         answer = report["images"][str(images[name])]
         assert answer["top"][0]["label"] == top1, (name, answer["top"])
+
+
+INT8_PROBABILITY_TOLERANCE = 2e-2  # ONNX Runtime Web's WASM int8 kernels vs the native ones: a quantisation step or so
+
+
+def test_int8_model_in_the_browser_matches_python(browser_runs):
+    """The int8 model the app installs with --app-precision int8: the browser's probabilities within a quantisation
+    step of Python onnxruntime's, and the same top-1 unless the two leading classes are that close."""
+    report, images, bundle = browser_runs["int8"]
+    assert report["offline_model"] == "onnx-int8"
+    for path in images.values():
+        answer = report["images"][str(path)]
+        assert "error" not in answer, answer["error"]
+        expected = python_probabilities(bundle, path)
+        np.testing.assert_allclose(answer["probabilities"], expected, atol=INT8_PROBABILITY_TOLERANCE, err_msg=str(path))
+        second, first = np.sort(expected)[-2:]
+        if first - second > 2 * INT8_PROBABILITY_TOLERANCE:  # a near-tie may flip within the tolerance
+            assert int(np.argmax(answer["probabilities"])) == int(expected.argmax()), path

@@ -1,6 +1,7 @@
 // Headless Chromium at a phone viewport: load the app, let the service worker cache it, go offline, reload,
 // then classify images through the page's file input and report the tensors and predictions as JSON.
 // node tests/browser.mjs '{"url": ..., "images": [...], "sizes": [64, 256], "bad": FILE, "screenshot": PNG}'
+// ("bad" and "screenshot" are optional; "sizes" may be empty)
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { chromium } from "playwright-core";
@@ -50,8 +51,8 @@ try {
     }, { bytes, name: basename(path), sizes: job.sizes });
     result.images[path] = answer;
   }
-  await page.screenshot({ path: job.screenshot, fullPage: true });
-  result.bad = await pick(job.bad);
+  if (job.screenshot) await page.screenshot({ path: job.screenshot, fullPage: true });
+  if (job.bad) result.bad = await pick(job.bad);
 } catch (error) {
   result.failure = String(error.stack || error);
 } finally {
