@@ -67,7 +67,7 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
              f"classes at {meta['image_size']}x{meta['image_size']}: {', '.join(checkpoint.classes)}.", "",
              "**Research use only. Not a medical device; not for diagnosis or patient management.**", "",
              "## Training", "", note, "",
-             f"Protocol: {json.dumps({k: config.get(k) for k in ('epochs', 'image_size', 'batch_size', 'lr', 'augment', 'balanced_sampler', 'seed', 'val_fraction')})}; "
+             f"Protocol: {json.dumps({k: config.get(k) for k in ('epochs', 'image_size', 'batch_size', 'lr', 'augment', 'weights', 'balanced_sampler', 'seed', 'val_fraction')})}; "
              f"best epoch {meta['epoch']} by validation macro-F1. Split: `{SPLIT_FILE}` (stratified by class, "
              "image-level), sha256 " + meta["split"]["sha256"][:16] + "...", "",
              "## Data and licence", "",
