@@ -70,13 +70,12 @@ def released_top1(images: dict[str, Path]) -> dict:
 
     from bmcell.checkpoint import load_checkpoint
     from bmcell.release import DEFAULT_MODEL
-    from export.pipeline import folded_model
+    from export.golden import reference_device, reference_logits
 
     checkpoint = load_checkpoint(DEFAULT_MODEL)
     size = checkpoint.meta["image_size"]
     inputs = torch.from_numpy(np.stack([python_unit_bytes(path, size) for path in images.values()]))
-    with torch.no_grad():
-        logits = folded_model(checkpoint)(inputs.float() * (1 / 255))
+    logits = reference_logits(checkpoint, inputs.float() * (1 / 255), reference_device())
     return {"model": DEFAULT_MODEL.name, "weights_sha256": checkpoint.meta["weights"]["sha256"],
             "top1": {name: checkpoint.classes[int(row.argmax())] for name, row in zip(images, logits)}}
 
