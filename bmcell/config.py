@@ -33,6 +33,7 @@ class TrainConfig:
     image_size: int = 256
     label_map: str | None = None
     val_fraction: float = 0.1
+    split: str | None = None  # another run's split.json or a CSV (path,subset) to reuse instead of a new split
     seed: int = 0
     weights: str | None = None
     balanced_sampler: bool = True

@@ -282,7 +282,7 @@ def _start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], No
         return load_prepared(Path(config.data), run_dir), (run_dir / RESUME_FILE).is_file()
     run_dir.mkdir(parents=True, exist_ok=True)
     data = prepare_data(Path(config.data), resolve_label_map(config.label_map), run_dir, config.seed,
-                        config.val_fraction, config.strict, warn)
+                        config.val_fraction, config.strict, warn, Path(config.split) if config.split else None)
     save_config(config, run_dir / CONFIG_FILE)
     return data, False
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 
-from bmcell.data.folder import ImageRecord, apply_label_map, check_images, list_image_files
+import pytest
+
+from bmcell.data.folder import DatasetError, ImageRecord, apply_label_map, check_images, list_image_files
 from bmcell.data.label_maps import resolve_label_map
-from bmcell.data.split import read_split, stratified_split, write_split
+from bmcell.data.split import given_split, read_assignment, read_split, stratified_split, write_split
 
 
 def _records(n_per_class: dict[str, int]) -> list[ImageRecord]:
@@ -47,3 +49,56 @@ def test_split_file_round_trip_and_hash(tmp_path, synthetic_data):
     payload = read_split(tmp_path / "split.json", sha)
     assert payload["sha256"] == sha
     assert {f["path"]: f["subset"] for f in payload["files"]} == assignment
+
+
+def _data_records(synthetic_data):
+    labelled = apply_label_map(list_image_files(synthetic_data), resolve_label_map(None))
+    return check_images(synthetic_data, labelled)[0]
+
+
+def test_given_split_csv_is_taken_by_path(tmp_path, synthetic_data):
+    records = _data_records(synthetic_data)
+    wanted = {r.path: ("val" if i % 4 == 0 else "train") for i, r in enumerate(records)}
+    csv_file = tmp_path / "by_patient.csv"
+    csv_file.write_text("path,subset,patient\n" + "".join(f"{p},{s},x\n" for p, s in wanted.items()))
+    chosen, warnings = given_split(records, read_assignment(csv_file), csv_file)
+    assert chosen == wanted and warnings == []
+
+
+def test_given_split_reuses_another_runs_split_json(tmp_path, synthetic_data):
+    records = _data_records(synthetic_data)
+    assignment = stratified_split(records, 0.2, 5)
+    write_split(tmp_path / "split.json", records, assignment, 5, 0.2, sorted({r.label for r in records}), {})
+    chosen, _ = given_split(records, read_assignment(tmp_path / "split.json"), tmp_path / "split.json")
+    assert chosen == assignment
+
+
+def test_given_split_must_cover_the_data_and_name_known_subsets(tmp_path, synthetic_data):
+    records = _data_records(synthetic_data)
+    partial = tmp_path / "partial.csv"
+    partial.write_text("path,subset\n" + "".join(f"{r.path},train\n" for r in records[1:]) + "ghost.jpg,val\n")
+    with pytest.raises(DatasetError, match="not in the split file"):
+        given_split(records, read_assignment(partial), partial)
+    one_sided = tmp_path / "one_sided.csv"
+    one_sided.write_text("path,subset\n" + "".join(f"{r.path},train\n" for r in records))
+    with pytest.raises(DatasetError, match="on one side"):
+        given_split(records, read_assignment(one_sided), one_sided)
+    odd = tmp_path / "odd.csv"
+    odd.write_text("path,subset\nx.jpg,test\n")
+    with pytest.raises(DatasetError, match="'train' or 'val'"):
+        read_assignment(odd)
+    no_columns = tmp_path / "no_columns.csv"
+    no_columns.write_text("file,side\nx.jpg,val\n")
+    with pytest.raises(DatasetError, match="path,subset"):
+        read_assignment(no_columns)
+    not_json = tmp_path / "split.json"
+    not_json.write_text("{not json")
+    with pytest.raises(DatasetError, match="not a bmcell split.json"):
+        read_assignment(not_json)
+
+
+def test_given_split_warns_about_duplicates_across_sides_and_unused_entries(tmp_path):
+    records = [ImageRecord("a/1.jpg", "a", "s1"), ImageRecord("a/2.jpg", "a", "s1"), ImageRecord("b/3.jpg", "b", "s3")]
+    assignment = {"a/1.jpg": "train", "a/2.jpg": "val", "b/3.jpg": "train", "b/gone.jpg": "val"}
+    _, warnings = given_split(records, assignment, tmp_path / "s.csv")
+    assert any("byte-identical" in w for w in warnings) and any("1 file(s)" in w for w in warnings)

@@ -115,8 +115,13 @@ def test_folder_with_bad_files_and_odd_modes_trains(synthetic_copy, tmp_path):
         synthetic_copy / "lymphocyte" / "sixteen.tif")
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 4), dtype=np.uint8)).save(
         synthetic_copy / "monocyte" / "alpha.png")
+    Image.open(next((synthetic_copy / "neutrophil").glob("*.jpg"))).save(synthetic_copy / "neutrophil" / "cell.webp")
+    files = sorted(p.relative_to(synthetic_copy).as_posix() for p in synthetic_copy.rglob("*.*"))
+    by_patient = tmp_path / "by_patient.csv"  # a user's own split: every fifth file held out
+    by_patient.write_text("path,subset\n" + "".join(f"{f},{'val' if i % 5 == 0 else 'train'}\n"
+                                                    for i, f in enumerate(files)))
     result = runner.invoke(app, ["train", "--data", str(synthetic_copy), "--out", str(tmp_path / "run"),
-                                 "--epochs", "1", *TINY_ARGS])
+                                 "--epochs", "1", "--split", str(by_patient), *TINY_ARGS])
     assert result.exit_code == 0, result.output
     output = result.output.replace("\n", " ")
     for name in ("zero.jpg", "truncated.jpg", "text.png"):
@@ -124,8 +129,10 @@ def test_folder_with_bad_files_and_odd_modes_trains(synthetic_copy, tmp_path):
     assert "sixteen.tif" not in output and "alpha.png" not in output
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     used = {f["path"] for f in split["files"]}
-    assert {"lymphocyte/sixteen.tif", "monocyte/alpha.png"} <= used
+    assert {"lymphocyte/sixteen.tif", "monocyte/alpha.png", "neutrophil/cell.webp"} <= used
     assert not {"platelet/zero.jpg", "platelet/truncated.jpg", "basophil/text.png"} & used
+    assert {f["path"]: f["subset"] for f in split["files"]} == {
+        f: ("val" if i % 5 == 0 else "train") for i, f in enumerate(files) if f in used}
 
 
 def test_clear_errors_before_any_work(tmp_path, synthetic_data):
@@ -139,6 +146,9 @@ def test_clear_errors_before_any_work(tmp_path, synthetic_data):
     assert unknown.exit_code == 2 and "unknown architecture" in unknown.output
     nothing = runner.invoke(app, ["train", "--out", str(tmp_path / "r4"), "--resume"])
     assert nothing.exit_code == 2 and "config.json not found" in nothing.output
+    no_split = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(tmp_path / "r5"),
+                                   "--split", str(tmp_path / "split.csv")])
+    assert no_split.exit_code == 2 and "split file" in no_split.output and "not found" in no_split.output
     no_ckpt = runner.invoke(app, ["evaluate", str(tmp_path)])
     assert no_ckpt.exit_code == 2 and "not found" in no_ckpt.output
 

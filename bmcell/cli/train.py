@@ -53,6 +53,8 @@ def train(
     image_size: Optional[int] = typer.Option(None, help="Square input side, a multiple of 32 [default: 256]."),
     label_map: Optional[str] = typer.Option(None, help="identity, aml-fab8, pbc-granulocytic, or a YAML/JSON file."),
     val_fraction: Optional[float] = typer.Option(None, help="Validation share of each class [default: 0.1]."),
+    split: Optional[Path] = typer.Option(None, help="Reuse this split instead of making one: another run's split.json "
+                                         "or a CSV with columns path,subset (train/val), e.g. grouped by patient."),
     seed: Optional[int] = typer.Option(None, help="Seed of the split and of training [default: 0]."),
     weights: Optional[Path] = typer.Option(None, help="Start from these .safetensors weights instead of random init."),
     balanced_sampler: Optional[bool] = typer.Option(None, "--balanced-sampler/--no-balanced-sampler",
@@ -75,7 +77,8 @@ def train(
     overrides = {"out": str(out) if out else None, "data": str(data) if data else None, "arch": arch,
                  "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
                  "warmup_epochs": warmup_epochs, "image_size": image_size, "label_map": label_map,
-                 "val_fraction": val_fraction, "seed": seed, "weights": str(weights) if weights else None,
+                 "val_fraction": val_fraction, "split": str(split) if split else None, "seed": seed,
+                 "weights": str(weights) if weights else None,
                  "balanced_sampler": balanced_sampler, "strict": strict, "workers": workers, "device": device,
                  "augment": augment, "data_path": data_path}
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)

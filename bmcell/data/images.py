@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from bmcell.errors import BmcellError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 MAX_PIXELS = 64_000_000  # a cell crop is far smaller; anything bigger is treated as a decompression bomb
 
 
@@ -59,7 +59,7 @@ def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS)
     except BadImageError:
         raise
     except UnidentifiedImageError:
-        raise BadImageError(f"{name}: not an image Pillow can read (jpg, png, tif, bmp expected)") from None
+        raise BadImageError(f"{name}: not an image Pillow can read (jpg, png, tif, bmp, webp expected)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImageError(f"{name}: decompression bomb refused ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:

@@ -10,7 +10,7 @@ from pathlib import Path
 from bmcell.data.folder import (BadFile, DatasetError, ImageRecord, apply_label_map, check_images,
                                 list_image_files, require_trainable)
 from bmcell.data.label_maps import LabelMap
-from bmcell.data.split import read_split, stratified_split, subset_records, write_split
+from bmcell.data.split import given_split, read_assignment, read_split, stratified_split, subset_records, write_split
 
 SPLIT_FILE = "split.json"
 BAD_FILES = "bad_files.txt"
@@ -56,10 +56,17 @@ def scan_folder(root: Path, label_map: LabelMap, strict: bool,
 
 
 def prepare_data(root: Path, label_map: LabelMap, run_dir: Path, seed: int, val_fraction: float,
-                 strict: bool, warn: Callable[[str], None]) -> PreparedData:
-    """Check the folder, split it and write split.json into the run folder."""
+                 strict: bool, warn: Callable[[str], None], split_file: Path | None = None) -> PreparedData:
+    """Check the folder, split it (or take the split_file's assignment by path) and write split.json into the run
+    folder."""
+    assigned = read_assignment(split_file) if split_file else None  # a bad split file fails before the long scan
     records, classes = scan_folder(root, label_map, strict, warn, Path(run_dir) / BAD_FILES)
-    assignment = stratified_split(records, val_fraction, seed)
+    if assigned is None:
+        assignment = stratified_split(records, val_fraction, seed)
+    else:
+        assignment, warnings = given_split(records, assigned, Path(split_file))
+        for message in warnings:
+            warn(message)
     sha = write_split(Path(run_dir) / SPLIT_FILE, records, assignment, seed, val_fraction, classes,
                       label_map.to_dict())
     train = [r for r in records if assignment[r.path] == "train"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import random
@@ -34,6 +35,57 @@ def stratified_split(records: list[ImageRecord], val_fraction: float, seed: int)
             for member in groups[sha]:
                 assignment[member.path] = "val" if index < n_val else "train"
     return assignment
+
+
+SUBSETS = ("train", "val")
+
+
+def _read_assignment_csv(path: Path) -> dict[str, str]:
+    """path -> subset from a CSV file with (at least) the columns path and subset."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not {"path", "subset"} <= set(reader.fieldnames or ()):
+            raise DatasetError(f"{path}: a split CSV needs the columns path,subset (found {reader.fieldnames})")
+        return {row["path"].strip(): row["subset"].strip() for row in reader}
+
+
+def read_assignment(path: Path) -> dict[str, str]:
+    """path -> 'train'/'val' from another run's split.json or from a CSV with columns path,subset."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"split file {path} not found")
+    if path.suffix.lower() == ".csv":
+        assignment = _read_assignment_csv(path)
+    else:
+        try:
+            assignment = {f["path"]: f["subset"] for f in read_split(path)["files"]}
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            raise DatasetError(f"{path}: not a bmcell split.json; give one, or a CSV with columns path,subset") from None
+    odd = sorted({subset for subset in assignment.values() if subset not in SUBSETS})
+    if odd:
+        raise DatasetError(f"{path}: subsets must be 'train' or 'val', found {odd}")
+    return assignment
+
+
+def given_split(records: list[ImageRecord], assignment: dict[str, str], source: Path) -> tuple[dict[str, str], list[str]]:
+    """The given assignment restricted to the usable records, with warnings; fails when it does not cover them."""
+    unassigned = sorted(r.path for r in records if r.path not in assignment)
+    if unassigned:
+        raise DatasetError(f"{len(unassigned)} image(s) of the data are not in the split file {source} "
+                           f"(e.g. {unassigned[:3]}); add them to it or remove them from the data folder")
+    chosen = {r.path: assignment[r.path] for r in records}
+    if "val" not in chosen.values() or "train" not in chosen.values():
+        raise DatasetError(f"the split file {source} leaves no image of this data on one side (train or val)")
+    sides: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        sides[record.sha256].add(chosen[record.path])
+    straddling = sum(len(s) > 1 for s in sides.values())
+    warnings = [f"the split file {source} puts {straddling} set(s) of byte-identical images on both sides"] \
+        if straddling else []
+    unused = len(set(assignment) - set(chosen))
+    if unused:
+        warnings.append(f"{unused} file(s) of the split file {source} are not usable images of this data; ignored")
+    return chosen, warnings
 
 
 def write_split(path: Path, records: list[ImageRecord], assignment: dict[str, str], seed: int,
