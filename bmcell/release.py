@@ -53,6 +53,40 @@ def write_golden_file(checkpoint: Checkpoint, data: Path, records: list[ImageRec
     return golden
 
 
+GOLDEN_TOLERANCE = 1e-3  # |logit here - logit there| <= tolerance * (1 + |logit there|), float32 on two devices
+
+
+def adopt_golden_file(checkpoint: Checkpoint, data: Path, val: list[ImageRecord], source: Path, path: Path) -> dict:
+    """Take a golden file computed elsewhere (e.g. on a GPU machine) after checking it belongs to these weights and
+    this validation split and that this machine reproduces its logits within GOLDEN_TOLERANCE."""
+    import numpy as np
+    from export.golden import reference_device, reference_logits
+    from export.samples import load_unit_images
+
+    try:
+        golden = json.loads(Path(source).read_text(encoding="utf-8"))
+        names = [entry["path"] for entry in golden["images"]]
+        expected = np.array([entry["logits"] for entry in golden["images"]], dtype=np.float32)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise BmcellError(f"--golden {source}: not a golden file written by `bmcell release` ({error})") from None
+    if golden.get("source_weights_sha256") != checkpoint.meta["weights"]["sha256"]:
+        raise BmcellError(f"--golden {source} holds logits of other weights (sha256 "
+                          f"{str(golden.get('source_weights_sha256'))[:12]}...); compute it for this checkpoint")
+    by_path = {record.path: record for record in val}
+    outside = [name for name in names if name not in by_path]
+    if outside:
+        raise BmcellError(f"--golden {source} names {len(outside)} image(s) outside the validation split, "
+                          f"e.g. {outside[:3]}")
+    inputs = load_unit_images(data, [by_path[name] for name in names], checkpoint.meta["image_size"])
+    here = reference_logits(checkpoint, inputs, reference_device())
+    error = float((np.abs(here - expected) / (1 + np.abs(expected))).max())
+    if error > GOLDEN_TOLERANCE:
+        raise BmcellError(f"--golden {source}: this machine's logits differ by {error:.2e} (relative) from the file's; "
+                          f"more than {GOLDEN_TOLERANCE:g}: different images or preprocessing?")
+    atomic_write_json(path, golden | {"reproduced_on": {"device": str(reference_device()), "max_relative_error": error}})
+    return golden
+
+
 def _metrics_rows(report: dict) -> list[str]:
     """Markdown rows of precision, recall, F1 and support per class."""
     return [f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
@@ -102,7 +136,8 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
 
 
 def package_release(checkpoint_path: Path, name: str, data: Path, others: list[Path], golden_count: int,
-                    note: str, models_dir: Path = MODELS_DIR, log: Callable[[str], None] = print) -> Path:
+                    note: str, models_dir: Path = MODELS_DIR, log: Callable[[str], None] = print,
+                    golden_source: Path | None = None) -> Path:
     """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, golden, card."""
     from export.samples import balanced_pick
 
@@ -127,9 +162,12 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
             records = records_for(released, other, "all", log)
             reports[f"{other.name} (another lab, all images)"] = evaluate_checkpoint(
                 released, records, other, staging / f"eval-{other.name}", device, 64, 0)
-        if len(val) < golden_count:
+        if golden_source is not None:
+            golden = adopt_golden_file(released, data, val, golden_source, staging / GOLDEN_FILE)
+        elif len(val) < golden_count:
             raise BmcellError(f"the validation split has {len(val)} images; the golden file needs {golden_count}")
-        golden = write_golden_file(released, data, balanced_pick(val, golden_count), staging / GOLDEN_FILE)
+        else:
+            golden = write_golden_file(released, data, balanced_pick(val, golden_count), staging / GOLDEN_FILE)
         atomic_write_json(staging / "release.json", {
             "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_checkpoint": str(checkpoint.json_path), "note": note,

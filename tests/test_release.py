@@ -70,6 +70,32 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert again.exit_code != 0 and "exists" in again.output
 
 
+def test_release_adopts_a_golden_file_computed_elsewhere_only_when_it_checks_out(trained, tmp_path):
+    """--golden-file: reference logits from another machine are kept when reproduced here, refused otherwise."""
+    models = tmp_path / "models"
+    first = runner.invoke(app, ["release", str(trained / "run"), "--name", "a", "--models-dir", str(models)])
+    assert first.exit_code == 0, first.output
+    golden = json.loads((models / "a" / "golden.json").read_text())
+    elsewhere = tmp_path / "gpu-golden.json"
+    elsewhere.write_text(json.dumps(golden | {"device": "NVIDIA H100 80GB HBM3"}))
+    adopted = runner.invoke(app, ["release", str(trained / "run"), "--name", "b", "--models-dir", str(models),
+                                  "--golden-file", str(elsewhere)])
+    assert adopted.exit_code == 0, adopted.output
+    kept = json.loads((models / "b" / "golden.json").read_text())
+    assert kept["device"] == "NVIDIA H100 80GB HBM3" and kept["reproduced_on"]["max_relative_error"] < 1e-5
+    assert "NVIDIA H100 80GB HBM3" in (models / "b" / "MODEL_CARD.md").read_text()
+
+    golden["images"][3]["logits"][0] += 0.5
+    elsewhere.write_text(json.dumps(golden))
+    off = runner.invoke(app, ["release", str(trained / "run"), "--name", "c", "--models-dir", str(models),
+                              "--golden-file", str(elsewhere)])
+    assert off.exit_code != 0 and "differ" in off.output and not (models / "c").exists()
+    elsewhere.write_text(json.dumps(golden | {"source_weights_sha256": "0" * 64}))
+    other = runner.invoke(app, ["release", str(trained / "run"), "--name", "c", "--models-dir", str(models),
+                                "--golden-file", str(elsewhere)])
+    assert other.exit_code != 0 and "other weights" in other.output
+
+
 def test_release_without_a_model_says_how_to_get_one(tmp_path, monkeypatch):
     """No checkpoint and no released model: a clear error, not a traceback."""
     monkeypatch.setattr(bmcell.release, "DEFAULT_MODEL", tmp_path / "none")

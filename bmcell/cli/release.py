@@ -17,6 +17,8 @@ def release(
     data: Optional[Path] = typer.Option(None, help="The dataset it was trained on [default: the checkpoint's]."),
     other: list[Path] = typer.Option([], help="Another lab's class-per-folder images to report on; repeatable."),
     golden: int = typer.Option(64, min=64, help="Named validation images in the golden file."),
+    golden_file: Optional[Path] = typer.Option(None, "--golden-file", help="Reference logits computed elsewhere "
+                                               "(e.g. on a GPU machine) for these weights; checked, then used."),
     note: str = typer.Option("", help="How it was trained (hardware, wall time, what was shortened)."),
     models_dir: Optional[Path] = typer.Option(None, help="Where released models live [default: the repo's models/]."),
 ) -> None:
@@ -26,6 +28,7 @@ def release(
     from bmcell.release import MODEL_CARD, MODELS_DIR, package_release
 
     folder = data or Path(load_checkpoint(checkpoint).meta["data"])
-    dest = package_release(checkpoint, name, folder, other, golden, note, models_dir or MODELS_DIR, console.print)
+    dest = package_release(checkpoint, name, folder, other, golden, note, models_dir or MODELS_DIR, console.print,
+                           golden_file)
     console.print((dest / MODEL_CARD).read_text())
     console.print(f"released {dest}")
