@@ -219,7 +219,7 @@ def predict_logits(model: nn.Module, loader: Iterable, device: torch.device,
             progress.update(task, advance=1)
     if progress:
         progress.remove_task(task)
-    return torch.cat(logits).numpy(), torch.cat(targets).numpy()
+    return torch.cat(logits).numpy(), torch.cat(targets).cpu().numpy()
 
 
 def evaluate_logits(logits: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
