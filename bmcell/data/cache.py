@@ -88,7 +88,7 @@ def to_device(array: np.ndarray, device: torch.device, chunk: int = 512) -> torc
     """Copy an N x H x W x 3 uint8 array onto the device in chunks (pinned, non-blocking on CUDA)."""
     out = torch.empty(array.shape, dtype=torch.uint8, device=device)
     for start in range(0, len(array), chunk):
-        part = torch.from_numpy(np.ascontiguousarray(array[start:start + chunk]))
+        part = torch.from_numpy(np.array(array[start:start + chunk]))  # a writable copy of the (read-only) memmap
         if device.type == "cuda":
             part = part.pin_memory()
         out[start:start + chunk].copy_(part, non_blocking=device.type == "cuda")
