@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from bmcell.checkpoint import Checkpoint, load_checkpoint
@@ -35,15 +36,21 @@ def default_checkpoint() -> Path:
     return path
 
 
-def write_golden_file(checkpoint: Checkpoint, data: Path, records: list[ImageRecord], path: Path) -> dict:
-    """Reference float32 logits of named images (best device, TF32 off) with the statistics of their inputs."""
+def _reference_on_this_machine(checkpoint: Checkpoint, data: Path,
+                               records: list[ImageRecord]) -> tuple[torch.Tensor, str, np.ndarray]:
+    """The records through the input contract, this machine's best device (named), and its float32 logits."""
     from export.golden import device_description, reference_device, reference_logits
     from export.samples import load_unit_images
 
     inputs = load_unit_images(data, records, checkpoint.meta["image_size"])
     device = reference_device()
-    logits = reference_logits(checkpoint, inputs, device)
-    golden = {"source_weights_sha256": checkpoint.meta["weights"]["sha256"], "device": device_description(device),
+    return inputs, device_description(device), reference_logits(checkpoint, inputs, device)
+
+
+def write_golden_file(checkpoint: Checkpoint, data: Path, records: list[ImageRecord], path: Path) -> dict:
+    """Reference float32 logits of named images (best device, TF32 off) with the statistics of their inputs."""
+    inputs, device, logits = _reference_on_this_machine(checkpoint, data, records)
+    golden = {"source_weights_sha256": checkpoint.meta["weights"]["sha256"], "device": device,
               "tf32": "off", "torch": torch.__version__, "image_size": checkpoint.meta["image_size"],
               "classes": checkpoint.classes,
               "images": [{"path": record.path, "input_mean": inputs[i].mean((1, 2)).tolist(),
@@ -59,31 +66,26 @@ GOLDEN_TOLERANCE = 1e-3  # |logit here - logit there| <= tolerance * (1 + |logit
 def adopt_golden_file(checkpoint: Checkpoint, data: Path, val: list[ImageRecord], source: Path, path: Path) -> dict:
     """Take a golden file computed elsewhere (e.g. on a GPU machine) after checking it belongs to these weights and
     this validation split and that this machine reproduces its logits within GOLDEN_TOLERANCE."""
-    import numpy as np
-    from export.golden import reference_device, reference_logits
-    from export.samples import load_unit_images
-
     try:
         golden = json.loads(Path(source).read_text(encoding="utf-8"))
         names = [entry["path"] for entry in golden["images"]]
         expected = np.array([entry["logits"] for entry in golden["images"]], dtype=np.float32)
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise BmcellError(f"--golden {source}: not a golden file written by `bmcell release` ({error})") from None
+        raise BmcellError(f"--golden-file {source}: not a golden file written by `bmcell release` ({error})") from None
     if golden.get("source_weights_sha256") != checkpoint.meta["weights"]["sha256"]:
-        raise BmcellError(f"--golden {source} holds logits of other weights (sha256 "
+        raise BmcellError(f"--golden-file {source} holds logits of other weights (sha256 "
                           f"{str(golden.get('source_weights_sha256'))[:12]}...); compute it for this checkpoint")
     by_path = {record.path: record for record in val}
     outside = [name for name in names if name not in by_path]
     if outside:
-        raise BmcellError(f"--golden {source} names {len(outside)} image(s) outside the validation split, "
+        raise BmcellError(f"--golden-file {source} names {len(outside)} image(s) outside the validation split, "
                           f"e.g. {outside[:3]}")
-    inputs = load_unit_images(data, [by_path[name] for name in names], checkpoint.meta["image_size"])
-    here = reference_logits(checkpoint, inputs, reference_device())
+    _, device, here = _reference_on_this_machine(checkpoint, data, [by_path[name] for name in names])
     error = float((np.abs(here - expected) / (1 + np.abs(expected))).max())
     if error > GOLDEN_TOLERANCE:
-        raise BmcellError(f"--golden {source}: this machine's logits differ by {error:.2e} (relative) from the file's; "
-                          f"more than {GOLDEN_TOLERANCE:g}: different images or preprocessing?")
-    atomic_write_json(path, golden | {"reproduced_on": {"device": str(reference_device()), "max_relative_error": error}})
+        raise BmcellError(f"--golden-file {source}: this machine's logits differ by {error:.2e} (relative) from the "
+                          f"file's; more than {GOLDEN_TOLERANCE:g}: different images or preprocessing?")
+    atomic_write_json(path, golden | {"reproduced_on": {"device": device, "max_relative_error": error}})
     return golden
 
 

@@ -4,9 +4,9 @@ for a 256 px model at 288) and WebP-encoded, written as uncompressed zip parts o
 per-file overhead is a fifth of tar's 512-byte blocks).
 
 Each file keeps its name (Pillow decodes by content, not suffix), so a run trained on the copy has a split.json
-whose paths are the originals'; its sha256 entries are those of the copies. Lossy: WebP quality 85 differs from the
-source JPEGs by about 2.9 grey levels RMS at quality 80, 288 px (measured on 200 PBC images); PBC's 15,367 images
-take about 78 MB. Unpack with `python3 -m zipfile -e PART.zip DIR`.
+whose paths are the originals'; its sha256 entries are those of the copies. Lossy: WebP quality 80 at 288 px differs
+from the source JPEGs by about 2.9 grey levels RMS (measured on 200 PBC images); PBC's 15,367 images take about
+78 MB. Unpack with `python3 -m zipfile -e PART.zip DIR`.
 Usage: python scripts/pack_for_device.py DATA OUT_PREFIX [--size 288] [--quality 80] [--part-mib 46]"""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def encode(args: tuple[Path, str, int, int]) -> tuple[str, bytes]:
 
 
 def main() -> None:
-    """Encode every image and write the tar parts."""
+    """Encode every image and write the zip parts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
     parser.add_argument("out_prefix", type=Path)
@@ -46,13 +46,14 @@ def main() -> None:
     with ProcessPoolExecutor() as pool:
         for relpath, payload in pool.map(encode, [(args.data, f, args.size, args.quality) for f in files],
                                          chunksize=64):
-            if archive is None or used + len(payload) + 2 * len(relpath) + 200 > limit:
+            size = len(payload) + 2 * len(relpath) + 200  # zip's local and central headers name the file twice
+            if archive is None or used + size > limit:
                 if archive is not None:
                     archive.close()
                 part += 1
                 archive, used = zipfile.ZipFile(f"{args.out_prefix}{part}.zip", "w", zipfile.ZIP_STORED), 0.0
             archive.writestr(relpath, payload)
-            used += len(payload) + 2 * len(relpath) + 200
+            used += size
     if archive is not None:
         archive.close()
     print(f"{len(files)} images in {part} part(s): {args.out_prefix}1..{part}.zip")

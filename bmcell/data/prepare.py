@@ -64,7 +64,7 @@ def prepare_data(root: Path, label_map: LabelMap, run_dir: Path, seed: int, val_
     if assigned is None:
         assignment = stratified_split(records, val_fraction, seed)
     else:
-        assignment, warnings = given_split(records, assigned, Path(split_file))
+        assignment, warnings = given_split(records, assigned, split_file)
         for message in warnings:
             warn(message)
     sha = write_split(Path(run_dir) / SPLIT_FILE, records, assignment, seed, val_fraction, classes,
