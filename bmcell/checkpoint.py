@@ -16,6 +16,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
+from bmcell.confidence import Confidence
 from bmcell.fileio import atomic_write_bytes, atomic_write_json
 from bmcell.errors import BmcellError
 
@@ -84,11 +85,22 @@ class Checkpoint:
         """The folder holding the checkpoint (and its split file)."""
         return self.json_path.parent
 
+    @property
+    def confidence(self) -> Confidence | None:
+        """The calibrated temperature and abstention threshold, when the checkpoint has them."""
+        values = self.meta.get("confidence")
+        return Confidence.from_dict(values) if values else None
+
+    @property
+    def input_norm(self) -> str:
+        """How inputs are normalised before the network: 'dataset' (mean/std only) or 'per-image'."""
+        return self.meta.get("input_norm", "dataset")
+
     def build_model(self) -> nn.Module:
         """The network with these weights loaded, in eval mode."""
         from bmcell.models import build_model
 
-        model = build_model(self.meta["arch"], len(self.classes))
+        model = build_model(self.meta["arch"], len(self.classes), self.input_norm)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as error:

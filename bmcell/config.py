@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 from bmcell.data.transforms import AUGMENTATIONS
 from bmcell.errors import BmcellError
+from bmcell.models import INPUT_NORMS
 
 
 DATA_PATHS = ("auto", "loader", "device")
@@ -42,6 +43,8 @@ class TrainConfig:
     device: str = "auto"
     augment: str = "cells"
     data_path: str = "auto"  # loader: DataLoader workers; device: decoded once, augmented on the device; auto: device
+    input_norm: str = "dataset"  # dataset: the architecture's mean/std; per-image: each image's channels standardised
+    coverage: float = 0.95  # share of validation images the abstention threshold keeps (answers)
 
     def __post_init__(self) -> None:
         checks = {
@@ -51,12 +54,14 @@ class TrainConfig:
             "val_fraction": 0 < self.val_fraction < 1, "workers": self.workers is None or self.workers >= 0,
             "device": self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "augment": self.augment in AUGMENTATIONS, "data_path": self.data_path in DATA_PATHS,
+            "input_norm": self.input_norm in INPUT_NORMS, "coverage": 0 < self.coverage <= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             hints = {"image_size": "a multiple of 32, at least 32", "val_fraction": "between 0 and 1",
                      "device": "auto, cpu, cuda or cuda:N", "augment": " or ".join(AUGMENTATIONS),
-                     "data_path": ", ".join(DATA_PATHS)}
+                     "data_path": ", ".join(DATA_PATHS),
+                     "input_norm": " or ".join(INPUT_NORMS), "coverage": "in (0, 1]"}
             raise ConfigError("; ".join(f"invalid {n}={getattr(self, n)!r}" + (f" ({hints[n]})" if n in hints else "")
                                         for n in bad))
 

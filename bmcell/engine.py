@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from bmcell.checkpoint import (RESUME_FILE, CheckpointError, load_resume_state, save_checkpoint,
                                save_resume_state)
 from bmcell.config import ConfigError, TrainConfig, save_config
+from bmcell.confidence import Confidence, fit_confidence
 from bmcell.data.cache import decoded_images
 from bmcell.data.dataset import CellImageDataset
 from bmcell.data.device_data import DEVICE_AUGMENTATIONS, DeviceBatches, ImageStore, working_size
@@ -254,12 +255,14 @@ def _write_history(run_dir: Path, history: list[dict]) -> None:
     plot_curves(history, run_dir / "curves.png")
 
 
-def _checkpoint_meta(config: TrainConfig, data: PreparedData, epoch: int, report: dict, state: RunState) -> dict:
+def _checkpoint_meta(config: TrainConfig, data: PreparedData, epoch: int, report: dict, state: RunState,
+                     confidence: Confidence) -> dict:
     """Metadata stored beside the weights: everything needed to rebuild, preprocess and audit the model."""
     arch = get_arch(config.arch)
     return {
         "arch": config.arch, "classes": data.classes, "num_classes": len(data.classes),
         "image_size": config.image_size, "mean": list(arch.mean), "std": list(arch.std),
+        "input_norm": config.input_norm, "confidence": confidence.to_dict(),
         "preprocessing": {"resize": "shorter side to image_size, bilinear, antialiased", "crop": "centre, square",
                           "scale": "uint8 / 255 to [0, 1]", "normalize": "(x - mean) / std", "channels": "RGB"},
         "label_map": data.label_map.to_dict(), "data": str(data.root),
@@ -300,7 +303,7 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
         device = torch.device("cuda", dist.local_rank) if device.type == "cuda" else device
         console.print(f"rank {dist.rank}/{dist.world_size} training on {device}")
         console = console if dist.is_main else Console(quiet=True)
-    model = build_model(config.arch, len(data.classes))
+    model = build_model(config.arch, len(data.classes), config.input_norm)
     if config.weights and not from_state:
         skipped = load_pretrained(model, Path(config.weights))
         console.print(f"loaded {config.weights}" + (f" (new classifier layers: {skipped})" if skipped else ""))
@@ -345,8 +348,9 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
         if is_best:
             state.best_macro_f1, state.best_epoch = report["macro_f1"], epoch
         if dist.is_main:
+            confidence = fit_confidence(logits, targets, config.coverage, "validation split")
             _save_epoch(run_dir, model, optimizer, state, history, is_best,
-                        _checkpoint_meta(config, data, epoch, report, state))
+                        _checkpoint_meta(config, data, epoch, report, state, confidence))
         console.print(f"epoch {epoch}/{config.epochs}  loss {train['train_loss']:.4f}  "
                       f"train acc {train['train_accuracy']:.3f}  val loss {report['loss']:.4f}  "
                       f"val acc {report['accuracy']:.3f}  bal acc {report['balanced_accuracy']:.3f}  "

@@ -6,7 +6,9 @@ import csv
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from bmcell.checkpoint import Checkpoint
 from bmcell.data.dataset import CellImageDataset
@@ -35,14 +37,30 @@ def records_for(checkpoint: Checkpoint, data: Path, split: str, warn: Callable[[
     return records
 
 
-def evaluate_checkpoint(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, out: Path,
-                        device: torch.device, batch_size: int, workers: int) -> dict:
-    """Run the model over the records and write report.json, report.md, confusion.csv/png and predictions.csv."""
+def checkpoint_logits(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, device: torch.device,
+                      batch_size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets of the records through the checkpoint's evaluation preprocessing."""
     meta = checkpoint.meta
     dataset = CellImageDataset(data, records, checkpoint.classes,
                                eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"])))
     model = checkpoint.build_model().to(device, memory_format=torch.channels_last)
-    logits, targets = predict_logits(model, make_loader(dataset, batch_size, workers), device)
+    return predict_logits(model, make_loader(dataset, batch_size, workers), device)
+
+
+@torch.no_grad()
+def unit_logits(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
+    """float32 logits of Nx3xSxS RGB inputs in [0, 1]: the checkpoint's own normalisation and network, batches of 32."""
+    model = checkpoint.build_model().to(device).float()
+    mean, std = checkpoint.meta["mean"], checkpoint.meta["std"]
+    return torch.cat([model(TF.normalize(batch.to(device), mean, std)).float().cpu()
+                      for batch in inputs.split(32)]).numpy()
+
+
+def evaluate_checkpoint(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, out: Path,
+                        device: torch.device, batch_size: int, workers: int) -> dict:
+    """Run the model over the records and write report.json, report.md, confusion.csv/png and predictions.csv."""
+    meta = checkpoint.meta
+    logits, targets = checkpoint_logits(checkpoint, records, data, device, batch_size, workers)
     report = evaluate_logits(logits, targets, checkpoint.classes)
     out.mkdir(parents=True, exist_ok=True)
     title = f"{meta['arch']} on {data} ({len(records)} images)"

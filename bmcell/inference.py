@@ -1,4 +1,4 @@
-"""Classify image files with a checkpoint: the evaluation preprocessing, softmax and top-k."""
+"""Classify image files with a checkpoint: the evaluation preprocessing, calibrated softmax, top-k and abstention."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from bmcell.checkpoint import Checkpoint
+from bmcell.confidence import softmax
 from bmcell.data.images import BadImageError, load_rgb
 from bmcell.data.transforms import eval_transform
 
@@ -19,12 +20,14 @@ class Prediction:
     image: str
     top: list[tuple[str, float]]
     error: str | None = None
+    uncertain: bool = False  # the calibrated top probability is under the checkpoint's abstention threshold
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         if self.error:
             return {"image": self.image, "error": self.error}
-        return {"image": self.image, "top": [{"class": c, "probability": p} for c, p in self.top]}
+        return {"image": self.image, "uncertain": self.uncertain,
+                "top": [{"class": c, "probability": p} for c, p in self.top]}
 
 
 class Classifier:
@@ -33,6 +36,7 @@ class Classifier:
     def __init__(self, checkpoint: Checkpoint, device: torch.device) -> None:
         meta = checkpoint.meta
         self.classes = checkpoint.classes
+        self.confidence = checkpoint.confidence
         self.device = device
         self.model = checkpoint.build_model().to(device)
         self.transform = eval_transform(meta["image_size"], tuple(meta["mean"]), tuple(meta["std"]))
@@ -48,11 +52,15 @@ class Classifier:
             except BadImageError as error:
                 results.append(Prediction(str(path), [], str(error)))
         if inputs:
-            probabilities = torch.softmax(self.model(torch.stack(inputs).to(self.device)).float(), dim=1).cpu()
+            logits = self.model(torch.stack(inputs).to(self.device)).float().cpu().numpy()
+            temperature = self.confidence.temperature if self.confidence else 1.0
+            probabilities = torch.from_numpy(softmax(logits, temperature))
+            kept = self.confidence.kept(logits) if self.confidence else [True] * len(logits)
             values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)
-            answers = iter(zip(values.tolist(), indices.tolist()))
+            answers = iter(zip(values.tolist(), indices.tolist(), kept))
             for i, path in enumerate(paths):
                 if results[i] is None:
-                    vals, idxs = next(answers)
-                    results[i] = Prediction(str(path), [(self.classes[j], v) for v, j in zip(vals, idxs)])
+                    vals, idxs, keep = next(answers)
+                    results[i] = Prediction(str(path), [(self.classes[j], v) for v, j in zip(vals, idxs)],
+                                            uncertain=not bool(keep))
         return results

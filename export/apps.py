@@ -83,7 +83,7 @@ def model_card(manifest: dict, entry: dict, app: App) -> dict:
     size = manifest["image_size"]
     return {"name": entry["name"], "file": app.file, "sha256": entry["sha256"], "bytes": entry["bytes"],
             "classes": manifest["classes"], "image_size": size, "input": entry["input"],
-            "preprocessing": preprocessing_contract(size),
+            "preprocessing": preprocessing_contract(size), "confidence": manifest.get("confidence"),
             "source_weights_sha256": manifest["source_checkpoint"]["weights_sha256"],
             "bmcell_version": bmcell.__version__}
 

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors_bytes
-from torchvision.transforms.v2 import functional as TF
 
 from bmcell.checkpoint import Checkpoint
+from bmcell.evaluation import unit_logits
 from bmcell.fileio import atomic_write_bytes, sha256_file
 from export.manifest import ManifestError
 
@@ -23,15 +23,11 @@ def reference_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-@torch.no_grad()
 def reference_logits(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
-    """float32 logits of [0, 1] inputs: the checkpoint's own network and normalisation, TF32 off, batches of 32."""
+    """float32 logits of [0, 1] inputs (bmcell.evaluation.unit_logits) with TF32 off."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    model = checkpoint.build_model().to(device).float()
-    mean, std = checkpoint.meta["mean"], checkpoint.meta["std"]
-    batches = [model(TF.normalize(batch.to(device), mean, std)).float().cpu() for batch in inputs.split(32)]
-    return torch.cat(batches).numpy()
+    return unit_logits(checkpoint, inputs, device)
 
 
 def device_description(device: torch.device) -> str:

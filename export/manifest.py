@@ -71,6 +71,19 @@ def preprocessing_contract(image_size: int) -> dict:
             "center_crop": image_size, "scale": 1 / 255, "mean": None, "std": None}
 
 
+CONFIDENCE_RULE = ("probabilities = softmax(logits / temperature); answer the top class only when its probability "
+                   ">= threshold, otherwise 'uncertain - check by eye'")
+
+
+def confidence_contract(checkpoint: Checkpoint) -> dict | None:
+    """The calibrated temperature and abstention threshold as apps apply them, or None for a checkpoint without."""
+    confidence = checkpoint.confidence
+    if confidence is None:
+        return None
+    return {"temperature": confidence.temperature, "threshold": confidence.threshold,
+            "coverage_target": confidence.coverage_target, "fitted_on": confidence.fitted_on, "rule": CONFIDENCE_RULE}
+
+
 def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list[str], seconds: float) -> dict:
     """The manifest record of one exported artefact."""
     return {"name": fmt.name, "file": path.name, "family": fmt.family, "precision": fmt.precision,
@@ -89,6 +102,8 @@ def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict) 
         "arch": meta["arch"], "classes": checkpoint.classes, "image_size": meta["image_size"],
         "mean": meta["mean"], "std": meta["std"], "preprocessing": PREPROCESSING,
         "preprocessing_contract": preprocessing_contract(meta["image_size"]),
+        "input_norm": checkpoint.input_norm, "confidence": confidence_contract(checkpoint),
+        "adapted_on": meta.get("adapted_on"),
         "source_checkpoint": {"path": str(checkpoint.json_path), "weights_sha256": meta["weights"]["sha256"],
                               "epoch": meta.get("epoch"), "metrics": {k: meta.get("metrics", {}).get(k) for k in
                                                                        ("accuracy", "balanced_accuracy", "macro_f1")}},

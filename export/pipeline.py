@@ -17,7 +17,7 @@ from bmcell.errors import BmcellError
 from bmcell.fileio import atomic_write_json
 from export.formats.base import ExportFormat, ExportInputs
 from export.golden import GOLDEN, reference_device, reference_logits, write_golden
-from export.manifest import MANIFEST, artefact_entry, build_manifest
+from export.manifest import MANIFEST, artefact_entry, build_manifest, confidence_contract
 from export.samples import balanced_pick, checkpoint_split, load_unit_images
 from export.wrapper import NormalizedClassifier
 
@@ -40,6 +40,7 @@ def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
         "arch": meta["arch"], "source_weights_sha256": meta["weights"]["sha256"],
         "bmcell_version": bmcell.__version__, "description": f"bmcell {meta['arch']} white-cell classifier",
         "license": "Apache-2.0 (code); the weights follow the licence of the data they were trained on",
+        "input_norm": checkpoint.input_norm, "confidence": json.dumps(confidence_contract(checkpoint)),
     }
 
 

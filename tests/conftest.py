@@ -63,3 +63,14 @@ def lazy_exporter(folder: Path, inputs):
         return paths[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_data, tmp_path_factory) -> Path:
+    """One tiny trained run (2 epochs of mobilevit_xxs at 64 px on the synthetic cells) shared by the session."""
+    from bmcell.config import TrainConfig
+    from bmcell.engine import fit
+
+    out = tmp_path_factory.mktemp("tiny-run") / "run"
+    fit(TrainConfig(out=str(out), data=str(synthetic_data), epochs=2, data_path="loader", **TINY))
+    return out

@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bmcell.models import (REGISTRY, ModelError, build_model, count_flops, count_parameters, get_arch,
-                           load_pretrained)
+from bmcell.models import (REGISTRY, ModelError, PerImageStandardized, build_model, count_flops, count_parameters,
+                           get_arch, load_pretrained)
 
 # Parameter counts with 1000 ImageNet classes, as published by torchvision and timm.
 PUBLISHED_PARAMS = {
@@ -16,8 +16,26 @@ PUBLISHED_PARAMS = {
 }
 
 
-def test_registry_has_the_paper_models():
-    assert set(REGISTRY) == set(PUBLISHED_PARAMS)
+def test_registry_has_the_paper_models_and_groupnorm_mobilevits():
+    assert set(REGISTRY) == set(PUBLISHED_PARAMS) | {f"mobilevit_{s}_gn" for s in ("xxs", "xs", "s")}
+    # GroupNorm has the same affine parameters as BatchNorm: the same parameter count
+    assert count_parameters(build_model("mobilevit_xs_gn", 1000)) == PUBLISHED_PARAMS["mobilevit_xs"]
+
+
+def test_per_image_standardisation_ignores_colour_cast_and_loads_plain_weights(tmp_path):
+    model = build_model("mobilevit_xxs", 8, "per-image").eval()
+    assert isinstance(model, PerImageStandardized)
+    images = torch.rand(2, 3, 64, 64)
+    gain, offset = torch.tensor([0.6, 0.9, 1.3]).view(1, 3, 1, 1), torch.tensor([0.2, -0.1, 0.05]).view(1, 3, 1, 1)
+    with torch.no_grad():  # another lamp or stain shifting and scaling each channel changes nothing
+        assert torch.allclose(model(images), model(images * gain + offset), atol=2e-3)
+    plain = build_model("mobilevit_xxs", 8)
+    path = tmp_path / "plain.safetensors"
+    save_file({k: v.contiguous() for k, v in plain.state_dict().items()}, str(path))
+    assert load_pretrained(model, path) == []
+    assert torch.equal(model.net.stem.conv.weight, plain.stem.conv.weight)
+    with pytest.raises(ModelError, match="per-image"):
+        build_model("mobilevit_xxs", 8, "per-lab")
 
 
 @pytest.mark.parametrize("arch", sorted(PUBLISHED_PARAMS))

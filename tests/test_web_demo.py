@@ -1,5 +1,7 @@
 """The web app in headless Chromium, offline: its preprocessing against the golden vectors, its predictions against
-onnxruntime in Python, and its error message for a file that is not an image."""
+onnxruntime in Python, and its error message for a file that is not an image; then, with model.json's "confidence"
+block replaced, its calibrated probabilities, its "uncertain — check by eye" answer below the threshold, and its
+refusal of an unusable block."""
 
 from __future__ import annotations
 
@@ -85,10 +87,43 @@ def run_browser(site: Path, job: dict) -> dict:
     return report
 
 
+CONFIDENCE_TEMPERATURE = 1.5  # not 1: the page must divide the logits by model.json's temperature
+UNUSABLE_CONFIDENCE = {  # model.json "confidence" blocks the page must refuse, and the word its message must name
+    "temperature_zero": ({"temperature": 0, "threshold": 0.5}, "temperature"),
+    "temperature_text": ({"temperature": "abc", "threshold": 0.5}, "temperature"),
+    "temperature_negative": ({"temperature": -1.0, "threshold": 0.5}, "temperature"),
+    "threshold_above_one": ({"temperature": 1.0, "threshold": 1.5}, "threshold"),
+    "threshold_missing": ({"temperature": 1.0}, "threshold"),
+}
+
+
+def confidence_variants(bundle: Path, images: dict[str, Path], root: Path) -> tuple[list[dict], dict]:
+    """The browser jobs that replace model.json's confidence block, and what the calibrated one should do: at
+    CONFIDENCE_TEMPERATURE, a threshold halfway between the most and the least confident reference image's top
+    probability, so the first is answered and the second is "uncertain"."""
+    card = json.loads((bundle / "model.json").read_text())
+    tops = {name: float(python_probabilities(bundle, path, CONFIDENCE_TEMPERATURE).max())
+            for name, path in images.items()}
+    sure, unsure = max(tops, key=tops.get), min(tops, key=tops.get)
+    threshold = (tops[sure] + tops[unsure]) / 2
+    assert tops[sure] - tops[unsure] > 2e-3, tops  # far from the threshold compared with browser vs Python (1e-4)
+    calibrated = {"temperature": CONFIDENCE_TEMPERATURE, "threshold": threshold, "coverage_target": 0.95,
+                  "fitted_on": "validation split (test)",
+                  "rule": "probabilities = softmax(logits / temperature); answer the top class only when its "
+                          "probability >= threshold, otherwise 'uncertain - check by eye'"}
+    variants = [{"name": "calibrated", "model_json": card | {"confidence": calibrated},
+                 "images": [str(images[sure]), str(images[unsure])], "screenshot": str(root / "uncertain-phone.png")},
+                {"name": "no_confidence", "model_json": card | {"confidence": None}, "images": [str(images[sure])]}]
+    variants += [{"name": name, "model_json": card | {"confidence": block}}
+                 for name, (block, _) in UNUSABLE_CONFIDENCE.items()]
+    return variants, {"sure": images[sure], "unsure": images[unsure], "threshold": threshold, "tops": tops}
+
+
 @pytest.fixture(scope="module")
 def browser_runs(tmp_path_factory, synthetic_data):
     """The released model (or a tiny one) in copies of web_demo, in headless Chromium: the float model on every
-    reference image with the golden tensors, a non-image and a screenshot; the int8 model on the same images."""
+    reference image with the golden tensors, a non-image and a screenshot, then with model.json's confidence block
+    replaced (calibrated, null, unusable); the int8 model on the same images."""
     reason = missing_toolchain()
     if reason:
         if os.environ.get("BMCELL_REQUIRE_BROWSER"):
@@ -100,14 +135,18 @@ def browser_runs(tmp_path_factory, synthetic_data):
     bad = root / "notes.jpg"
     bad.write_text("not a picture")
     float_site = site_with(root, "web_float", export_dir, "float")
+    variants, expected = confidence_variants(float_site / "bmcell_model", images, root)
     report = run_browser(float_site, {"images": [str(p) for p in images.values()], "sizes": list(SIZES),
-                                      "bad": str(bad), "screenshot": str(root / "offline-phone.png")})
+                                      "bad": str(bad), "screenshot": str(root / "offline-phone.png"),
+                                      "variants": variants})
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(root / "offline-phone.png", ARTIFACTS / "offline-phone.png")
+    shutil.copy(root / "uncertain-phone.png", ARTIFACTS / "uncertain-phone.png")
     int8_site = site_with(root, "web_int8", export_dir, "int8")
     int8_report = run_browser(int8_site, {"images": [str(p) for p in images.values()], "sizes": []})
     return {"float": (report, images, float_site / "bmcell_model"),
-            "int8": (int8_report, images, int8_site / "bmcell_model")}
+            "int8": (int8_report, images, int8_site / "bmcell_model"),
+            "confidence": (report["variants"], expected, float_site / "bmcell_model")}
 
 
 @pytest.fixture(scope="module")
@@ -116,14 +155,17 @@ def browser_run(browser_runs):
     return browser_runs["float"]
 
 
-def python_probabilities(bundle: Path, path: Path) -> np.ndarray:
-    """Softmax of onnxruntime's logits for the image through the Python preprocessing."""
+def python_probabilities(bundle: Path, path: Path, temperature: float | None = None) -> np.ndarray:
+    """Softmax of onnxruntime's logits / temperature for the image through the Python preprocessing; by default
+    the temperature of the bundle's model.json (1 when its confidence is null)."""
     import onnxruntime as ort
 
     card = json.loads((bundle / "model.json").read_text())
+    if temperature is None:
+        temperature = (card.get("confidence") or {}).get("temperature", 1.0)
     session = ort.InferenceSession(str(bundle / card["file"]), providers=["CPUExecutionProvider"])
     tensor = python_unit_bytes(path, card["image_size"]).astype(np.float32) * np.float32(1 / 255)
-    logits = session.run(None, {session.get_inputs()[0].name: tensor[None]})[0][0].astype(np.float64)
+    logits = session.run(None, {session.get_inputs()[0].name: tensor[None]})[0][0].astype(np.float64) / temperature
     exps = np.exp(logits - logits.max())
     return exps / exps.sum()
 
@@ -152,11 +194,65 @@ def check_images(browser_run, prefix: str) -> list[float]:
 
 
 def test_web_demo_works_offline_and_matches_python(browser_run):
-    report, _, _ = browser_run
+    report, _, bundle = browser_run
     assert report["cached"] >= 15 and report["offline_model"] == "onnx-fp32"
     assert max(check_images(browser_run, "generated/")) == 0
     assert "not an image" in report["bad"]["error"]
     assert (ARTIFACTS / "offline-phone.png").stat().st_size > 10_000
+    confidence = json.loads((bundle / "model.json").read_text())["confidence"]
+    assert ("no calibrated confidence" in report["page"]["note"]) == (confidence is None)
+
+
+def test_web_demo_answers_above_the_threshold_and_is_uncertain_below(browser_runs):
+    """model.json's temperature is applied (probabilities as Python's softmax(logits / T)), the image above the
+    threshold gets its class as the answer, the one below it "uncertain — check by eye" with the classes secondary."""
+    variants, expected, bundle = browser_runs["confidence"]
+    calibrated = variants["calibrated"]
+    assert calibrated["error"] is None
+    assert "calibrated (temperature 1.5)" in calibrated["page"]["model"]
+    assert f"{100 * expected['threshold']:.1f} %" in calibrated["page"]["note"]
+    for path in (expected["sure"], expected["unsure"]):
+        answer = calibrated["images"][str(path)]
+        assert "error" not in answer, answer["error"]
+        python = python_probabilities(bundle, path, CONFIDENCE_TEMPERATURE)
+        np.testing.assert_allclose(answer["probabilities"], python, atol=1e-4, err_msg=str(path))
+        assert len(answer["page"]["top"].splitlines()) >= 3  # the class list is still there, under the answer
+
+    sure = calibrated["images"][str(expected["sure"])]
+    assert sure["uncertain"] is False and sure["page"]["answer_class"] == "confident"
+    assert sure["page"]["answer"].startswith(sure["top"][0]["label"]), sure["page"]
+    assert "uncertain" not in sure["page"]["answer"].lower() and "uncertain" not in sure["page"]["status"].lower()
+    assert sure["page"]["top_class"] != "secondary"
+
+    unsure = calibrated["images"][str(expected["unsure"])]
+    assert unsure["uncertain"] is True and unsure["page"]["answer_class"] == "uncertain"
+    assert unsure["page"]["answer"].startswith("uncertain — check by eye"), unsure["page"]
+    assert "uncertain" in unsure["page"]["status"]
+    assert unsure["page"]["top_class"] == "secondary"
+    assert unsure["page"]["top-heading"] == "Class probabilities"
+    assert (ARTIFACTS / "uncertain-phone.png").stat().st_size > 10_000
+
+
+def test_web_demo_without_calibrated_confidence_answers_as_before(browser_runs):
+    """confidence: null → temperature 1, never "uncertain", and a note that the model has no calibrated confidence."""
+    variants, expected, bundle = browser_runs["confidence"]
+    plain = variants["no_confidence"]
+    assert plain["error"] is None and "no calibrated confidence" in plain["page"]["note"]
+    answer = plain["images"][str(expected["sure"])]
+    assert answer["uncertain"] is False and answer["page"]["answer_class"] == "confident"
+    np.testing.assert_allclose(answer["probabilities"], python_probabilities(bundle, expected["sure"], 1.0), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(UNUSABLE_CONFIDENCE))
+def test_web_demo_refuses_an_unusable_confidence_block(browser_runs, name):
+    """A temperature that is not a finite number > 0, or a threshold outside [0, 1], is refused on screen."""
+    variants, _, _ = browser_runs["confidence"]
+    refused = variants[name]
+    word = UNUSABLE_CONFIDENCE[name][1]
+    assert refused["error"] and word in refused["error"], refused
+    page = refused["page"]
+    assert page["status_class"] == "error" and word in page["status"] and "refusing" in page["status"], page
+    assert page["model"] == "no usable model" and not page["file_enabled"] and page["answer"] == ""
 
 
 def test_web_demo_on_real_pbc_images(browser_run, pbc_root):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from bmcell.cli.adapt import adapt
 from bmcell.cli.bench import bench
 from bmcell.cli.bench_train import bench_train
 from bmcell.cli.compare import compare
+from bmcell.cli.crosslab import crosslab
 from bmcell.cli.evaluate import evaluate
 from bmcell.cli.export import export
 from bmcell.cli.info import info
@@ -25,8 +27,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, predict, export, parity, bench, bench_train, compare, release, info,
-                synth, serve_demo):
+for command in (quickstart, train, evaluate, crosslab, adapt, predict, export, parity, bench, bench_train, compare,
+                release, info, synth, serve_demo):
     app.command()(command)
 
 if __name__ == "__main__":

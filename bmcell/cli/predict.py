@@ -45,10 +45,11 @@ def predict(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
     else:
-        table = Table("image", *(f"#{i + 1}" for i in range(top_k)))
+        table = Table("image", "answer", *(f"#{i + 1}" for i in range(top_k)))
         for r in results:
             if not r.error:
-                table.add_row(r.image, *(f"{c} {p:.3f}" for c, p in r.top))
+                answer = "[yellow]uncertain - check by eye[/]" if r.uncertain else r.top[0][0]
+                table.add_row(r.image, answer, *(f"{c} {p:.3f}" for c, p in r.top))
         console.print(table)
     failed = [r for r in results if r.error]
     for r in failed:

@@ -67,6 +67,11 @@ def train(
     data_path: Optional[str] = typer.Option(None, help="loader: DataLoader workers decode and augment every image; "
                                             "device: decode once (cache in RUN/cache), augment batches on the "
                                             "training device; auto: device [default: auto]."),
+    input_norm: Optional[str] = typer.Option(None, help="dataset: the architecture's mean/std; per-image: each "
+                                             "image's colour channels standardised inside the model, so a lab's "
+                                             "stain and lamp colour matter less [default: dataset]."),
+    coverage: Optional[float] = typer.Option(None, help="Share of validation images the calibrated abstention "
+                                             "threshold answers; the rest read 'uncertain' [default: 0.95]."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of these settings; options given here win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
 ) -> None:
@@ -80,7 +85,8 @@ def train(
                  "val_fraction": val_fraction, "split": str(split) if split else None, "seed": seed,
                  "weights": str(weights) if weights else None,
                  "balanced_sampler": balanced_sampler, "strict": strict, "workers": workers, "device": device,
-                 "augment": augment, "data_path": data_path}
+                 "augment": augment, "data_path": data_path,
+                 "input_norm": input_norm, "coverage": coverage}
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
     with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun
         if cfg.data is None:

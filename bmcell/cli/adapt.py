@@ -1,0 +1,36 @@
+"""`bmcell adapt RUN --images DIR --out RUN2`: calibrate a model to a microscope from unlabelled photos (AdaBN)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from bmcell.cli.common import console, reports_errors
+
+
+@reports_errors
+def adapt(
+    checkpoint: Optional[Path] = typer.Argument(None, help="Run folder (uses best), NAME.json or NAME.safetensors "
+                                                "[default: the released model in models/]."),
+    images: Path = typer.Option(..., help="The lab's own cell photos, any layout, no labels (at least 32; a few "
+                                "hundred is better)."),
+    out: Path = typer.Option(..., help="New folder for the adapted checkpoint (never overwritten)."),
+    batch_size: int = typer.Option(32, min=2, help="Images per batch while re-estimating statistics."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+) -> None:
+    """Re-estimate the model's BatchNorm statistics on a lab's unlabelled photos and save the result as a new
+    checkpoint (export, evaluate and crosslab take it like any other)."""
+    from bmcell.adapt import adapt_checkpoint
+    from bmcell.checkpoint import load_checkpoint
+    from bmcell.engine import select_device
+    from bmcell.release import default_checkpoint
+
+    source = load_checkpoint(checkpoint or default_checkpoint())
+    best = adapt_checkpoint(source, images, out, select_device(device), batch_size,
+                            lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    adapted = load_checkpoint(best)
+    console.print(f"adapted {adapted.meta['adapted_on']['batchnorm_layers']} BatchNorm layers on "
+                  f"{adapted.meta['adapted_on']['images']} images from {images} -> {best}")
+    console.print(f"next: `bmcell crosslab {out} --data LABELLED_DIR` to measure it, `bmcell export {out} ...` to ship it")

@@ -1,0 +1,75 @@
+"""Temperature scaling recovers a known temperature, the threshold keeps the stated coverage, and predict abstains."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from bmcell.checkpoint import Checkpoint, load_checkpoint
+from bmcell.cli.main import app
+from bmcell.confidence import (Confidence, expected_calibration_error, fit_confidence, fit_temperature,
+                               selective_report, softmax)
+from bmcell.errors import BmcellError
+from bmcell.inference import Classifier
+
+
+def overconfident(temperature: float, n: int = 4000, classes: int = 5, seed: int = 0):
+    """Logits whose labels are drawn from softmax(logits / temperature): the true temperature is known."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 4, (n, classes))
+    probabilities = softmax(logits, temperature)
+    targets = np.array([rng.choice(classes, p=p) for p in probabilities])
+    return logits, targets
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 1.0, 2.5])
+def test_fit_temperature_recovers_the_true_one(true_temperature):
+    logits, targets = overconfident(true_temperature)
+    assert fit_temperature(logits, targets) == pytest.approx(true_temperature, rel=0.12)
+
+
+def test_calibration_lowers_ece_and_threshold_keeps_the_coverage():
+    logits, targets = overconfident(2.5)
+    confidence = fit_confidence(logits, targets, coverage=0.8)
+    assert confidence.val_ece_after < confidence.val_ece_before
+    assert confidence.val_coverage == pytest.approx(0.8, abs=0.01)
+    kept = confidence.kept(logits)
+    assert kept.mean() == pytest.approx(0.8, abs=0.01)
+    correct = logits.argmax(1) == targets
+    assert confidence.val_accuracy_kept == pytest.approx(correct[kept].mean())
+    assert confidence.val_accuracy_kept > correct.mean()  # abstaining on the least confident helps
+    assert selective_report(confidence, logits, targets)["coverage"] == pytest.approx(kept.mean())
+    assert Confidence.from_dict(json.loads(json.dumps(confidence.to_dict()))) == confidence
+    assert fit_confidence(logits, targets, coverage=1.0).threshold == 0.0
+
+
+def test_bad_confidence_input():
+    with pytest.raises(BmcellError, match="coverage"):
+        fit_confidence(np.zeros((4, 3)), np.zeros(4, dtype=int), coverage=0)
+    with pytest.raises(BmcellError, match="not bmcell's"):
+        Confidence.from_dict({"temperature": 1.0})
+    assert expected_calibration_error(np.array([[1.0, 0.0]]), np.array([0])) == 0.0
+
+
+def test_trained_checkpoint_has_confidence_and_predict_abstains(tiny_run):
+    checkpoint = load_checkpoint(tiny_run)
+    confidence = checkpoint.confidence
+    assert confidence is not None and confidence.temperature > 0 and 0 <= confidence.threshold <= 1
+    assert confidence.fitted_on.startswith("validation split")
+    images = sorted(Path(checkpoint.meta["data"]).rglob("*.jpg"))[:4]
+    strict = replace(confidence, threshold=1.01)  # nothing is confident enough
+    loose = replace(confidence, threshold=0.0)
+    for conf, uncertain in ((strict, True), (loose, False)):
+        meta = checkpoint.meta | {"confidence": conf.to_dict()}
+        answers = Classifier(Checkpoint(meta, checkpoint.state_dict, checkpoint.json_path), "cpu").predict(images, 3)
+        assert all(a.uncertain is uncertain for a in answers)
+        probabilities = [p for _, p in answers[0].top]
+        assert probabilities == sorted(probabilities, reverse=True)
+    result = CliRunner().invoke(app, ["predict", str(tiny_run), str(images[0]), "--json"])
+    assert result.exit_code == 0, result.output
+    assert isinstance(json.loads(result.output)[0]["uncertain"], bool)
