@@ -16,6 +16,7 @@ import torch
 from bmcell.checkpoint import Checkpoint, load_checkpoint
 from bmcell.data.folder import ImageRecord
 from bmcell.data.prepare import SPLIT_FILE
+from bmcell.crosslab import crosslab_report, markdown_table
 from bmcell.engine import select_device
 from bmcell.errors import BmcellError
 from bmcell.evaluation import evaluate_checkpoint, records_for
@@ -25,6 +26,8 @@ MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8"
 GOLDEN_FILE = "golden.json"
 MODEL_CARD = "MODEL_CARD.md"
+CROSSLAB_DIR = "crosslab"
+NON_CELL_IMAGES = 160
 
 
 def default_checkpoint() -> Path:
@@ -95,7 +98,8 @@ def _metrics_rows(report: dict) -> list[str]:
             for name, row in report["per_class"].items() if row["support"]]
 
 
-def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], golden: dict, note: str) -> str:
+def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], golden: dict, note: str,
+               crosslab: dict | None = None) -> str:
     """The model card: what it is, data and licence, split, metrics per class, intended use and limitations."""
     meta, config = checkpoint.meta, checkpoint.meta.get("config", {})
     lines = [f"# {name}", "",
@@ -119,6 +123,22 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
                   f"{report['balanced_accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} ({report['images']} images)",
                   "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|",
                   *_metrics_rows(report), ""]
+    lines += ["## Other labs", ""]
+    if crosslab:
+        lines += [f"`bmcell crosslab` on other labs' images (classes mapped onto the model's; files in "
+                  f"`{CROSSLAB_DIR}/`). A figure below its folder's majority baseline is worse than always answering "
+                  "that folder's most common class.", "", *markdown_table(crosslab), ""]
+    else:
+        lines += ["Not measured at release: run `bmcell crosslab` on your own labelled images before relying on it.",
+                  ""]
+    confidence = checkpoint.confidence
+    lines += ["## Confidence", "",
+              (f"Probabilities are calibrated with temperature {confidence.temperature:.3f} and an answer is given "
+               f"only when the top probability is at least {confidence.threshold:.3f} (otherwise \"uncertain — "
+               f"check by eye\"); fitted on the {confidence.fitted_on} to answer {confidence.coverage_target:.0%} "
+               "of them." if confidence else
+               "No calibrated confidence: this checkpoint predates it, so `predict` and the apps never say "
+               "\"uncertain\"."), ""]
     lines += ["## Golden file", "",
               f"`{GOLDEN_FILE}`: float32 reference logits of {len(golden['images'])} named validation images, computed "
               f"on {golden['device']} with TF32 {golden['tf32']} (torch {golden['torch']}); every exported artefact is "
@@ -160,10 +180,8 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
         val = records_for(released, data, "val", log)
         reports["PBC validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-pbc-val", device,
                                                               64, 0)
-        for other in others:
-            records = records_for(released, other, "all", log)
-            reports[f"{other.name} (another lab, all images)"] = evaluate_checkpoint(
-                released, records, other, staging / f"eval-{other.name}", device, 64, 0)
+        crosslab = crosslab_report(released, others, staging / CROSSLAB_DIR, device, non_cell=NON_CELL_IMAGES,
+                                   warn=log) if others else None
         if golden_source is not None:
             golden = adopt_golden_file(released, data, val, golden_source, staging / GOLDEN_FILE)
         elif len(val) < golden_count:
@@ -174,8 +192,13 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
             "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_checkpoint": str(checkpoint.json_path), "note": note,
             "metrics": {label: {k: r[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1")}
-                        for label, r in reports.items()}})
-        (staging / MODEL_CARD).write_text(model_card(name, released, reports, golden, note), encoding="utf-8")
+                        for label, r in reports.items()},
+            "crosslab": {folder: {k: row[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1",
+                                                       "majority_baseline", "accuracy_folder_classes")}
+                                 | {"abstention": row.get("abstention")}
+                         for folder, row in crosslab["folders"].items()} if crosslab else None})
+        (staging / MODEL_CARD).write_text(model_card(name, released, reports, golden, note, crosslab),
+                                          encoding="utf-8")
         staging.rename(dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

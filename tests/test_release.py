@@ -44,7 +44,7 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     dest = models / "tiny-pbc"
     for name in ("best.json", "best.safetensors", "split.json", "golden.json", "release.json", "MODEL_CARD.md",
-                 "eval-pbc-val/report.json", "eval-other/confusion.png"):
+                 "eval-pbc-val/report.json", "crosslab/crosslab.md", "crosslab/other/confusion.png"):
         assert (dest / name).is_file(), name
     checkpoint = load_checkpoint(dest)
     golden = json.loads((dest / "golden.json").read_text())
@@ -54,12 +54,14 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     logits = reference_logits(checkpoint, image[None], torch.device("cpu"))[0]
     np.testing.assert_allclose(logits, first["logits"], atol=1e-4)
     card = (dest / "MODEL_CARD.md").read_text()
-    assert "Research use only" in card and "1 epoch on CPU (a test)" in card and "other (another lab" in card
+    assert "Research use only" in card and "1 epoch on CPU (a test)" in card and "| other |" in card
+    assert "majority baseline" in card and "Non-cell images" in card and "uncertain" in card
     assert "10.1016/j.dib.2020.105474" in card
-    metrics = json.loads((dest / "release.json").read_text())["metrics"]
-    assert set(metrics) == {"PBC validation split", "other (another lab, all images)"}
+    release = json.loads((dest / "release.json").read_text())
+    assert set(release["metrics"]) == {"PBC validation split"}
     other_images = sorted((trained / "other").rglob("*.jpg"))
-    assert metrics["other (another lab, all images)"]["images"] == len(other_images)
+    assert release["crosslab"]["other"]["images"] == len(other_images)
+    assert 0 <= release["crosslab"]["other"]["abstention"]["coverage"] <= 1
 
     monkeypatch.setattr(bmcell.release, "DEFAULT_MODEL", dest)
     predicted = runner.invoke(app, ["predict", str(other_images[0]), "--json"])

@@ -7,6 +7,7 @@ import typer
 from bmcell.cli.adapt import adapt
 from bmcell.cli.bench import bench
 from bmcell.cli.bench_train import bench_train
+from bmcell.cli.combine import combine
 from bmcell.cli.compare import compare
 from bmcell.cli.crosslab import crosslab
 from bmcell.cli.evaluate import evaluate
@@ -27,8 +28,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, crosslab, adapt, predict, export, parity, bench, bench_train, compare,
-                release, info, synth, serve_demo):
+for command in (quickstart, train, evaluate, crosslab, adapt, combine, predict, export, parity, bench, bench_train,
+                compare, release, info, synth, serve_demo):
     app.command()(command)
 
 if __name__ == "__main__":

@@ -1,0 +1,58 @@
+"""`bmcell combine OUT --source NAME=DIR ...`: several labs' images as one training folder with a split by series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from bmcell.cli.common import console, reports_errors
+
+
+def _named(values: list[str], option: str) -> dict[str, str]:
+    """NAME=VALUE options as a dict, with a clear error for anything else."""
+    from bmcell.errors import BmcellError
+
+    pairs = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise BmcellError(f"{option} {value!r}: expected NAME=VALUE")
+        pairs[name] = rest
+    return pairs
+
+
+@reports_errors
+def combine(
+    out: Path = typer.Argument(..., help="New folder: data/, split.csv, heldout/<source>/, sources.json."),
+    source: list[str] = typer.Option(..., help="NAME=DIR, a class-per-folder source; repeatable."),
+    groups: list[str] = typer.Option([], help="NAME=FILE.csv:COLUMN: the source's series/slide/patient per file "
+                                     "(column 'file' relative to DIR); whole groups go to one side."),
+    split: list[str] = typer.Option([], help="NAME=split.json: keep the source's sides from a run's split."),
+    cap: list[str] = typer.Option([], help="NAME=TRAIN[,VAL]: at most this many images per class on each side "
+                                  "(seeded choice)."),
+    val_share: float = typer.Option(0.25, help="Share of each class held out (by group when --groups is given)."),
+    seed: int = typer.Option(0, help="Seed of the per-class choices."),
+) -> None:
+    """Combine several sources into one folder for `bmcell train --data OUT/data --split OUT/split.csv`; each
+    source's held-out images land in OUT/heldout/<source> for `bmcell crosslab`."""
+    from bmcell.data.sources import Source, combine_sources, read_groups, read_split_sides
+
+    roots, group_specs, splits, caps = (_named(source, "--source"), _named(groups, "--groups"),
+                                        _named(split, "--split"), _named(cap, "--cap"))
+    from bmcell.errors import BmcellError
+
+    unknown = sorted((set(group_specs) | set(splits) | set(caps)) - set(roots))
+    if unknown:
+        raise BmcellError(f"--groups/--split/--cap name sources that no --source gives: {unknown}")
+    sources = []
+    for name, root in roots.items():
+        sides = [int(n) for n in caps[name].split(",")] if name in caps else []
+        sources.append(Source(name, Path(root), read_groups(group_specs[name]) if name in group_specs else None,
+                              read_split_sides(Path(splits[name])) if name in splits else None,
+                              dict(zip(("train", "val"), sides))))
+    summary = combine_sources(sources, out, val_share, seed)
+    for name, info in summary["sources"].items():
+        console.print(f"{name}: {info['images']}")
+    console.print(f"wrote {out}: train with `bmcell train --data {out / 'data'} --split {out / 'split.csv'}`, "
+                  f"measure with `bmcell crosslab RUN --data {out / 'heldout'}/<source>`")
