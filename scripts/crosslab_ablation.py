@@ -1,12 +1,12 @@
 """Cross-lab ablation on a short CPU protocol: which method makes a model hold up on another lab's camera.
 
 Two sources: PBC (CellaVision) and chula_wbc (a Raspberry Pi camera, split by series). Every variant trains
-MobileViT-XS from scratch at --image-size px on the same PBC subset (the released model's split, --pbc-train/--pbc-val
+--arch (MobileViT-XXS) from scratch at --image-size px on the same PBC subset (the released model's split, --pbc-train/--pbc-val
 images per class; `bmcell combine`), either alone (leave chula_wbc out: chula_wbc is an unseen lab) or with chula_wbc's training series
 (two sources), then `bmcell crosslab` measures it on chula_wbc's held-out series and PBC's validation split; BatchNorm
 variants are also calibrated with `bmcell adapt` on chula_wbc's training-series photos (labels unused). Writes
 OUT/ablation.md and OUT/ablation.json; finished variants are reused when rerun.
-Usage: python scripts/crosslab_ablation.py PBC CHULA OUT [--epochs 12] [--image-size 128] [--variants a,b,...]"""
+Usage: python scripts/crosslab_ablation.py PBC CHULA OUT [--arch mobilevit_xxs] [--epochs 10] [--image-size 128] [--variants a,b,...]"""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ from pathlib import Path
 RELEASE_SPLIT = Path(__file__).resolve().parents[1] / "models" / "mobilevit_xs-pbc8" / "split.json"
 # name: (sources, arch, augment, input_norm)
 VARIANTS = {
-    "baseline": ("pbc", "mobilevit_xs", "cells", "dataset"),
-    "other-labs": ("pbc", "mobilevit_xs", "other-labs", "dataset"),
-    "other-labs+per-image": ("pbc", "mobilevit_xs", "other-labs", "per-image"),
-    "other-labs+groupnorm": ("pbc", "mobilevit_xs_gn", "other-labs", "dataset"),
-    "other-labs+groupnorm+per-image": ("pbc", "mobilevit_xs_gn", "other-labs", "per-image"),
-    "two-sources": ("pbc+chula", "mobilevit_xs", "other-labs", "dataset"),
-    "two-sources+per-image": ("pbc+chula", "mobilevit_xs", "other-labs", "per-image"),
-    "two-sources+groupnorm+per-image": ("pbc+chula", "mobilevit_xs_gn", "other-labs", "per-image"),
+    "baseline": ("pbc", "{arch}", "cells", "dataset"),
+    "other-labs": ("pbc", "{arch}", "other-labs", "dataset"),
+    "other-labs+per-image": ("pbc", "{arch}", "other-labs", "per-image"),
+    "other-labs+groupnorm": ("pbc", "{arch}_gn", "other-labs", "dataset"),
+    "other-labs+groupnorm+per-image": ("pbc", "{arch}_gn", "other-labs", "per-image"),
+    "two-sources": ("pbc+chula", "{arch}", "other-labs", "dataset"),
+    "two-sources+per-image": ("pbc+chula", "{arch}", "other-labs", "per-image"),
+    "two-sources+groupnorm+per-image": ("pbc+chula", "{arch}_gn", "other-labs", "per-image"),
 }
 
 
@@ -89,7 +89,8 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--pbc-train", type=int, default=100)
     parser.add_argument("--pbc-val", type=int, default=50)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--arch", default="mobilevit_xxs", help="mobilevit_xxs, mobilevit_xs or mobilevit_s")
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args()
@@ -102,8 +103,8 @@ def main() -> None:
     photos = chula_train_photos(multi, args.out)
     rows = []
     for name in args.variants.split(","):
-        variant = VARIANTS[name]
-        sources, arch, augment, input_norm = variant
+        sources, arch, augment, input_norm = variant = \
+            tuple(v.format(arch=args.arch) for v in VARIANTS[name])
         folder = multi if sources == "pbc+chula" else args.out / "pbc-only"
         run_dir = args.out / "runs" / name
         if not (run_dir / "last.json").is_file() or json.loads((run_dir / "last.json").read_text())["epoch"] \

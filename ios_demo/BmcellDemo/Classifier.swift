@@ -2,11 +2,20 @@ import CoreML
 import Foundation
 import Vision
 
-/// One class and its softmax probability.
+/// One class and its softmax probability (calibrated when model.json has a temperature).
 struct Prediction: Identifiable {
     let label: String
     let probability: Double
     var id: String { label }
+}
+
+/// What the app shows instead of a class when the top probability is below model.json's threshold.
+let uncertainText = "uncertain — check by eye"
+
+/// All classes, most probable first, and whether the top one is below the threshold.
+struct Answer {
+    let ranked: [Prediction]
+    let uncertain: Bool
 }
 
 /// The bundled Core ML classifier run through Vision. The model's classifier output carries the labels
@@ -37,8 +46,9 @@ final class Classifier {
         }
     }
 
-    /// All classes with their probabilities, most probable first, for one S x S picture from Preprocessing.
-    func classify(_ picture: CGImage) throws -> [Prediction] {
+    /// All classes with their probabilities, most probable first, for one S x S picture from Preprocessing, and
+    /// whether the answer is "uncertain" (model.json's confidence: softmax(logits / temperature) < threshold).
+    func classify(_ picture: CGImage) throws -> Answer {
         let request = VNCoreMLRequest(model: visionModel)
         // The Vision option that matches the contract (resize the shorter side, centre-crop); a no-op on the
         // S x S picture that Preprocessing already made.
@@ -47,16 +57,29 @@ final class Classifier {
         guard let observations = request.results as? [VNClassificationObservation], !observations.isEmpty else {
             throw BundleError("The model returned no classification.")
         }
-        let probabilities = softmax(observations.map { Double($0.confidence) })
-        return zip(observations, probabilities)
-            .map { Prediction(label: $0.identifier, probability: $1) }
-            .sorted { $0.probability > $1.probability }
+        return answer(labels: observations.map(\.identifier), logits: observations.map { Double($0.confidence) },
+                      confidence: info.confidence)
     }
 }
 
-func softmax(_ logits: [Double]) -> [Double] {
-    guard let largest = logits.max() else { return [] }
-    let exps = logits.map { exp($0 - largest) }
+/// softmax(logits / temperature).
+func softmax(_ logits: [Double], temperature: Double = 1) -> [Double] {
+    let scaled = logits.map { $0 / temperature }
+    guard let largest = scaled.max() else { return [] }
+    let exps = scaled.map { exp($0 - largest) }
     let total = exps.reduce(0, +)
     return exps.map { $0 / total }
+}
+
+/// The rule of model.json's confidence block: probabilities = softmax(logits / temperature); uncertain when the top
+/// probability is below threshold. Without the block (older exports): temperature 1, never uncertain.
+/// ModelBundle.check has already refused a block whose temperature or threshold is unusable.
+func answer(labels: [String], logits: [Double], confidence: ConfidenceSpec?) -> Answer {
+    let probabilities = softmax(logits, temperature: confidence?.temperature ?? 1)
+    let ranked = zip(labels, probabilities)
+        .map { Prediction(label: $0, probability: $1) }
+        .sorted { $0.probability > $1.probability }
+    let top = ranked.first?.probability ?? 0
+    let uncertain = confidence?.threshold.map { top < $0 } ?? false
+    return Answer(ranked: ranked, uncertain: uncertain)
 }

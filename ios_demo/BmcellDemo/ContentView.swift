@@ -3,7 +3,8 @@ import SwiftUI
 import UIKit
 import UniformTypeIdentifiers
 
-/// Pick a photo (PhotosPicker), open any file, or take a photo; show the top 3 classes and the model's input.
+/// Pick a photo (PhotosPicker), open any file, or take a photo; show the answer — the top class, or "uncertain —
+/// check by eye" when its calibrated probability is below model.json's threshold — then the top 3 and the model's input.
 struct ContentView: View {
     @StateObject private var state = AppState()
     @State private var pickerItem: PhotosPickerItem?
@@ -32,8 +33,15 @@ struct ContentView: View {
                             .frame(width: 224, height: 224)
                             .accessibilityLabel("What the model sees")
                     }
-                    Text(state.result)
-                        .font(.title3)
+                    if !state.answer.isEmpty {
+                        Text(state.answer)
+                            .font(.title2.bold())
+                            .foregroundStyle(state.uncertain ? Color.orange : Color.primary)
+                            .textSelection(.enabled)
+                    }
+                    Text(state.result) // secondary under an answer: why uncertain, the top 3, timing
+                        .font(state.answer.isEmpty ? .title3 : .body)
+                        .foregroundStyle(state.uncertain ? Color.secondary : Color.primary)
                         .textSelection(.enabled)
                 }
                 .padding()
@@ -81,6 +89,8 @@ struct ContentView: View {
 @MainActor
 final class AppState: ObservableObject {
     @Published var modelStatus = "Loading the model…"
+    @Published var answer = "" // the class, or uncertainText; empty while there is none
+    @Published var uncertain = false
     @Published var result = ""
     @Published var modelInput: CGImage?
     @Published private(set) var classifier: Classifier?
@@ -94,33 +104,55 @@ final class AppState: ObservableObject {
             modelStatus = "Model \(info.name) (\(info.bytes / 1024) KiB, sha256 \(info.sha256.prefix(12))… verified), "
                 + "\(info.imageSize)x\(info.imageSize) input, \(info.classes.count) classes: "
                 + info.classes.joined(separator: ", ")
-                + (info.bmcellVersion.map { "; bmcell \($0)" } ?? "")
+                + (info.bmcellVersion.map { "; bmcell \($0)" } ?? "") + ". " + Self.describe(info.confidence)
         } catch {
             modelStatus = error.localizedDescription
         }
     }
 
+    /// What the model's confidence block means for its answers, under the model's description.
+    static func describe(_ confidence: ConfidenceSpec?) -> String {
+        guard let confidence, let threshold = confidence.threshold, let temperature = confidence.temperature else {
+            return "This model has no calibrated confidence: its probabilities are not calibrated and no answer is "
+                + "marked uncertain."
+        }
+        return String(format: "Calibrated (temperature %g): answers only at a probability of %.1f %% or more, below "
+                      + "that \"%@\"", temperature, 100 * threshold, uncertainText)
+            + (confidence.fittedOn.map { "; threshold fitted on: \($0)" } ?? "") + "."
+    }
+
     func classify(_ data: Data) async {
         guard let classifier else { return }
+        answer = ""
+        uncertain = false
         result = "Classifying…"
         let spec = classifier.info.preprocessing
-        let outcome = await Task.detached(priority: .userInitiated) { () -> Result<(Preprocessing.Prepared, [Prediction], Double), Error> in
+        let threshold = classifier.info.confidence?.threshold
+        let outcome = await Task.detached(priority: .userInitiated) { () -> Result<(Preprocessing.Prepared, Answer, Double), Error> in
             Result {
                 let prepared = try Preprocessing.prepare(data, spec: spec)
                 let start = DispatchTime.now()
-                let ranked = try classifier.classify(prepared.input)
+                let answered = try classifier.classify(prepared.input)
                 let ms = Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e6
-                return (prepared, ranked, ms)
+                return (prepared, answered, ms)
             }
         }.value
         switch outcome {
-        case .success(let (prepared, ranked, ms)):
+        case .success(let (prepared, answered, ms)):
             modelInput = prepared.input
-            let lines = ranked.prefix(3).enumerated().map { index, prediction in
+            let best = answered.ranked[0]
+            var lines = ["Class probabilities:"] + answered.ranked.prefix(3).enumerated().map { index, prediction in
                 "\(index + 1). \(prediction.label)  " + String(format: "%.1f %%", 100 * prediction.probability)
+            }
+            if answered.uncertain, let threshold {
+                lines.insert(String(format: "The most probable class, %@ (%.1f %%), is below this model's threshold "
+                                    + "of %.1f %%.", best.label, 100 * best.probability, 100 * threshold), at: 0)
             }
             let footer = String(format: "%dx%d picture → %dx%d input; Vision + Core ML %.1f ms", prepared.sourceWidth,
                                 prepared.sourceHeight, prepared.input.width, prepared.input.height, ms)
+            uncertain = answered.uncertain
+            answer = answered.uncertain ? uncertainText
+                : "\(best.label)  " + String(format: "%.1f %%", 100 * best.probability)
             result = (lines + ["", footer]).joined(separator: "\n")
         case .failure(let error as BadImageError):
             modelInput = nil

@@ -32,6 +32,42 @@ struct PreprocessingSpec: Decodable {
     }
 }
 
+/// model.json's "confidence" (null or absent for checkpoints without calibration): probabilities =
+/// softmax(logits / temperature), and a top probability below threshold is shown as "uncertain — check by eye".
+/// Decoded leniently — a value that is not a number becomes nil and keeps its text — so that check() can say which
+/// value is unusable instead of a decoding error.
+struct ConfidenceSpec: Decodable {
+    let temperature: Double?
+    let threshold: Double?
+    let fittedOn: String?
+    let temperatureText: String
+    let thresholdText: String
+
+    enum CodingKeys: String, CodingKey {
+        case temperature = "temperature"
+        case threshold = "threshold"
+        case fittedOn = "fitted_on"
+    }
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let temperature = Self.number(container, .temperature)
+        self.temperature = temperature.value
+        temperatureText = temperature.text
+        let threshold = Self.number(container, .threshold)
+        self.threshold = threshold.value
+        thresholdText = threshold.text
+        fittedOn = try? container.decodeIfPresent(String.self, forKey: .fittedOn)
+    }
+
+    private static func number(_ container: KeyedDecodingContainer<CodingKeys>,
+                               _ key: CodingKeys) -> (value: Double?, text: String) {
+        if let value = try? container.decode(Double.self, forKey: key) { return (value, String(value)) }
+        if let text = try? container.decode(String.self, forKey: key) { return (nil, "\"\(text)\"") }
+        return (nil, container.contains(key) ? "null (or not a number)" : "missing")
+    }
+}
+
 /// model.json.
 struct ModelInfo: Decodable {
     let name: String
@@ -41,11 +77,13 @@ struct ModelInfo: Decodable {
     let classes: [String]
     let imageSize: Int
     let preprocessing: PreprocessingSpec
+    let confidence: ConfidenceSpec? // nil: no calibrated confidence (temperature 1, never "uncertain")
     let sourceWeightsSha256: String?
     let bmcellVersion: String?
 
     enum CodingKeys: String, CodingKey {
         case name, file, sha256, bytes, classes, preprocessing
+        case confidence = "confidence"
         case imageSize = "image_size"
         case sourceWeightsSha256 = "source_weights_sha256"
         case bmcellVersion = "bmcell_version"
@@ -112,6 +150,19 @@ enum ModelBundle {
         guard abs(pre.scale - 1.0 / 255.0) < 1e-9, pre.mean == nil, pre.std == nil else {
             throw BundleError("model.json asks for scale \(pre.scale) and mean/std \(String(describing: pre.mean))/"
                               + "\(String(describing: pre.std)); the Core ML model scales by 1/255 itself and nothing else.")
+        }
+        if let confidence = info.confidence {
+            var problems: [String] = []
+            if !(confidence.temperature.map { $0.isFinite && $0 > 0 } ?? false) {
+                problems.append("temperature \(confidence.temperatureText) (must be a finite number > 0)")
+            }
+            if !(confidence.threshold.map { $0 >= 0 && $0 <= 1 } ?? false) {
+                problems.append("threshold \(confidence.thresholdText) (must be a number from 0 to 1)")
+            }
+            guard problems.isEmpty else {
+                throw BundleError("model.json's confidence has an unusable \(problems.joined(separator: " and ")): "
+                                  + "refusing the model; \(installHint).")
+            }
         }
     }
 

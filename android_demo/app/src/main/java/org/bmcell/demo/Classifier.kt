@@ -3,13 +3,9 @@ package org.bmcell.demo
 import android.content.Context
 import java.io.Closeable
 import java.io.File
-import kotlin.math.exp
 import org.pytorch.executorch.EValue
 import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
-
-/** One class and its softmax probability. */
-data class Prediction(val label: String, val probability: Float)
 
 /**
  * The bundled ExecuTorch program: a 1x3xSxS float32 tensor in, 1xC logits out (classes in model.json's order).
@@ -61,18 +57,11 @@ class Classifier private constructor(val info: ModelInfo, private val module: Mo
         return logits
     }
 
-    /** The k most probable classes, most probable first. */
-    fun classify(input: FloatArray, k: Int = 3): List<Prediction> = topK(softmax(logits(input)), info.classes, k)
+    /**
+     * The k most probable classes, most probable first, with model.json's calibrated probabilities
+     * (softmax(logits / temperature)), and whether the top one is below its threshold (Confidence.kt).
+     */
+    fun classify(input: FloatArray, k: Int = 3): Answer = answer(logits(input), info.classes, info.confidence, k)
 
     override fun close() = module.destroy()
 }
-
-fun softmax(logits: FloatArray): FloatArray {
-    val largest = logits.max()
-    val exps = DoubleArray(logits.size) { exp((logits[it] - largest).toDouble()) }
-    val total = exps.sum()
-    return FloatArray(logits.size) { (exps[it] / total).toFloat() }
-}
-
-fun topK(probabilities: FloatArray, classes: List<String>, k: Int): List<Prediction> =
-    probabilities.indices.sortedByDescending { probabilities[it] }.take(k).map { Prediction(classes[it], probabilities[it]) }

@@ -13,10 +13,14 @@ import androidx.activity.result.contract.ActivityResultContracts
 import java.io.File
 import java.util.Locale
 
-/** Pick a photo (Android photo picker), open any file, or take a photo (CameraX); show the top 3 classes. */
+/**
+ * Pick a photo (Android photo picker), open any file, or take a photo (CameraX); show the answer — the top class, or
+ * "uncertain — check by eye" when its calibrated probability is below model.json's threshold — then the top 3.
+ */
 class MainActivity : ComponentActivity() {
 
     private lateinit var modelStatus: TextView
+    private lateinit var answer: TextView
     private lateinit var result: TextView
     private lateinit var modelInput: ImageView
     private lateinit var buttons: List<Button>
@@ -39,6 +43,7 @@ class MainActivity : ComponentActivity() {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_main)
         modelStatus = findViewById(R.id.model_status)
+        answer = findViewById(R.id.answer)
         result = findViewById(R.id.result)
         modelInput = findViewById(R.id.model_input)
         val pick = findViewById<Button>(R.id.pick_image)
@@ -67,10 +72,19 @@ class MainActivity : ComponentActivity() {
         val size = info.imageSize
         return "Model ${info.name} (${info.bytes / 1024} KiB, sha256 ${info.sha256.take(12)}… verified), " +
             "${size}x$size input, ${info.classes.size} classes: ${info.classes.joinToString(", ")}" +
-            (info.bmcellVersion?.let { "; bmcell $it" } ?: "")
+            (info.bmcellVersion?.let { "; bmcell $it" } ?: "") + ". " + describe(info.confidence)
+    }
+
+    private fun describe(rule: ConfidenceRule?): String = if (rule == null) {
+        "This model has no calibrated confidence: its probabilities are not calibrated and no answer is marked uncertain."
+    } else {
+        String.format(Locale.US, "Calibrated (temperature %s): answers only at a probability of %.1f %% or more, " +
+            "below that \"%s\"", rule.temperature, 100 * rule.threshold, UNCERTAIN_TEXT) +
+            (rule.fittedOn?.let { "; threshold fitted on: $it" } ?: "") + "."
     }
 
     private fun classify(uri: Uri) {
+        answer.text = ""
         result.text = "Classifying…"
         val resolver = contentResolver
         Engine.submit(this) { classifier, error ->
@@ -81,9 +95,16 @@ class MainActivity : ComponentActivity() {
             try {
                 val prepared = Preprocessing.prepare(resolver, uri, classifier.info.preprocessing)
                 val start = SystemClock.elapsedRealtimeNanos()
-                val top = classifier.classify(prepared.tensor, k = 3)
+                val outcome = classifier.classify(prepared.tensor, k = 3)
                 val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
-                val lines = top.mapIndexed { i, p ->
+                val best = outcome.top.first()
+                val headline = if (outcome.uncertain) UNCERTAIN_TEXT else
+                    String.format(Locale.US, "%s  %.1f %%", best.label, 100 * best.probability)
+                val why = classifier.info.confidence?.takeIf { outcome.uncertain }?.let {
+                    String.format(Locale.US, "The most probable class, %s (%.1f %%), is below this model's threshold " +
+                        "of %.1f %%.", best.label, 100 * best.probability, 100 * it.threshold)
+                }
+                val lines = listOfNotNull(why, "Class probabilities:") + outcome.top.mapIndexed { i, p ->
                     String.format(Locale.US, "%d. %s  %.1f %%", i + 1, p.label, 100 * p.probability)
                 }
                 val crop = prepared.crop.toBitmap()
@@ -91,18 +112,29 @@ class MainActivity : ComponentActivity() {
                     prepared.sourceWidth, prepared.sourceHeight, crop.width, crop.height, ms)
                 onUi {
                     modelInput.setImageBitmap(crop)
+                    answer.text = headline
+                    answer.setTextColor(if (outcome.uncertain) UNCERTAIN_COLOR else CONFIDENT_COLOR)
                     result.text = (lines + "" + footer).joinToString("\n")
                 }
             } catch (bad: BadImageError) {
                 onUi {
                     modelInput.setImageDrawable(null)
+                    answer.text = ""
                     result.text = "Cannot use this file: ${bad.message}"
                 }
             } catch (failure: RuntimeException) {
-                onUi { result.text = "Inference failed: ${failure.message}" }
+                onUi {
+                    answer.text = ""
+                    result.text = "Inference failed: ${failure.message}"
+                }
             }
         }
     }
 
     private fun onUi(block: () -> Unit) = runOnUiThread { if (!isDestroyed) block() }
+
+    private companion object {
+        val UNCERTAIN_COLOR = 0xFFB26A00.toInt() // amber: look at the cell yourself
+        val CONFIDENT_COLOR = 0xFF222222.toInt()
+    }
 }

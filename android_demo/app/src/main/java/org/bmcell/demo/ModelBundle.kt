@@ -12,7 +12,7 @@ import org.json.JSONObject
 /**
  * The model bundle that `bmcell export RUN --target android --app android_demo` writes into
  * app/src/main/assets/bmcell_model/: model.pte (the program), model.json (what this app needs: file, sha256,
- * bytes, classes in output order, input contract, preprocessing) and manifest.json (the export manifest).
+ * bytes, classes in output order, input contract, preprocessing, confidence) and manifest.json (the export manifest).
  *
  * Everything about the model — class names, input size, preprocessing — comes from model.json; nothing is
  * typed into the app.
@@ -43,6 +43,7 @@ data class ModelInfo(
     val classes: List<String>,
     val imageSize: Int,
     val preprocessing: PreprocessingSpec,
+    val confidence: ConfidenceRule?, // null: no calibrated confidence (older checkpoints), temperature 1, never uncertain
     val precision: String?, // from manifest.json's entry for this artefact, when there is one
     val runtime: String?,
     val bmcellVersion: String?,
@@ -156,6 +157,8 @@ object ModelBundle {
             throw BundleError("model.json's mean/std must both be null or both lists of 3 numbers.")
         }
 
+        val confidence = parseConfidence(json)
+
         val name = json.getString("name")
         val entry = manifest?.optJSONArray("artefacts")?.let { artefacts ->
             (0 until artefacts.length()).map { artefacts.getJSONObject(it) }.firstOrNull { it.optString("name") == name }
@@ -168,10 +171,27 @@ object ModelBundle {
             classes = classes,
             imageSize = size,
             preprocessing = spec,
+            confidence = confidence,
             precision = entry?.optString("precision")?.takeIf { it.isNotEmpty() },
             runtime = entry?.optString("runtime")?.takeIf { it.isNotEmpty() },
             bmcellVersion = json.optString("bmcell_version").takeIf { it.isNotEmpty() },
         )
+    }
+
+    /**
+     * model.json's "confidence": null or absent (older exports) → null; else its temperature and threshold,
+     * refused unless the temperature is a finite number > 0 and the threshold a number in [0, 1].
+     */
+    fun parseConfidence(json: JSONObject): ConfidenceRule? {
+        if (!json.has("confidence") || json.isNull("confidence")) return null
+        val block = json.optJSONObject("confidence")
+            ?: throw BundleError("model.json's confidence must be null or an object, not ${json.get("confidence")}; " +
+                "$INSTALL_HINT.")
+        return try {
+            confidenceRule(block.opt("temperature"), block.opt("threshold"), block.opt("fitted_on") as? String)
+        } catch (error: IllegalArgumentException) {
+            throw BundleError("model.json's confidence has an unusable ${error.message}: refusing the model; $INSTALL_HINT.")
+        }
     }
 
     private fun floatsOrNull(json: JSONObject, key: String): FloatArray? {
