@@ -45,6 +45,7 @@ class TrainConfig:
     data_path: str = "auto"  # loader: DataLoader workers; device: decoded once, augmented on the device; auto: device
     input_norm: str = "dataset"  # dataset: the architecture's mean/std; per-image: each image's channels standardised
     coverage: float = 0.95  # share of validation images the abstention threshold keeps (answers)
+    outlier_exposure: float = 0.0  # weight of the uniform-prediction loss on synthesised non-cell images; 0: off
 
     def __post_init__(self) -> None:
         checks = {
@@ -55,6 +56,7 @@ class TrainConfig:
             "device": self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
             "augment": self.augment in AUGMENTATIONS, "data_path": self.data_path in DATA_PATHS,
             "input_norm": self.input_norm in INPUT_NORMS, "coverage": 0 < self.coverage <= 1,
+            "outlier_exposure": self.outlier_exposure >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:

@@ -29,6 +29,7 @@ from bmcell.data.dataset import CellImageDataset
 from bmcell.data.device_data import DEVICE_AUGMENTATIONS, DeviceBatches, ImageStore, working_size
 from bmcell.data.prepare import SPLIT_FILE, PreparedData, class_counts, load_prepared, prepare_data
 from bmcell.data.label_maps import resolve_label_map
+from bmcell.data.noncell import OutlierBatches
 from bmcell.data.sampling import EpochSampler
 from bmcell.data.transforms import eval_transform, train_transform
 from bmcell.distributed import Dist
@@ -155,21 +156,29 @@ def _progress_line(task) -> str:
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
-               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward, backward and optimizer step; returns the summed loss and the number correct, on the device."""
+               device: torch.device, outliers: torch.Tensor | None = None,
+               outlier_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward, backward and optimizer step; returns the summed loss and the number correct, on the device.
+    With outliers (outlier exposure), their predictions are also pulled toward the uniform distribution."""
+    n = len(targets)
+    if outliers is not None:
+        images = torch.cat([images, outliers])
     images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
     targets = targets.to(device, non_blocking=True)
     with _autocast(device):
         logits = model(images)
-        loss = F.cross_entropy(logits, targets)
+        loss = F.cross_entropy(logits[:n], targets)
+        if outliers is not None:  # cross-entropy to uniform, less its constant log(classes)
+            loss = loss - outlier_weight * F.log_softmax(logits[n:].float(), dim=1).mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss.detach().float() * len(targets), (logits.detach().argmax(1) == targets).sum()
+    return loss.detach().float() * n, (logits[:n].detach().argmax(1) == targets).sum()
 
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
-                    set_lr: Callable[[], float], progress: Progress, description: str) -> dict:
+                    set_lr: Callable[[], float], progress: Progress, description: str,
+                    outliers: OutlierBatches | None = None, outlier_weight: float = 0.0) -> dict:
     """One pass over the training batches; returns mean loss, accuracy and throughput. The loss is read back every
     SYNC_EVERY steps, so the device is not stalled at each one."""
     model.train()
@@ -178,7 +187,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     seen, start, log_every = 0, time.perf_counter(), max(1, len(loader) // 10)
     for batch, (images, targets) in enumerate(loader, start=1):
         lr = set_lr()
-        batch_loss, batch_correct = train_step(model, images, targets, optimizer, device)
+        batch_loss, batch_correct = train_step(model, images, targets, optimizer, device,
+                                               outliers.next() if outliers else None, outlier_weight)
         loss_sum += batch_loss
         correct += batch_correct
         seen += len(targets)
@@ -316,6 +326,9 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
 
     with dist.main_first():  # the decoded-image cache is written once
         batches = make_batches(config, data, device, dist, run_dir / CACHE_DIR)
+    arch = get_arch(config.arch)
+    outliers = OutlierBatches(max(2, batches.batch_size // 4), config.image_size, arch.mean, arch.std,
+                              config.seed * 7_919 + dist.rank) if config.outlier_exposure > 0 else None
     total_steps = batches.steps_per_epoch * config.epochs
     warmup_steps = round(min(config.warmup_epochs, 0.1 * config.epochs) * batches.steps_per_epoch)
 
@@ -334,7 +347,7 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
         torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * dist.rank)
         with _progress(console) as progress:
             train = train_one_epoch(trained, batches.train(epoch), optimizer, device, set_lr, progress,
-                                    f"epoch {epoch}/{config.epochs}")
+                                    f"epoch {epoch}/{config.epochs}", outliers, config.outlier_exposure)
             logits, targets = predict_logits(model, batches.make_val(), device, progress)
         train = combine_train_metrics(dist.all_gather(train))
         logits, targets = (np.concatenate(parts) for parts in zip(*dist.all_gather((logits, targets))))

@@ -18,16 +18,18 @@ import sys
 from pathlib import Path
 
 RELEASE_SPLIT = Path(__file__).resolve().parents[1] / "models" / "mobilevit_xs-pbc8" / "split.json"
-# name: (sources, arch, augment, input_norm)
+# name: (sources, arch, augment, input_norm, outlier exposure weight)
 VARIANTS = {
-    "baseline": ("pbc", "{arch}", "cells", "dataset"),
-    "other-labs": ("pbc", "{arch}", "other-labs", "dataset"),
-    "other-labs+per-image": ("pbc", "{arch}", "other-labs", "per-image"),
-    "other-labs+groupnorm": ("pbc", "{arch}_gn", "other-labs", "dataset"),
-    "other-labs+groupnorm+per-image": ("pbc", "{arch}_gn", "other-labs", "per-image"),
-    "two-sources": ("pbc+chula", "{arch}", "other-labs", "dataset"),
-    "two-sources+per-image": ("pbc+chula", "{arch}", "other-labs", "per-image"),
-    "two-sources+groupnorm+per-image": ("pbc+chula", "{arch}_gn", "other-labs", "per-image"),
+    "baseline": ("pbc", "{arch}", "cells", "dataset", "0"),
+    "other-labs": ("pbc", "{arch}", "other-labs", "dataset", "0"),
+    "other-labs+per-image": ("pbc", "{arch}", "other-labs", "per-image", "0"),
+    "other-labs+groupnorm": ("pbc", "{arch}_gn", "other-labs", "dataset", "0"),
+    "other-labs+groupnorm+per-image": ("pbc", "{arch}_gn", "other-labs", "per-image", "0"),
+    "other-labs+outliers": ("pbc", "{arch}", "other-labs", "dataset", "0.5"),
+    "two-sources": ("pbc+chula", "{arch}", "other-labs", "dataset", "0"),
+    "two-sources+per-image": ("pbc+chula", "{arch}", "other-labs", "per-image", "0"),
+    "two-sources+groupnorm+per-image": ("pbc+chula", "{arch}_gn", "other-labs", "per-image", "0"),
+    "two-sources+outliers": ("pbc+chula", "{arch}", "other-labs", "dataset", "0.5"),
 }
 
 
@@ -74,7 +76,7 @@ def row(name: str, variant: tuple, report: dict) -> dict:
     chula, pbc = report["folders"]["chula"], report["folders"]["pbc"]
     kept = chula.get("abstention") or {}
     return {"variant": name, "sources": variant[0], "arch": variant[1], "augment": variant[2],
-            "input_norm": variant[3], "chula_accuracy": chula["accuracy"],
+            "input_norm": variant[3], "outlier_exposure": variant[4], "chula_accuracy": chula["accuracy"],
             "chula_balanced_accuracy": chula["balanced_accuracy"], "chula_macro_f1": chula["macro_f1"],
             "chula_majority_baseline": chula["majority_baseline"], "chula_answered": kept.get("coverage"),
             "chula_accuracy_answered": kept.get("accuracy_kept"), "pbc_accuracy": pbc["accuracy"],
@@ -103,15 +105,16 @@ def main() -> None:
     photos = chula_train_photos(multi, args.out)
     rows = []
     for name in args.variants.split(","):
-        sources, arch, augment, input_norm = variant = \
+        sources, arch, augment, input_norm, outliers = variant = \
             tuple(v.format(arch=args.arch) for v in VARIANTS[name])
         folder = multi if sources == "pbc+chula" else args.out / "pbc-only"
         run_dir = args.out / "runs" / name
         if not (run_dir / "last.json").is_file() or json.loads((run_dir / "last.json").read_text())["epoch"] \
                 < args.epochs:
             run("train", "--data", str(folder / "data"), "--split", str(folder / "split.csv"), "--out", str(run_dir),
-                "--arch", arch, "--augment", augment, "--input-norm", input_norm, "--image-size",
-                str(args.image_size), "--epochs", str(args.epochs), "--batch-size", "32", "--warmup-epochs", "1",
+                "--arch", arch, "--augment", augment, "--input-norm", input_norm, "--outlier-exposure", outliers,
+                "--image-size", str(args.image_size), "--epochs", str(args.epochs), "--batch-size", "32",
+                "--warmup-epochs", "1",
                 "--workers", "0", "--data-path", "device", *(["--resume"] if (run_dir / "config.json").is_file()
                                                              else []))
         # the last epoch, so no epoch is picked on a validation split that holds chula_wbc series

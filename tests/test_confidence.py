@@ -73,3 +73,34 @@ def test_trained_checkpoint_has_confidence_and_predict_abstains(tiny_run):
     result = CliRunner().invoke(app, ["predict", str(tiny_run), str(images[0]), "--json"])
     assert result.exit_code == 0, result.output
     assert isinstance(json.loads(result.output)[0]["uncertain"], bool)
+
+
+def test_outlier_exposure_pulls_non_cell_predictions_toward_uniform():
+    import torch
+
+    from bmcell.data.noncell import OutlierBatches, TRAINING_KINDS, non_cell_images
+    from bmcell.engine import train_step
+    from bmcell.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("mobilevit_xxs", 4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    images, targets = torch.rand(8, 3, 64, 64), torch.arange(8) % 4
+    outliers = OutlierBatches(4, 64, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), seed=0)
+    unseen, kinds = non_cell_images(8, 64, seed=123, kinds_used=TRAINING_KINDS)
+
+    def outlier_top() -> float:
+        model.eval()
+        with torch.no_grad():
+            top = torch.softmax(model(unseen), 1).max(1).values.mean().item()
+        model.train()
+        return top
+
+    for _ in range(10):  # first make the model confident on everything
+        train_step(model, images, targets, optimizer, torch.device("cpu"))
+    before = outlier_top()
+    for _ in range(15):
+        train_step(model, images, targets, optimizer, torch.device("cpu"), outliers.next(), 1.0)
+    after = outlier_top()
+    assert after < before and after < 0.5, (before, after)  # 0.25 is uniform over 4 classes
+    assert set(kinds) == set(TRAINING_KINDS)

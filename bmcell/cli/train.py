@@ -72,6 +72,10 @@ def train(
                                              "stain and lamp colour matter less [default: dataset]."),
     coverage: Optional[float] = typer.Option(None, help="Share of validation images the calibrated abstention "
                                              "threshold answers; the rest read 'uncertain' [default: 0.95]."),
+    outlier_exposure: Optional[float] = typer.Option(None, help="Weight of outlier exposure: batches of synthesised "
+                                                     "non-cell images (noise, flat colours, patterns, drawings) "
+                                                     "trained toward a uniform answer, so they fall under the "
+                                                     "abstention threshold; 0: off [default: 0]."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of these settings; options given here win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
 ) -> None:
@@ -86,7 +90,8 @@ def train(
                  "weights": str(weights) if weights else None,
                  "balanced_sampler": balanced_sampler, "strict": strict, "workers": workers, "device": device,
                  "augment": augment, "data_path": data_path,
-                 "input_norm": input_norm, "coverage": coverage}
+                 "input_norm": input_norm, "coverage": coverage,
+                 "outlier_exposure": outlier_exposure}
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
     with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun
         if cfg.data is None:

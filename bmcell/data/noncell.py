@@ -10,6 +10,8 @@ from PIL import Image, ImageDraw
 
 NON_CELL_KINDS = ("uniform noise", "gaussian noise", "flat colour", "gradient", "checkerboard", "line drawing",
                   "text", "smooth scene")
+# What outlier exposure trains on; the other kinds stay unseen, so reports show whether abstention generalises.
+TRAINING_KINDS = ("uniform noise", "flat colour", "checkerboard", "line drawing")
 
 
 def _drawing(rng: np.random.Generator, size: int, text: bool) -> np.ndarray:
@@ -55,9 +57,25 @@ def _one(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return smooth.clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8)
 
 
-def non_cell_images(count: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list[str]]:
+def non_cell_images(count: int, size: int, seed: int = 0,
+                    kinds_used: tuple[str, ...] = NON_CELL_KINDS) -> tuple[torch.Tensor, list[str]]:
     """count images as Nx3xSxS float32 in [0, 1] (the exported models' input), cycling through the kinds."""
     rng = np.random.default_rng(seed)
-    kinds = [NON_CELL_KINDS[i % len(NON_CELL_KINDS)] for i in range(count)]
+    kinds = [kinds_used[i % len(kinds_used)] for i in range(count)]
     pixels = np.stack([_one(kind, rng, size) for kind in kinds])
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, kinds
+
+
+class OutlierBatches:
+    """Normalised batches of non-cell images of TRAINING_KINDS for outlier exposure, a fresh seeded draw each step."""
+
+    def __init__(self, count: int, size: int, mean: tuple[float, ...], std: tuple[float, ...], seed: int) -> None:
+        self.count, self.size, self.seed, self.step = count, size, seed, 0
+        self.mean = torch.tensor(mean).view(1, 3, 1, 1)
+        self.std = torch.tensor(std).view(1, 3, 1, 1)
+
+    def next(self) -> torch.Tensor:
+        """The next batch, normalised like the training images."""
+        self.step += 1
+        images, _ = non_cell_images(self.count, self.size, self.seed * 1_000_003 + self.step, TRAINING_KINDS)
+        return (images - self.mean) / self.std
