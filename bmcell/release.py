@@ -16,6 +16,7 @@ import torch
 from bmcell.checkpoint import Checkpoint, load_checkpoint
 from bmcell.data.folder import ImageRecord
 from bmcell.data.prepare import SPLIT_FILE
+from bmcell.data.sources import SOURCES_FILE
 from bmcell.crosslab import crosslab_report, markdown_table
 from bmcell.engine import select_device
 from bmcell.errors import BmcellError
@@ -174,6 +175,8 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
         for file in (checkpoint.json_path, checkpoint.run_dir / checkpoint.meta["weights"]["file"],
                      checkpoint.run_dir / SPLIT_FILE):
             shutil.copy2(file, staging / file.name)
+        if (Path(data).parent / SOURCES_FILE).is_file():  # a `bmcell combine` folder: how to rebuild the data
+            shutil.copy2(Path(data).parent / SOURCES_FILE, staging / SOURCES_FILE)
         released = load_checkpoint(staging / checkpoint.json_path.name)
         device = select_device("auto")
         reports = {}

@@ -1,11 +1,12 @@
 """Cross-lab ablation on a short CPU protocol: which method makes a model hold up on another lab's camera.
 
-Two sources: PBC (CellaVision) and chula_wbc (a Raspberry Pi camera, split by series). Every variant trains
---arch (MobileViT-XXS) from scratch at --image-size px on the same PBC subset (the released model's split, --pbc-train/--pbc-val
-images per class; `bmcell combine`), either alone (leave chula_wbc out: chula_wbc is an unseen lab) or with chula_wbc's training series
-(two sources), then `bmcell crosslab` measures it on chula_wbc's held-out series and PBC's validation split; BatchNorm
-variants are also calibrated with `bmcell adapt` on chula_wbc's training-series photos (labels unused). Writes
-OUT/ablation.md and OUT/ablation.json; finished variants are reused when rerun.
+Two sources: PBC (CellaVision) and chula_wbc (a Raspberry Pi camera, split by series), combined by `bmcell combine`
+(PBC keeps the released model's split, --pbc-train/--pbc-val images per class). Every variant trains --arch
+(MobileViT-XXS) from scratch at --image-size px on PBC alone (leave chula_wbc out: an unseen lab), on chula_wbc's
+training series alone (leave PBC out), or on both (two sources); `bmcell crosslab` then measures its last epoch on
+chula_wbc's held-out series and PBC's validation split. PBC-only BatchNorm variants are also calibrated with
+`bmcell adapt` on chula_wbc's training-series photos (labels unused). Writes OUT/ablation.md and OUT/ablation.json;
+finished variants are reused when rerun.
 Usage: python scripts/crosslab_ablation.py PBC CHULA OUT [--arch mobilevit_xxs] [--epochs 10] [--image-size 128] [--variants a,b,...]"""
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ VARIANTS = {
     "other-labs+groupnorm": ("pbc", "{arch}_gn", "other-labs", "dataset", "0"),
     "other-labs+groupnorm+per-image": ("pbc", "{arch}_gn", "other-labs", "per-image", "0"),
     "other-labs+outliers": ("pbc", "{arch}", "other-labs", "dataset", "0.5"),
+    "chula-only": ("chula", "{arch}", "other-labs", "dataset", "0"),
+    "chula-only+per-image": ("chula", "{arch}", "other-labs", "per-image", "0"),
     "two-sources": ("pbc+chula", "{arch}", "other-labs", "dataset", "0"),
     "two-sources+per-image": ("pbc+chula", "{arch}", "other-labs", "per-image", "0"),
     "two-sources+groupnorm+per-image": ("pbc+chula", "{arch}_gn", "other-labs", "per-image", "0"),
@@ -39,10 +42,10 @@ def run(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "bmcell", *args], check=True)
 
 
-def pbc_only(multi: Path, out: Path) -> None:
-    """The PBC part of the combined folder (same files, same split) as a folder of its own."""
+def source_only(multi: Path, out: Path, source: str) -> None:
+    """One source's part of the combined folder (same files, same split) as a folder of its own."""
     rows = list(csv.reader(open(multi / "split.csv", newline="", encoding="utf-8")))[1:]
-    kept = [(path, subset) for path, subset in rows if path.split("/")[1] == "pbc"]
+    kept = [(path, subset) for path, subset in rows if path.split("/")[1] == source]
     for path, _ in kept:
         target = out / "data" / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -101,13 +104,15 @@ def main() -> None:
         run("combine", str(multi), "--source", f"pbc={args.pbc}", "--split", f"pbc={RELEASE_SPLIT}", "--cap",
             f"pbc={args.pbc_train},{args.pbc_val}", "--source", f"chula={args.chula}", "--groups",
             f"chula={args.chula / 'labels.csv'}:slide_or_series_id")
-        pbc_only(multi, args.out / "pbc-only")
+    for source in ("pbc", "chula"):
+        if not (args.out / f"{source}-only").is_dir():
+            source_only(multi, args.out / f"{source}-only", source)
     photos = chula_train_photos(multi, args.out)
     rows = []
     for name in args.variants.split(","):
         sources, arch, augment, input_norm, outliers = variant = \
             tuple(v.format(arch=args.arch) for v in VARIANTS[name])
-        folder = multi if sources == "pbc+chula" else args.out / "pbc-only"
+        folder = multi if sources == "pbc+chula" else args.out / f"{sources}-only"
         run_dir = args.out / "runs" / name
         if not (run_dir / "last.json").is_file() or json.loads((run_dir / "last.json").read_text())["epoch"] \
                 < args.epochs:
@@ -119,7 +124,7 @@ def main() -> None:
                                                              else []))
         # the last epoch, so no epoch is picked on a validation split that holds chula_wbc series
         rows.append(row(name, variant, crosslab(run_dir / "last.json", args.out / "crosslab" / name, multi)))
-        if arch.endswith("_gn") or sources == "pbc+chula":
+        if arch.endswith("_gn") or sources != "pbc":
             continue
         adapted = args.out / "runs" / f"{name}+adabn"
         if not (adapted / "best.json").is_file():

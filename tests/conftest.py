@@ -74,3 +74,41 @@ def tiny_run(synthetic_data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-run") / "run"
     fit(TrainConfig(out=str(out), data=str(synthetic_data), epochs=2, data_path="loader", **TINY))
     return out
+
+
+def released_data_folder(tmp_root: Path) -> Path | None:
+    """The data the released model was trained on: PBC itself, or — for a release made from a `bmcell combine`
+    folder — that folder rebuilt here from its sources.json recipe (each source's root taken from ../shared/data);
+    None when that data is absent."""
+    import json
+
+    from bmcell.data.sources import Source, combine_sources, read_groups, read_split_sides
+    from bmcell.release import DEFAULT_MODEL
+
+    recipe_file = DEFAULT_MODEL / "sources.json"
+    if not recipe_file.is_file():
+        return PBC if PBC.is_dir() else None
+    summary = json.loads(recipe_file.read_text(encoding="utf-8"))
+    recipe, repo = summary["recipe"], Path(__file__).resolve().parents[1]
+    roots = {name: PBC.parent / Path(root).name for name, root in recipe["source"].items()}
+    if not all(root.is_dir() for root in roots.values()):
+        return None
+    sources = []
+    for name, root in roots.items():
+        groups = recipe["groups"].get(name)
+        split = recipe["split"].get(name)
+        cap = [int(n) for n in recipe["cap"][name].split(",")] if name in recipe["cap"] else []
+        sources.append(Source(name, root, read_groups(f"{root / Path(groups).name}") if groups else None,
+                              read_split_sides(repo / split) if split else None, dict(zip(("train", "val"), cap))))
+    out = tmp_root / "released-data"
+    combine_sources(sources, out, summary["val_share"], summary["seed"], recipe)
+    return out / "data"
+
+
+@pytest.fixture(scope="session")
+def released_data(tmp_path_factory) -> Path:
+    """released_data_folder, or a skip that says why."""
+    folder = released_data_folder(tmp_path_factory.mktemp("released"))
+    if folder is None:
+        pytest.skip("real-data test skipped: the released model's training data is absent under ../shared/data")
+    return folder

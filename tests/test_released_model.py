@@ -34,11 +34,11 @@ def released():
 
 
 @pytest.fixture(scope="module")
-def golden_inputs(released, pbc_root):
-    """The golden file's named PBC images through the input contract, checked against the stored statistics."""
+def golden_inputs(released, released_data):
+    """The golden file's named images through the input contract, checked against the stored statistics."""
     checkpoint, golden = released
     transform = unit_transform(checkpoint.meta["image_size"])
-    inputs = torch.stack([transform(load_rgb(pbc_root / image["path"])) for image in golden["images"]])
+    inputs = torch.stack([transform(load_rgb(released_data / image["path"])) for image in golden["images"]])
     means = np.array([image["input_mean"] for image in golden["images"]])
     np.testing.assert_allclose(inputs.mean((2, 3)).numpy(), means, atol=1e-6)
     return inputs
@@ -80,11 +80,11 @@ def test_preprocessing_golden_top1_is_the_released_models(released, pbc_root):
 
 
 @pytest.fixture(scope="module")
-def exporter(released, golden_inputs, pbc_root, tmp_path_factory):
+def exporter(released, golden_inputs, released_data, tmp_path_factory):
     """Exports each artefact of the released model on first use; int8 calibrated on 64 of its training images."""
     checkpoint, _ = released
-    train = balanced_pick(checkpoint_split(checkpoint, pbc_root).train, 64)
-    calibration = load_unit_images(pbc_root, train, checkpoint.meta["image_size"])
+    train = balanced_pick(checkpoint_split(checkpoint, released_data).train, 64)
+    calibration = load_unit_images(released_data, train, checkpoint.meta["image_size"])
     inputs = ExportInputs(model=folded_model(checkpoint), example=golden_inputs[:1], calibration=calibration,
                           classes=checkpoint.classes, metadata=embedded_metadata(checkpoint))
     return lazy_exporter(tmp_path_factory.mktemp("released"), inputs)

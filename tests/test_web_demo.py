@@ -21,7 +21,7 @@ from bmcell.config import TrainConfig
 from bmcell.engine import fit
 from bmcell.release import DEFAULT_MODEL
 from export.apps import install_bundle
-from tests.conftest import PBC, TINY
+from tests.conftest import PBC, TINY, released_data_folder
 from tests.golden.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
@@ -45,10 +45,11 @@ def missing_toolchain() -> str | None:
 
 
 def export_model(root: Path, synthetic_data: Path) -> Path:
-    """Export onnx-fp32 and onnx-int8 of the released model (PBC for its golden set and calibration), or of a tiny
+    """Export onnx-fp32 and onnx-int8 of the released model (its training data for the golden set and calibration), or of a tiny
     model trained here when there is none; returns the export folder."""
-    if RELEASED and PBC.is_dir():
-        source = ["--data", str(PBC)]
+    released_data = released_data_folder(root) if RELEASED else None
+    if released_data is not None:
+        source = ["--data", str(released_data)]
     else:
         fit(TrainConfig(**TINY, out=str(root / "run"), data=str(synthetic_data), epochs=1))
         source = [str(root / "run")]

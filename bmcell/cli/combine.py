@@ -51,7 +51,8 @@ def combine(
         sources.append(Source(name, Path(root), read_groups(group_specs[name]) if name in group_specs else None,
                               read_split_sides(Path(splits[name])) if name in splits else None,
                               dict(zip(("train", "val"), sides))))
-    summary = combine_sources(sources, out, val_share, seed)
+    summary = combine_sources(sources, out, val_share, seed,
+                              {"source": roots, "groups": group_specs, "split": splits, "cap": caps})
     for name, info in summary["sources"].items():
         console.print(f"{name}: {info['images']}")
     console.print(f"wrote {out}: train with `bmcell train --data {out / 'data'} --split {out / 'split.csv'}`, "

@@ -103,9 +103,11 @@ def _link(target: Path, link: Path) -> None:
     link.symlink_to(Path(target).resolve())
 
 
-def combine_sources(sources: list[Source], out: Path, val_share: float = 0.25, seed: int = 0) -> dict:
+def combine_sources(sources: list[Source], out: Path, val_share: float = 0.25, seed: int = 0,
+                    recipe: dict | None = None) -> dict:
     """Write out/data/<class>/<source>/..., out/split.csv, out/heldout/<source>/<class>/... (every held-out file of
-    the source, before any cap) and out/sources.json; returns the summary written there."""
+    the source, before any cap) and out/sources.json (with `recipe`, the options that made it); returns the summary
+    written there."""
     if len(sources) < 1 or len({s.name for s in sources}) != len(sources):
         raise DatasetError("give each --source a distinct NAME (NAME=DIR)")
     if Path(out).exists():
@@ -116,7 +118,7 @@ def combine_sources(sources: list[Source], out: Path, val_share: float = 0.25, s
     for source in sources:  # check every source before writing anything
         files = {path: path.split("/", 1)[0] for path in list_image_files(source.root)}
         planned.append((source, files, source_sides(source, files, val_share, seed)))
-    rows, summary = [], {"val_share": val_share, "seed": seed, "sources": {}}
+    rows, summary = [], {"val_share": val_share, "seed": seed, "recipe": recipe, "sources": {}}
     for source, files, sides in planned:
         counts: Counter = Counter()
         for (label, side), paths in sorted(_by_class_and_side(files, sides).items()):
