@@ -192,6 +192,8 @@ def test_quickstart_runs_the_whole_job(tmp_path):
     manifest = json.loads((export_dir / "manifest.json").read_text())
     assert {a["name"] for a in manifest["artefacts"]} >= {"executorch-fp32", "executorch-int8", "onnx-fp32",
                                                          "onnx-int8", "coreml-fp16", "torchscript-lite"}
+    assert manifest["confidence"]["temperature"] > 0 and 0 <= manifest["confidence"]["threshold"] <= 1
+    assert manifest["input_norm"] == "dataset" and manifest["adapted_on"] is None
     parity = json.loads((export_dir / "parity.json").read_text())
     assert {r["name"]: r["status"] for r in parity["artefacts"]}["onnx-fp32"] == "pass"
     bench = (export_dir / "bench.md").read_text()

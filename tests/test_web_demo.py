@@ -45,8 +45,8 @@ def missing_toolchain() -> str | None:
 
 
 def export_model(root: Path, synthetic_data: Path) -> Path:
-    """Export onnx-fp32 and onnx-int8 of the released model (its training data for the golden set and calibration), or of a tiny
-    model trained here when there is none; returns the export folder."""
+    """Export onnx-fp32 and onnx-int8 of the released model (its training data for the golden set and calibration),
+    or of a tiny model trained here when there is none; returns the export folder."""
     released_data = released_data_folder(root) if RELEASED else None
     if released_data is not None:
         source = ["--data", str(released_data)]

@@ -33,4 +33,5 @@ def adapt(
     adapted = load_checkpoint(best)
     console.print(f"adapted {adapted.meta['adapted_on']['batchnorm_layers']} BatchNorm layers on "
                   f"{adapted.meta['adapted_on']['images']} images from {images} -> {best}")
-    console.print(f"next: `bmcell crosslab {out} --data LABELLED_DIR` to measure it, `bmcell export {out} ...` to ship it")
+    console.print(f"next: `bmcell crosslab {out} --data LABELLED_DIR` to measure it, "
+                  f"`bmcell export {out} ...` to ship it")

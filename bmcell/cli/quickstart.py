@@ -56,7 +56,8 @@ def quickstart(
     samples = [data / records[i].path for i in range(0, len(records), max(1, len(records) // 4))][:4]
     for prediction in Classifier(checkpoint, device).predict(samples, top_k=3):
         top = ", ".join(f"{c} {p:.2f}" for c, p in prediction.top)
-        console.print(f"  {Path(prediction.image).relative_to(data)} -> {top}")
+        answer = "uncertain - check by eye" if prediction.uncertain else prediction.top[0][0]
+        console.print(f"  {Path(prediction.image).relative_to(data)} -> {answer} ({top})")
     export_dir = out / "run" / "export"
     console.print(f"[bold]4/6[/] exporting every target (fp32/fp16 and int8) to {export_dir}")
     export_checkpoint(checkpoint, select_formats(["all"], "all"), export_dir, data, QUICK_EXPORT["calib"],
