@@ -100,7 +100,7 @@ def _metrics_rows(report: dict) -> list[str]:
 
 
 def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], golden: dict, note: str,
-               crosslab: dict | None = None) -> str:
+               crosslab: dict | None = None, sources: dict | None = None) -> str:
     """The model card: what it is, data and licence, split, metrics per class, intended use and limitations."""
     meta, config = checkpoint.meta, checkpoint.meta.get("config", {})
     lines = [f"# {name}", "",
@@ -151,8 +151,11 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
               "## Limitations", "",
               "- Image-level split: images of the same patient or smear may sit on both sides, so validation "
               "figures can be optimistic.",
-              "- One lab, one scanner (CellaVision DM96, Hospital Clinic of Barcelona): other microscopes, cameras "
-              "and stains lower accuracy — see the other-lab figures above.",
+              ("- Trained on " + ", ".join(sources["sources"]) + " (`sources.json`, made by `bmcell combine`): a few "
+               "labs, not every microscope — measure yours with `bmcell crosslab` before relying on it."
+               if sources else
+               "- One lab, one scanner (CellaVision DM96, Hospital Clinic of Barcelona): other microscopes, cameras "
+               "and stains lower accuracy — see the other-lab figures above."),
               "- Normal cells only (no leukaemia blasts); `ig` pools promyelocytes, myelocytes and metamyelocytes.",
               "- Not a medical device: research use only.", ""]
     return "\n".join(lines)
@@ -181,7 +184,7 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
         device = select_device("auto")
         reports = {}
         val = records_for(released, data, "val", log)
-        reports["PBC validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-pbc-val", device,
+        reports["own validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-val", device,
                                                               64, 0)
         crosslab = crosslab_report(released, others, staging / CROSSLAB_DIR, device, non_cell=NON_CELL_IMAGES,
                                    warn=log) if others else None
@@ -200,7 +203,8 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
                                                        "majority_baseline", "accuracy_folder_classes")}
                                  | {"abstention": row.get("abstention")}
                          for folder, row in crosslab["folders"].items()} if crosslab else None})
-        (staging / MODEL_CARD).write_text(model_card(name, released, reports, golden, note, crosslab),
+        sources = json.loads((staging / SOURCES_FILE).read_text()) if (staging / SOURCES_FILE).is_file() else None
+        (staging / MODEL_CARD).write_text(model_card(name, released, reports, golden, note, crosslab, sources),
                                           encoding="utf-8")
         staging.rename(dest)
     finally:

@@ -44,7 +44,7 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert result.exit_code == 0, result.output
     dest = models / "tiny-pbc"
     for name in ("best.json", "best.safetensors", "split.json", "golden.json", "release.json", "MODEL_CARD.md",
-                 "eval-pbc-val/report.json", "crosslab/crosslab.md", "crosslab/other/confusion.png"):
+                 "eval-val/report.json", "crosslab/crosslab.md", "crosslab/other/confusion.png"):
         assert (dest / name).is_file(), name
     checkpoint = load_checkpoint(dest)
     golden = json.loads((dest / "golden.json").read_text())
@@ -58,7 +58,7 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert "majority baseline" in card and "Non-cell images" in card and "uncertain" in card
     assert "10.1016/j.dib.2020.105474" in card
     release = json.loads((dest / "release.json").read_text())
-    assert set(release["metrics"]) == {"PBC validation split"}
+    assert set(release["metrics"]) == {"own validation split"}
     other_images = sorted((trained / "other").rglob("*.jpg"))
     assert release["crosslab"]["other"]["images"] == len(other_images)
     assert 0 <= release["crosslab"]["other"]["abstention"]["coverage"] <= 1
