@@ -24,7 +24,7 @@ from bmcell.evaluation import evaluate_checkpoint, records_for
 from bmcell.fileio import atomic_write_json
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
-DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8"
+DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8-chula"
 GOLDEN_FILE = "golden.json"
 MODEL_CARD = "MODEL_CARD.md"
 CROSSLAB_DIR = "crosslab"
@@ -32,7 +32,7 @@ NON_CELL_IMAGES = 160
 
 
 def default_checkpoint() -> Path:
-    """The released model's checkpoint (models/mobilevit_xs-pbc8/best.json), or an error saying how to get one."""
+    """The released model's checkpoint (DEFAULT_MODEL/best.json), or an error saying how to get one."""
     path = DEFAULT_MODEL / "best.json"
     if not path.is_file():
         raise BmcellError(f"no checkpoint given and no released model at {DEFAULT_MODEL}; pass a run folder "
