@@ -46,6 +46,7 @@ class TrainConfig:
     input_norm: str = "dataset"  # dataset: the architecture's mean/std; per-image: each image's channels standardised
     coverage: float = 0.95  # share of validation images the abstention threshold keeps (answers)
     outlier_exposure: float = 0.0  # weight of the uniform-prediction loss on synthesised non-cell images; 0: off
+    balance_sources: bool = False  # within each class, draw every source of a `bmcell combine` folder equally often
 
     def __post_init__(self) -> None:
         checks = {
@@ -57,13 +58,15 @@ class TrainConfig:
             "augment": self.augment in AUGMENTATIONS, "data_path": self.data_path in DATA_PATHS,
             "input_norm": self.input_norm in INPUT_NORMS, "coverage": 0 < self.coverage <= 1,
             "outlier_exposure": self.outlier_exposure >= 0,
+            "balance_sources": self.balanced_sampler or not self.balance_sources,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             hints = {"image_size": "a multiple of 32, at least 32", "val_fraction": "between 0 and 1",
                      "device": "auto, cpu, cuda or cuda:N", "augment": " or ".join(AUGMENTATIONS),
                      "data_path": ", ".join(DATA_PATHS),
-                     "input_norm": " or ".join(INPUT_NORMS), "coverage": "in (0, 1]"}
+                     "input_norm": " or ".join(INPUT_NORMS), "coverage": "in (0, 1]",
+                     "balance_sources": "needs the balanced sampler"}
             raise ConfigError("; ".join(f"invalid {n}={getattr(self, n)!r}" + (f" ({hints[n]})" if n in hints else "")
                                         for n in bad))
 

@@ -31,6 +31,7 @@ from bmcell.data.prepare import SPLIT_FILE, PreparedData, class_counts, load_pre
 from bmcell.data.label_maps import resolve_label_map
 from bmcell.data.noncell import OutlierBatches
 from bmcell.data.sampling import EpochSampler
+from bmcell.data.sources import record_sources
 from bmcell.data.transforms import eval_transform, train_transform
 from bmcell.distributed import Dist
 from bmcell.fileio import atomic_write_bytes
@@ -101,7 +102,8 @@ def make_batches(config: TrainConfig, data: PreparedData, device: torch.device, 
     arch = get_arch(config.arch)
     batch = per_rank_batch(config.batch_size, dist.world_size)
     train_targets = [data.classes.index(r.label) for r in data.train]
-    sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size)
+    sources = record_sources(data.root, [r.path for r in data.train]) if config.balance_sources else None
+    sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size, sources)
     val_records = data.val[dist.rank::dist.world_size]
     if resolve_data_path(config.data_path) == "device":
         work = working_size(config.image_size)

@@ -19,20 +19,21 @@ import sys
 from pathlib import Path
 
 RELEASE_SPLIT = Path(__file__).resolve().parents[1] / "models" / "mobilevit_xs-pbc8" / "split.json"
-# name: (sources, arch, augment, input_norm, outlier exposure weight)
+# name: (sources, arch, augment, input_norm, outlier exposure weight, other train options)
 VARIANTS = {
-    "baseline": ("pbc", "{arch}", "cells", "dataset", "0"),
-    "other-labs": ("pbc", "{arch}", "other-labs", "dataset", "0"),
-    "other-labs+per-image": ("pbc", "{arch}", "other-labs", "per-image", "0"),
-    "other-labs+groupnorm": ("pbc", "{arch}_gn", "other-labs", "dataset", "0"),
-    "other-labs+groupnorm+per-image": ("pbc", "{arch}_gn", "other-labs", "per-image", "0"),
-    "other-labs+outliers": ("pbc", "{arch}", "other-labs", "dataset", "0.5"),
-    "chula-only": ("chula", "{arch}", "other-labs", "dataset", "0"),
-    "chula-only+per-image": ("chula", "{arch}", "other-labs", "per-image", "0"),
-    "two-sources": ("pbc+chula", "{arch}", "other-labs", "dataset", "0"),
-    "two-sources+per-image": ("pbc+chula", "{arch}", "other-labs", "per-image", "0"),
-    "two-sources+groupnorm+per-image": ("pbc+chula", "{arch}_gn", "other-labs", "per-image", "0"),
-    "two-sources+outliers": ("pbc+chula", "{arch}", "other-labs", "dataset", "0.5"),
+    "baseline": ("pbc", "{arch}", "cells", "dataset", "0", ""),
+    "other-labs": ("pbc", "{arch}", "other-labs", "dataset", "0", ""),
+    "other-labs+per-image": ("pbc", "{arch}", "other-labs", "per-image", "0", ""),
+    "other-labs+groupnorm": ("pbc", "{arch}_gn", "other-labs", "dataset", "0", ""),
+    "other-labs+groupnorm+per-image": ("pbc", "{arch}_gn", "other-labs", "per-image", "0", ""),
+    "other-labs+outliers": ("pbc", "{arch}", "other-labs", "dataset", "0.5", ""),
+    "chula-only": ("chula", "{arch}", "other-labs", "dataset", "0", ""),
+    "chula-only+per-image": ("chula", "{arch}", "other-labs", "per-image", "0", ""),
+    "two-sources": ("pbc+chula", "{arch}", "other-labs", "dataset", "0", ""),
+    "two-sources+per-image": ("pbc+chula", "{arch}", "other-labs", "per-image", "0", ""),
+    "two-sources+groupnorm+per-image": ("pbc+chula", "{arch}_gn", "other-labs", "per-image", "0", ""),
+    "two-sources+outliers": ("pbc+chula", "{arch}", "other-labs", "dataset", "0.5", ""),
+    "two-sources+balanced-sources": ("pbc+chula", "{arch}", "other-labs", "dataset", "0", "--balance-sources"),
 }
 
 
@@ -110,7 +111,7 @@ def main() -> None:
     photos = chula_train_photos(multi, args.out)
     rows = []
     for name in args.variants.split(","):
-        sources, arch, augment, input_norm, outliers = variant = \
+        sources, arch, augment, input_norm, outliers, extra = variant = \
             tuple(v.format(arch=args.arch) for v in VARIANTS[name])
         folder = multi if sources == "pbc+chula" else args.out / f"{sources}-only"
         run_dir = args.out / "runs" / name
@@ -119,7 +120,7 @@ def main() -> None:
             run("train", "--data", str(folder / "data"), "--split", str(folder / "split.csv"), "--out", str(run_dir),
                 "--arch", arch, "--augment", augment, "--input-norm", input_norm, "--outlier-exposure", outliers,
                 "--image-size", str(args.image_size), "--epochs", str(args.epochs), "--batch-size", "32",
-                "--warmup-epochs", "1",
+                "--warmup-epochs", "1", *extra.split(),
                 "--workers", "0", "--data-path", "device", *(["--resume"] if (run_dir / "config.json").is_file()
                                                              else []))
         # the last epoch, so no epoch is picked on a validation split that holds chula_wbc series

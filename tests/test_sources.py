@@ -5,11 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import shutil
-from collections import defaultdict
+from collections import Counter, defaultdict
+
+import pytest
 
 from typer.testing import CliRunner
 
 from bmcell.cli.main import app
+from bmcell.data.sampling import EpochSampler, source_balanced_weights
 from bmcell.data.sources import held_out_groups
 
 runner = CliRunner()
@@ -61,10 +64,27 @@ def test_combine_two_labs_and_train_on_them(synthetic_data, tmp_path):
 
     trained = runner.invoke(app, ["train", "--data", str(out / "data"), "--split", str(out / "split.csv"), "--out",
                                   str(tmp_path / "run"), "--arch", "mobilevit_xxs", "--image-size", "64", "--epochs",
-                                  "1", "--batch-size", "8", "--workers", "0", "--input-norm", "per-image"])
+                                  "1", "--batch-size", "8", "--workers", "0", "--input-norm", "per-image",
+                                  "--balance-sources"])
     assert trained.exit_code == 0, trained.output
     meta = json.loads((tmp_path / "run" / "best.json").read_text())
     assert meta["input_norm"] == "per-image" and meta["split"]["train"] + meta["split"]["val"] == len(rows)
+    assert meta["config"]["balance_sources"] is True
+    refused = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(tmp_path / "run2"), "--arch",
+                                  "mobilevit_xxs", "--image-size", "64", "--epochs", "1", "--balance-sources"])
+    assert refused.exit_code == 2 and "bmcell combine" in refused.output
+
+
+def test_source_balanced_weights_share_each_class_equally_among_its_sources():
+    labels = [0] * 9 + [0] + [1] * 4
+    sources = ["big"] * 9 + ["small"] + ["big"] * 4
+    weights = source_balanced_weights(labels, sources)
+    assert weights[:10].sum() == pytest.approx(1.0) and weights[10:].sum() == pytest.approx(1.0)  # class-balanced
+    assert weights[:9].sum() == pytest.approx(weights[9])  # the one 'small' image draws as often as the 9 'big' ones
+    sampler = EpochSampler(labels, True, seed=0, sources=sources)
+    sampler.num_samples = 20_000
+    drawn = Counter(sources[i] for i in sampler.indices().tolist() if labels[i] == 0)
+    assert drawn["small"] / (drawn["small"] + drawn["big"]) == pytest.approx(0.5, abs=0.03)
 
 
 def test_combine_errors_before_writing(synthetic_data, tmp_path):

@@ -76,6 +76,9 @@ def train(
                                                      "non-cell images (noise, flat colours, patterns, drawings) "
                                                      "trained toward a uniform answer, so they fall under the "
                                                      "abstention threshold; 0: off [default: 0]."),
+    balance_sources: Optional[bool] = typer.Option(None, "--balance-sources/--no-balance-sources",
+                                                   help="In a `bmcell combine` folder, draw each source of a class "
+                                                   "equally often, however many images it has [default: off]."),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of these settings; options given here win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
 ) -> None:
@@ -91,7 +94,7 @@ def train(
                  "balanced_sampler": balanced_sampler, "strict": strict, "workers": workers, "device": device,
                  "augment": augment, "data_path": data_path,
                  "input_norm": input_norm, "coverage": coverage,
-                 "outlier_exposure": outlier_exposure}
+                 "outlier_exposure": outlier_exposure, "balance_sources": balance_sources}
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
     with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun
         if cfg.data is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import torch
@@ -15,6 +16,15 @@ def balanced_weights(labels: list[int]) -> torch.Tensor:
     return ImbalancedDatasetSampler(labels, labels=labels).weights
 
 
+def source_balanced_weights(labels: list[int], sources: list[str]) -> torch.Tensor:
+    """Inverse class frequency, with each class's share split equally among the sources that have it: a class draws
+    as often as with balanced_weights, and within it each lab as often as the others, however many images it has."""
+    pairs = Counter(zip(labels, sources))
+    sources_per_class = Counter(label for label, _ in pairs)
+    return torch.tensor([1.0 / (pairs[label, source] * sources_per_class[label])
+                         for label, source in zip(labels, sources)], dtype=torch.double)
+
+
 class EpochSampler(Sampler[int]):
     """One rank's share (len(labels) // world_size indices) of an epoch, reshuffled by set_epoch.
 
@@ -22,8 +32,10 @@ class EpochSampler(Sampler[int]):
     generator seeded by (seed, epoch, rank), so ranks draw independently. Not balanced: one permutation shared by all
     ranks (seeded by seed and epoch), dealt out rank::world_size, so no image is seen twice in an epoch."""
 
-    def __init__(self, labels: list[int], balanced: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.weights = balanced_weights(labels) if balanced else None
+    def __init__(self, labels: list[int], balanced: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 sources: list[str] | None = None) -> None:
+        self.weights = None if not balanced else \
+            source_balanced_weights(labels, sources) if sources is not None else balanced_weights(labels)
         self.size, self.seed, self.rank, self.world_size = len(labels), seed, rank, world_size
         self.num_samples = max(1, len(labels) // world_size)
         self.epoch = 0

@@ -147,3 +147,16 @@ def _by_class_and_side(files: dict[str, str], sides: dict[str, str]) -> dict[tup
     for path, label in files.items():
         grouped[label, sides[path]].append(path)
     return grouped
+
+
+def record_sources(root: Path, paths: list[str]) -> list[str]:
+    """The source of each path of a `bmcell combine` folder (root is its data/: paths are class/source/...)."""
+    summary_file = Path(root).parent / SOURCES_FILE
+    if not summary_file.is_file():
+        raise DatasetError(f"--balance-sources needs a folder made by `bmcell combine` (no {summary_file})")
+    names = set(json.loads(summary_file.read_text(encoding="utf-8"))["sources"])
+    sources = [path.split("/")[1] if path.count("/") >= 2 else "" for path in paths]
+    stray = sorted({p for p, s in zip(paths, sources) if s not in names})
+    if stray:
+        raise DatasetError(f"{len(stray)} file(s) under {root} are not in a source of {summary_file} (e.g. {stray[:3]})")
+    return sources
