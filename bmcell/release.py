@@ -109,8 +109,10 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
              "**Research use only. Not a medical device; not for diagnosis or patient management.**", "",
              "## Training", "", note, "",
              f"Protocol: {json.dumps({k: config.get(k) for k in ('epochs', 'image_size', 'batch_size', 'lr', 'augment', 'weights', 'balanced_sampler', 'seed', 'val_fraction')})}; "
-             f"best epoch {meta['epoch']} by validation macro-F1. Split: `{SPLIT_FILE}` (stratified by class, "
-             "image-level), sha256 " + meta["split"]["sha256"][:16] + "...", "",
+             f"best epoch {meta['epoch']} by validation macro-F1. Split: `{SPLIT_FILE}` ("
+             + ("made by `bmcell combine`, see `sources.json`: grouped sources by series, the others by image"
+                if sources else "stratified by class, image-level")
+             + "), sha256 " + meta["split"]["sha256"][:16] + "...", "",
              "## Data and licence", "",
              "PBC: Acevedo A, Merino A, Alférez S, Molina Á, Boldú L, Rodellar J. *A dataset of microscopic peripheral "
              "blood cell images for development of automatic recognition systems.* Data in Brief 30 (2020) 105474, "
@@ -149,8 +151,8 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], gold
               "similar to PBC's (one cell centred in a square May-Grünwald-Giemsa field, about a third of its "
               "width), and the model the sample apps ship with.", "",
               "## Limitations", "",
-              "- Image-level split: images of the same patient or smear may sit on both sides, so validation "
-              "figures can be optimistic.",
+              "- Image-level split" + (" of the ungrouped sources" if sources else "") + ": images of the same "
+              "patient or smear may sit on both sides, so validation figures can be optimistic.",
               ("- Trained on " + ", ".join(sources["sources"]) + " (`sources.json`, made by `bmcell combine`): a few "
                "labs, not every microscope — measure yours with `bmcell crosslab` before relying on it."
                if sources else
