@@ -7,7 +7,8 @@ training series alone (leave PBC out), or on both (two sources); `bmcell crossla
 chula_wbc's held-out series and PBC's validation split. PBC-only BatchNorm variants are also calibrated with
 `bmcell adapt` on chula_wbc's training-series photos (labels unused). Writes OUT/ablation.md and OUT/ablation.json;
 finished variants are reused when rerun.
-Usage: python scripts/crosslab_ablation.py PBC CHULA OUT [--arch mobilevit_xxs] [--epochs 10] [--image-size 128] [--variants a,b,...]"""
+Usage: python scripts/crosslab_ablation.py PBC CHULA OUT [--arch mobilevit_xxs] [--epochs 10] [--image-size 128]
+       [--variants a,b,...]"""
 
 from __future__ import annotations
 

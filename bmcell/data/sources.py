@@ -34,14 +34,16 @@ def read_groups(spec: str) -> dict[str, str]:
     """CSV:COLUMN (the CSV's 'file' column holds paths relative to the source) → file → group id."""
     path, _, column = spec.rpartition(":")
     if not path or not column:
-        raise DatasetError(f"--groups {spec!r}: expected NAME=FILE.csv:COLUMN, e.g. chula=labels.csv:slide_or_series_id")
+        raise DatasetError(f"--groups {spec!r}: expected NAME=FILE.csv:COLUMN, "
+                           "e.g. chula=labels.csv:slide_or_series_id")
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))
     except OSError as error:
         raise DatasetError(f"--groups {path}: cannot read it ({error.strerror or error})") from None
     if not rows or "file" not in rows[0] or column not in rows[0]:
-        raise DatasetError(f"--groups {path}: needs columns 'file' and {column!r}; it has {list(rows[0]) if rows else []}")
+        raise DatasetError(f"--groups {path}: needs columns 'file' and {column!r}; "
+                           f"it has {list(rows[0]) if rows else []}")
     return {row["file"]: row[column] for row in rows}
 
 
@@ -78,7 +80,8 @@ def source_sides(source: Source, files: dict[str, str], val_share: float, seed: 
     if source.split is not None:
         missing = sorted(set(files) - set(source.split))
         if missing:
-            raise DatasetError(f"source {source.name}: {len(missing)} file(s) are not in its split (e.g. {missing[:3]})")
+            raise DatasetError(f"source {source.name}: {len(missing)} file(s) are not in its split "
+                               f"(e.g. {missing[:3]})")
         return {path: source.split[path] for path in files}
     if source.groups is not None:
         missing = sorted(set(files) - set(source.groups))
@@ -158,5 +161,6 @@ def record_sources(root: Path, paths: list[str]) -> list[str]:
     sources = [path.split("/")[1] if path.count("/") >= 2 else "" for path in paths]
     stray = sorted({p for p, s in zip(paths, sources) if s not in names})
     if stray:
-        raise DatasetError(f"{len(stray)} file(s) under {root} are not in a source of {summary_file} (e.g. {stray[:3]})")
+        raise DatasetError(f"{len(stray)} file(s) under {root} are not in a source of {summary_file} "
+                           f"(e.g. {stray[:3]})")
     return sources
