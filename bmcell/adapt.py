@@ -10,13 +10,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
 from bmcell.checkpoint import Checkpoint, save_checkpoint
 from bmcell.data.dataset import CellImageDataset
 from bmcell.data.folder import DatasetError, ImageRecord, check_images
-from bmcell.data.images import is_image_file, load_rgb
+from bmcell.data.images import is_image_file
 from bmcell.data.prepare import SPLIT_FILE
 from bmcell.data.transforms import eval_transform
 from bmcell.errors import BmcellError
@@ -29,6 +30,12 @@ SAVED_KEYS = ("format", "format_version", "weights", "versions", "saved_at", "me
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """Every BatchNorm layer of the network."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _pixel_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file's header alone (check_images has already decoded it once)."""
+    with Image.open(path) as image:
+        return image.size
 
 
 def adaptation_images(folder: Path, warn: Callable[[str], None]) -> list[ImageRecord]:
@@ -46,7 +53,7 @@ def adaptation_images(folder: Path, warn: Callable[[str], None]) -> list[ImageRe
     if not records:
         raise DatasetError(f"--images {folder}: no usable image (.jpg/.png/.tif/.bmp/.webp) found"
                            + (f"; {len(bad)} file(s) could not be decoded" if bad else ""))
-    tiny = [r.path for r in records if min(load_rgb(folder / r.path).size) < MIN_SIDE]
+    tiny = [r.path for r in records if min(_pixel_size(folder / r.path)) < MIN_SIDE]
     if tiny:
         raise DatasetError(f"--images {folder}: {len(tiny)} image(s) are under {MIN_SIDE} px on a side (e.g. "
                            f"{tiny[:3]}); calibrate on photos of cells as the lab takes them, not thumbnails")

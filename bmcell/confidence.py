@@ -108,6 +108,14 @@ def fit_confidence(logits: np.ndarray, targets: np.ndarray, coverage: float = DE
                       val_ece_after=expected_calibration_error(probabilities, targets))
 
 
+def calibrated(confidence: Confidence | None, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and the answered mask of a checkpoint's confidence; plain softmax, all answered, without one."""
+    if confidence is None:
+        return softmax(logits), np.ones(len(logits), dtype=bool)
+    probabilities = confidence.probabilities(logits)
+    return probabilities, probabilities.max(1) >= confidence.threshold
+
+
 def selective_report(confidence: Confidence, logits: np.ndarray, targets: np.ndarray) -> dict:
     """Coverage (share answered) and accuracy among the answered images."""
     kept = confidence.kept(logits)

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from bmcell.checkpoint import Checkpoint
-from bmcell.confidence import Confidence, selective_report, softmax
+from bmcell.confidence import Confidence, calibrated, selective_report
 from bmcell.data.folder import DatasetError, ImageRecord, check_images, list_image_files
 from bmcell.data.noncell import NON_CELL_KINDS, non_cell_images
 from bmcell.evaluation import checkpoint_logits, unit_logits
@@ -138,8 +138,8 @@ def non_cell_scores(checkpoint: Checkpoint, count: int, device: torch.device) ->
     images, kinds = non_cell_images(count, checkpoint.meta["image_size"])
     logits = unit_logits(checkpoint, images, device)
     confidence = checkpoint.confidence
-    top = softmax(logits, confidence.temperature if confidence else 1.0).max(1)
-    flagged = ~confidence.kept(logits) if confidence else np.zeros(len(top), dtype=bool)
+    probabilities, kept = calibrated(confidence, logits)
+    top, flagged = probabilities.max(1), ~kept
     kinds_arr = np.asarray(kinds)
     return {"images": len(kinds), "flagged": float(flagged.mean()) if confidence else None,
             "median_top_probability": float(np.median(top)),
@@ -192,8 +192,7 @@ def _write_folder_files(folder_out: Path, name: str, folder: ForeignFolder, logi
     write_confusion_csv(scores["confusion_matrix"], classes, folder_out / "confusion.csv")
     plot_confusion(scores["confusion_matrix"], classes, folder_out / "confusion.png",
                    f"{name}: accuracy {scores['accuracy']:.3f} ({scores['images']} images)")
-    probabilities = softmax(logits, confidence.temperature if confidence else 1.0)
-    kept = confidence.kept(logits) if confidence else np.ones(len(logits), dtype=bool)
+    probabilities, kept = calibrated(confidence, logits)
     with open(folder_out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "true", "predicted", "probability", "answered"])

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from bmcell.checkpoint import Checkpoint
-from bmcell.confidence import softmax
+from bmcell.confidence import calibrated
 from bmcell.data.images import BadImageError, load_rgb
 from bmcell.data.transforms import eval_transform
 
@@ -53,10 +53,8 @@ class Classifier:
                 results.append(Prediction(str(path), [], str(error)))
         if inputs:
             logits = self.model(torch.stack(inputs).to(self.device)).float().cpu().numpy()
-            temperature = self.confidence.temperature if self.confidence else 1.0
-            probabilities = torch.from_numpy(softmax(logits, temperature))
-            kept = self.confidence.kept(logits) if self.confidence else [True] * len(logits)
-            values, indices = probabilities.topk(min(top_k, len(self.classes)), dim=1)
+            probabilities, kept = calibrated(self.confidence, logits)
+            values, indices = torch.from_numpy(probabilities).topk(min(top_k, len(self.classes)), dim=1)
             answers = iter(zip(values.tolist(), indices.tolist(), kept))
             for i, path in enumerate(paths):
                 if results[i] is None:

@@ -82,7 +82,7 @@ def released_data_folder(tmp_root: Path) -> Path | None:
     None when that data is absent."""
     import json
 
-    from bmcell.data.sources import Source, combine_sources, read_groups, read_split_sides
+    from bmcell.data.sources import combine_sources, sources_from_recipe
     from bmcell.release import DEFAULT_MODEL
 
     recipe_file = DEFAULT_MODEL / "sources.json"
@@ -93,15 +93,11 @@ def released_data_folder(tmp_root: Path) -> Path | None:
     roots = {name: PBC.parent / Path(root).name for name, root in recipe["source"].items()}
     if not all(root.is_dir() for root in roots.values()):
         return None
-    sources = []
-    for name, root in roots.items():
-        groups = recipe["groups"].get(name)
-        split = recipe["split"].get(name)
-        cap = [int(n) for n in recipe["cap"][name].split(",")] if name in recipe["cap"] else []
-        sources.append(Source(name, root, read_groups(f"{root / Path(groups).name}") if groups else None,
-                              read_split_sides(repo / split) if split else None, dict(zip(("train", "val"), cap))))
+    local = {"source": {name: str(root) for name, root in roots.items()},  # this machine's paths, same options
+             "groups": {name: str(roots[name] / Path(spec).name) for name, spec in recipe["groups"].items()},
+             "split": {name: str(repo / spec) for name, spec in recipe["split"].items()}, "cap": recipe["cap"]}
     out = tmp_root / "released-data"
-    combine_sources(sources, out, summary["val_share"], summary["seed"], recipe)
+    combine_sources(sources_from_recipe(local), out, summary["val_share"], summary["seed"], local)
     return out / "data"
 
 

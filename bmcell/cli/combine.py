@@ -36,23 +36,11 @@ def combine(
 ) -> None:
     """Combine several sources into one folder for `bmcell train --data OUT/data --split OUT/split.csv`; each
     source's held-out images land in OUT/heldout/<source> for `bmcell crosslab`."""
-    from bmcell.data.sources import Source, combine_sources, read_groups, read_split_sides
+    from bmcell.data.sources import combine_sources, sources_from_recipe
 
-    roots, group_specs, splits, caps = (_named(source, "--source"), _named(groups, "--groups"),
-                                        _named(split, "--split"), _named(cap, "--cap"))
-    from bmcell.errors import BmcellError
-
-    unknown = sorted((set(group_specs) | set(splits) | set(caps)) - set(roots))
-    if unknown:
-        raise BmcellError(f"--groups/--split/--cap name sources that no --source gives: {unknown}")
-    sources = []
-    for name, root in roots.items():
-        sides = [int(n) for n in caps[name].split(",")] if name in caps else []
-        sources.append(Source(name, Path(root), read_groups(group_specs[name]) if name in group_specs else None,
-                              read_split_sides(Path(splits[name])) if name in splits else None,
-                              dict(zip(("train", "val"), sides))))
-    summary = combine_sources(sources, out, val_share, seed,
-                              {"source": roots, "groups": group_specs, "split": splits, "cap": caps})
+    recipe = {"source": _named(source, "--source"), "groups": _named(groups, "--groups"),
+              "split": _named(split, "--split"), "cap": _named(cap, "--cap")}
+    summary = combine_sources(sources_from_recipe(recipe), out, val_share, seed, recipe)
     for name, info in summary["sources"].items():
         console.print(f"{name}: {info['images']}")
     console.print(f"wrote {out}: train with `bmcell train --data {out / 'data'} --split {out / 'split.csv'}`, "

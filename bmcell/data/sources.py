@@ -52,6 +52,22 @@ def read_split_sides(path: Path) -> dict[str, str]:
     return {entry["path"]: entry["subset"] for entry in read_split(Path(path))["files"]}
 
 
+def sources_from_recipe(recipe: dict[str, dict[str, str]]) -> list[Source]:
+    """The sources `bmcell combine` options name (and sources.json's recipe records): NAME → DIR under "source",
+    NAME → FILE.csv:COLUMN under "groups", NAME → split.json under "split", NAME → "TRAIN[,VAL]" under "cap"."""
+    roots = recipe["source"]
+    unknown = sorted((set(recipe["groups"]) | set(recipe["split"]) | set(recipe["cap"])) - set(roots))
+    if unknown:
+        raise DatasetError(f"--groups/--split/--cap name sources that no --source gives: {unknown}")
+    sources = []
+    for name, root in roots.items():
+        sides = [int(n) for n in recipe["cap"][name].split(",")] if name in recipe["cap"] else []
+        groups, split = recipe["groups"].get(name), recipe["split"].get(name)
+        sources.append(Source(name, Path(root), read_groups(groups) if groups else None,
+                              read_split_sides(Path(split)) if split else None, dict(zip(("train", "val"), sides))))
+    return sources
+
+
 def held_out_groups(files: dict[str, str], groups: dict[str, str], share: float) -> set[str]:
     """Per class, its smallest groups until they hold at least `share` of the class, skipping any group that would
     take more than half of it; a group belongs to the class of most of its files."""
