@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bmcell
-from bmcell.errors import BmcellError
+from bmcell.core.errors import BmcellError
+from bmcell.core.fileio import staged_folder
 from export.manifest import MANIFEST, preprocessing_contract, read_manifest, verify_artefact
 from export.parity import PARITY_JSON
 
@@ -78,7 +79,7 @@ def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) 
     return entries[wanted]
 
 
-def model_card(manifest: dict, entry: dict, app: App) -> dict:
+def app_model_json(manifest: dict, entry: dict, app: App) -> dict:
     """model.json: what the app needs to run the artefact, including the preprocessing contract."""
     size = manifest["image_size"]
     return {"name": entry["name"], "file": app.file, "sha256": entry["sha256"], "bytes": entry["bytes"],
@@ -105,26 +106,12 @@ def install_bundle(export_dir: Path, kind: str, app_dir: Path, precision: str = 
     source = verify_artefact(export_dir, entry)
     parent = app_dir / app.bundle_parent
     parent.mkdir(parents=True, exist_ok=True)
-    bundle, staging, old = parent / BUNDLE, parent / f".{BUNDLE}.partial", parent / f".{BUNDLE}.old"
-    for leftover in (staging, old):
-        shutil.rmtree(leftover, ignore_errors=True)
-    staging.mkdir()
-    try:
+    bundle = parent / BUNDLE
+    with staged_folder(bundle, replace=True) as staging:
         _copy(source, staging / app.file)
         shutil.copy2(export_dir / MANIFEST, staging / MANIFEST)
-        (staging / "model.json").write_text(json.dumps(model_card(manifest, entry, app), indent=2) + "\n",
+        (staging / "model.json").write_text(json.dumps(app_model_json(manifest, entry, app), indent=2) + "\n",
                                             encoding="utf-8")
         if (bundle / PLACEHOLDER).is_file():  # the committed note saying how to install a model stays
             shutil.copy2(bundle / PLACEHOLDER, staging / PLACEHOLDER)
-        if bundle.exists():
-            bundle.rename(old)
-        try:
-            staging.rename(bundle)
-        except OSError:
-            if old.exists():
-                old.rename(bundle)  # put the previous bundle back
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
     return bundle

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bmcell.fileio import atomic_write_json
-from bmcell.reports import markdown_cell
+from bmcell.core.fileio import atomic_write_json
+from bmcell.core.reports import markdown_cell
 from export.formats import FORMATS
 from export.formats.base import Runner
 from export.golden import read_golden

@@ -10,29 +10,20 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors_bytes
 
-from bmcell.checkpoint import Checkpoint
-from bmcell.evaluation import unit_logits
-from bmcell.fileio import atomic_write_bytes, sha256_file
+from bmcell.core.checkpoint import Checkpoint
+from bmcell.core.device import device_description
+from bmcell.core.evaluation import unit_logits
+from bmcell.core.fileio import atomic_write_bytes, sha256_path
 from export.manifest import ManifestError
 
 GOLDEN = "golden.safetensors"
 
 
-def reference_device() -> torch.device:
-    """The best device present: CUDA when there is one, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def reference_logits(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
-    """float32 logits of [0, 1] inputs (bmcell.evaluation.unit_logits) with TF32 off."""
+    """float32 logits of [0, 1] inputs (bmcell.core.evaluation.unit_logits) with TF32 off."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     return unit_logits(checkpoint, inputs, device)
-
-
-def device_description(device: torch.device) -> str:
-    """A readable name of the reference device."""
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def write_golden(path: Path, inputs: torch.Tensor, logits: np.ndarray, names: list[str], source_sha256: str,
@@ -42,7 +33,7 @@ def write_golden(path: Path, inputs: torch.Tensor, logits: np.ndarray, names: li
     info = {"source_weights_sha256": source_sha256, "device": device_description(device), "tf32": "off",
             "torch": torch.__version__, "images": json.dumps(names)}
     atomic_write_bytes(path, save_safetensors_bytes({"inputs": pixels, "logits": torch.from_numpy(logits)}, info))
-    return {"file": path.name, "sha256": sha256_file(path), "count": len(names), "device": info["device"],
+    return {"file": path.name, "sha256": sha256_path(path), "count": len(names), "device": info["device"],
             "tf32": "off"}
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 
-from bmcell.checkpoint import Checkpoint
-from bmcell.errors import BmcellError
+from bmcell.core.checkpoint import Checkpoint
+from bmcell.core.errors import BmcellError
+from bmcell.core.fileio import sha256_path
+from bmcell.core.versions import installed_versions
 from export.formats.base import ExportFormat
 
 MANIFEST = "manifest.json"
@@ -27,33 +27,9 @@ class ManifestError(BmcellError):
     """An export folder whose manifest or artefacts do not check out."""
 
 
-def sha256_path(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (relative names and contents, in sorted order)."""
-    digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        if path.is_dir():
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def size_bytes(path: Path) -> int:
     """Bytes of a file, or of all files in a folder."""
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
-
-
-def tool_versions() -> dict[str, str]:
-    """Installed versions of the export toolchain."""
-    versions = {}
-    for name in TOOLS:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def input_contract(fmt: ExportFormat, image_size: int) -> dict:
@@ -66,7 +42,7 @@ def input_contract(fmt: ExportFormat, image_size: int) -> dict:
 
 
 def preprocessing_contract(image_size: int) -> dict:
-    """PREPROCESSING as data for apps to follow (bmcell.data.transforms.unit_transform on load_rgb's output)."""
+    """PREPROCESSING as data for apps to follow (bmcell.core.data.transforms.unit_transform on load_rgb's output)."""
     return {"decode": DECODE, "resize_shorter_side_to": image_size, "interpolation": "bilinear", "antialias": True,
             "center_crop": image_size, "scale": 1 / 255, "mean": None, "std": None}
 
@@ -95,19 +71,18 @@ def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list
 
 def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict) -> dict:
     """The whole manifest: model facts, source checkpoint, tools, golden set and artefacts."""
-    meta = checkpoint.meta
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "arch": meta["arch"], "classes": checkpoint.classes, "image_size": meta["image_size"],
-        "mean": meta["mean"], "std": meta["std"], "preprocessing": PREPROCESSING,
-        "preprocessing_contract": preprocessing_contract(meta["image_size"]),
+        "arch": checkpoint.arch, "classes": checkpoint.classes, "image_size": checkpoint.image_size,
+        "mean": checkpoint.mean, "std": checkpoint.std, "preprocessing": PREPROCESSING,
+        "preprocessing_contract": preprocessing_contract(checkpoint.image_size),
         "input_norm": checkpoint.input_norm, "confidence": confidence_contract(checkpoint),
-        "adapted_on": meta.get("adapted_on"),
-        "source_checkpoint": {"path": str(checkpoint.json_path), "weights_sha256": meta["weights"]["sha256"],
-                              "epoch": meta.get("epoch"), "metrics": {k: meta.get("metrics", {}).get(k) for k in
+        "adapted_on": checkpoint.adapted_on,
+        "source_checkpoint": {"path": str(checkpoint.json_path), "weights_sha256": checkpoint.weights_sha256,
+                              "epoch": checkpoint.epoch, "metrics": {k: checkpoint.metrics.get(k) for k in
                                                                        ("accuracy", "balanced_accuracy", "macro_f1")}},
-        "tool_versions": tool_versions(), "golden": golden, "artefacts": artefacts,
+        "tool_versions": installed_versions(TOOLS), "golden": golden, "artefacts": artefacts,
     }
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bmcell.fileio import atomic_write_json
-from bmcell.reports import markdown_cell
+from bmcell.core.fileio import atomic_write_json
+from bmcell.core.reports import markdown_cell
 from export.formats import FORMATS
 from export.formats.base import Runner
 from export.golden import read_golden
@@ -43,7 +43,7 @@ def reference_margins(reference: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
-def compare(reference: np.ndarray, output: np.ndarray) -> dict:
+def agreement(reference: np.ndarray, output: np.ndarray) -> dict:
     """Max absolute and relative error, SQNR (dB) and top-1 agreement of output against reference logits, and
     what explains disagreements: the reference margins of the flipped images, and how many golden images have a
     margin below twice the output's RMS logit error (images any error of that size can flip)."""
@@ -128,7 +128,7 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
                         "declared": declared, "failures": failures}
             else:
                 run = fmt.load(path)
-                numbers = compare(reference, run(inputs))
+                numbers = agreement(reference, run(inputs))
                 if validation is not None:
                     val_inputs, val_targets, reference_accuracy = validation
                     numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,11 +11,12 @@ import numpy as np
 import torch
 
 import bmcell
-from bmcell.checkpoint import Checkpoint
-from bmcell.errors import BmcellError
-from bmcell.fileio import atomic_write_json
+from bmcell.core.checkpoint import Checkpoint
+from bmcell.core.device import select_device
+from bmcell.core.errors import BmcellError
+from bmcell.core.fileio import atomic_write_json, staged_folder
 from export.formats.base import ExportFormat, ExportInputs
-from export.golden import GOLDEN, reference_device, reference_logits, write_golden
+from export.golden import GOLDEN, reference_logits, write_golden
 from export.manifest import MANIFEST, artefact_entry, build_manifest, confidence_contract
 from export.samples import balanced_pick, checkpoint_split, load_unit_images
 from export.wrapper import NormalizedClassifier
@@ -26,19 +26,17 @@ MIN_GOLDEN = 64
 
 def folded_model(checkpoint: Checkpoint) -> NormalizedClassifier:
     """The network with its normalisation folded in front: what every artefact contains."""
-    meta = checkpoint.meta
-    return NormalizedClassifier(checkpoint.build_model(), meta["mean"], meta["std"]).eval()
+    return NormalizedClassifier(checkpoint.build_model(), checkpoint.mean, checkpoint.std).eval()
 
 
 def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
     """Flat string metadata that formats embed: labels, preprocessing and provenance."""
-    meta = checkpoint.meta
     return {
-        "classes": json.dumps(checkpoint.classes), "image_size": str(meta["image_size"]),
-        "mean": json.dumps(meta["mean"]), "std": json.dumps(meta["std"]),
+        "classes": json.dumps(checkpoint.classes), "image_size": str(checkpoint.image_size),
+        "mean": json.dumps(checkpoint.mean), "std": json.dumps(checkpoint.std),
         "input": "image: 1x3xHxW float32 RGB in [0, 1], normalisation inside the model; output: logits",
-        "arch": meta["arch"], "source_weights_sha256": meta["weights"]["sha256"],
-        "bmcell_version": bmcell.__version__, "description": f"bmcell {meta['arch']} white-cell classifier",
+        "arch": checkpoint.arch, "source_weights_sha256": checkpoint.weights_sha256,
+        "bmcell_version": bmcell.__version__, "description": f"bmcell {checkpoint.arch} white-cell classifier",
         "license": "Apache-2.0 (code); the weights follow the licence of the data they were trained on",
         "input_norm": checkpoint.input_norm, "confidence": json.dumps(confidence_contract(checkpoint)),
     }
@@ -47,9 +45,9 @@ def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
 def validation_set(checkpoint: Checkpoint, data: Path) -> tuple[np.ndarray, np.ndarray, float]:
     """The checkpoint's whole validation split as [0, 1] inputs and targets, with the reference's accuracy."""
     records = checkpoint_split(checkpoint, data).val
-    inputs = load_unit_images(data, records, checkpoint.meta["image_size"])
+    inputs = load_unit_images(data, records, checkpoint.image_size)
     targets = np.array([checkpoint.classes.index(r.label) for r in records])
-    reference = reference_logits(checkpoint, inputs, reference_device())
+    reference = reference_logits(checkpoint, inputs, select_device("auto"))
     return inputs.numpy(), targets, float(np.mean(reference.argmax(1) == targets))
 
 
@@ -78,7 +76,7 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
         raise BmcellError(f"the golden set needs at least {MIN_GOLDEN} images, got {golden_count}")
     if out.exists() and any(out.iterdir()):
         raise BmcellError(f"{out} exists and is not empty; choose another --out or remove it")
-    image_size = checkpoint.meta["image_size"]
+    image_size = checkpoint.image_size
     split = checkpoint_split(checkpoint, data)  # read and checked once
     train = balanced_pick(split.train, calibration_count)
     golden_records = balanced_pick(split.val, golden_count)
@@ -90,21 +88,13 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
     inputs = ExportInputs(model=folded_model(checkpoint), example=golden_inputs[:1],
                           calibration=load_unit_images(data, train, image_size), classes=checkpoint.classes,
                           metadata=embedded_metadata(checkpoint))
-    staging = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        device = reference_device()
+    with staged_folder(out) as staging:
+        device = select_device("auto")
         golden = write_golden(staging / GOLDEN, golden_inputs, reference_logits(checkpoint, golden_inputs, device),
-                              [r.path for r in golden_records], checkpoint.meta["weights"]["sha256"], device)
+                              [r.path for r in golden_records], checkpoint.weights_sha256, device)
         log(f"golden set: {len(golden_records)} images, reference logits on {golden['device']} (TF32 off); "
             f"calibration: {len(train)} training images")
         with torch.no_grad():
             artefacts = [_export_one(fmt, inputs, staging, image_size, log) for fmt in formats]
         atomic_write_json(staging / MANIFEST, build_manifest(checkpoint, artefacts, golden))
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out / MANIFEST

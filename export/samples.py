@@ -8,16 +8,16 @@ from pathlib import Path
 
 import torch
 
-from bmcell.checkpoint import Checkpoint
-from bmcell.data.folder import ImageRecord
-from bmcell.data.images import load_rgb
-from bmcell.data.prepare import PreparedData, load_prepared
-from bmcell.data.transforms import unit_transform
+from bmcell.core.checkpoint import Checkpoint
+from bmcell.core.data.folder import ImageRecord
+from bmcell.core.data.images import load_rgb
+from bmcell.core.data.prepare import PreparedData, load_prepared
+from bmcell.core.data.transforms import unit_transform
 
 
 def checkpoint_split(checkpoint: Checkpoint, data: Path) -> PreparedData:
     """The checkpoint's train/val split, checking the split file's hash and that the images are under data."""
-    return load_prepared(data, checkpoint.run_dir, checkpoint.meta["split"]["sha256"])
+    return load_prepared(data, checkpoint.run_dir, checkpoint.split_sha256)
 
 
 def balanced_pick(records: list[ImageRecord], count: int, seed: int = 0) -> list[ImageRecord]:

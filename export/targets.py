@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bmcell.errors import BmcellError
+from bmcell.core.errors import BmcellError
 from export.formats import FORMATS
 from export.formats.base import ExportFormat
 

@@ -4,7 +4,7 @@
 #           bench-train (plain vs device data path) on it, save the device path's images/s for call 2
 #   call 2: bash scripts/device_release.sh train   (carry the other parts, .devdata/golden, .whl, within 30 s):
 #           unpack, train MobileViT-XS 256 px with other-labs augmentation on PBC's release split for as many epochs
-#           as fit TRAIN_S seconds at the measured speed, then write golden.json (fp32 reference logits of the 64
+#           as fit TRAIN_S seconds at the measured speed, then write reference_logits.json (fp32 reference logits of the 64
 #           named validation images, originals, on this GPU, TF32 off) and tar the run into $OUT.
 # On a GPU machine that holds the data itself, use scripts/reproduce_results.sh instead.
 set -uo pipefail
@@ -41,16 +41,16 @@ echo "training ended after $((SECONDS - START))s"
 python3 - "$RUN" "$OUT" <<'PY'
 import sys
 from pathlib import Path
-from bmcell.checkpoint import load_checkpoint
-from bmcell.data.split import read_split, subset_records
-from bmcell.release import write_golden_file
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.data.split import read_split, subset_records
+from bmcell.jobs.release import write_reference_logits
 from export.samples import balanced_pick
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 checkpoint = load_checkpoint(run / "best.json")
 val = subset_records(read_split(run / "split.json"), "val")
-golden = write_golden_file(checkpoint, Path(".devdata/golden"), balanced_pick(val, 64), out / "golden.json")
-metrics = checkpoint.meta["metrics"]
-print("golden:", golden["device"], "| best epoch", checkpoint.meta["epoch"], "| val accuracy", metrics["accuracy"],
+golden = write_reference_logits(checkpoint, Path(".devdata/golden"), balanced_pick(val, 64), out / "reference_logits.json")
+metrics = checkpoint.metrics
+print("golden:", golden["device"], "| best epoch", checkpoint.epoch, "| val accuracy", metrics["accuracy"],
       "macro-F1", metrics["macro_f1"], "| recall", {c: round(r["recall"], 3) for c, r in metrics["per_class"].items()})
 PY
 tar -cf "$OUT/run.tar" -C "$RUN" --exclude cache --exclude "resume*" --exclude "last*" .

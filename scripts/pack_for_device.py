@@ -19,9 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from bmcell.data.cache import square_uint8
-from bmcell.data.folder import list_image_files
-from bmcell.data.images import load_rgb
+from bmcell.core.data.cache import square_uint8
+from bmcell.core.data.folder import list_image_files
+from bmcell.core.data.images import load_rgb
 
 
 def encode(args: tuple[Path, str, int, int]) -> tuple[str, bytes]:

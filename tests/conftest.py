@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bmcell.data.synthetic import write_synthetic_dataset
+from bmcell.core.data.synthetic import write_synthetic_dataset
 
 PBC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pbc"
 TINY = {"arch": "mobilevit_xxs", "image_size": 64, "batch_size": 16, "workers": 0}
@@ -68,8 +68,8 @@ def lazy_exporter(folder: Path, inputs):
 @pytest.fixture(scope="session")
 def tiny_run(synthetic_data, tmp_path_factory) -> Path:
     """One tiny trained run (2 epochs of mobilevit_xxs at 64 px on the synthetic cells) shared by the session."""
-    from bmcell.config import TrainConfig
-    from bmcell.engine import fit
+    from bmcell.core.config import TrainConfig
+    from bmcell.core.engine import fit
 
     out = tmp_path_factory.mktemp("tiny-run") / "run"
     fit(TrainConfig(out=str(out), data=str(synthetic_data), epochs=2, data_path="loader", **TINY))
@@ -82,8 +82,8 @@ def released_data_folder(tmp_root: Path) -> Path | None:
     None when that data is absent."""
     import json
 
-    from bmcell.data.sources import combine_sources, sources_from_recipe
-    from bmcell.release import DEFAULT_MODEL
+    from bmcell.core.data.sources import combine_sources, sources_from_recipe
+    from bmcell.jobs.release import DEFAULT_MODEL
 
     recipe_file = DEFAULT_MODEL / "sources.json"
     if not recipe_file.is_file():

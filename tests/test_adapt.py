@@ -10,12 +10,12 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from bmcell.adapt import MIN_ADAPT_IMAGES, batchnorm_layers
-from bmcell.checkpoint import load_checkpoint
 from bmcell.cli.main import app
-from bmcell.data.images import load_rgb
-from bmcell.data.transforms import eval_transform
-from bmcell.models import build_model
+from bmcell.core.adapt import MIN_ADAPT_IMAGES, batchnorm_layers
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.data.images import load_rgb
+from bmcell.core.data.transforms import eval_transform
+from bmcell.core.models import build_model
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_adapt_reestimates_batchnorm_and_keeps_the_weights(tiny_run, lab_photos,
                          for k in source.state_dict if k not in stats)
     assert not torch.equal(source.state_dict["stem.bn.running_mean"], adapted.state_dict["stem.bn.running_mean"])
     info = adapted.meta["adapted_on"]
-    assert info["images"] == 40 and info["source_weights_sha256"] == source.meta["weights"]["sha256"]
+    assert info["images"] == 40 and info["source_weights_sha256"] == source.weights_sha256
     assert adapted.meta["confidence"] == source.meta["confidence"] and (out / "split.json").is_file()
 
     # the stem's running mean is the mean of what the stem's BatchNorm sees on these photos

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bmcell.errors import BmcellError
+from bmcell.core.errors import BmcellError
+from bmcell.core.fileio import sha256_path
 from export.apps import APPS, app_target, install_bundle
-from export.manifest import FORMAT, FORMAT_VERSION, preprocessing_contract, sha256_path
+from export.manifest import FORMAT, FORMAT_VERSION, preprocessing_contract
 
 CLASSES = ["lymphocyte", "neutrophil"]
 

@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import torch
 
-from bmcell.data.device_data import DEVICE_AUGMENTATIONS, augment_batch
-from bmcell.data.stain import RandomHEDJitter, hed_jitter
-from bmcell.data.transforms import CentredResizedCrop
+from bmcell.core.data.device_data import augment_batch
+from bmcell.core.data.stain import RandomHEDJitter, hed_jitter
+from bmcell.core.data.transforms import AUGMENTATIONS, CentredResizedCrop
 
 
 def centred_dot(size: int = 96) -> torch.Tensor:
@@ -29,7 +29,7 @@ def test_centred_crop_keeps_the_cell_on_the_cpu_path():
 def test_centred_crop_keeps_the_cell_on_the_device_path():
     """The device path's other-labs crops and zoom-outs (one draw per image) keep the centre square in every image
     (colour, stain, blur and noise switched off: this checks the geometry)."""
-    geometry = replace(DEVICE_AUGMENTATIONS["other-labs"], colour=(0, 0, 0, 0), hed=None, blur=(0, 0.3, 2.0),
+    geometry = replace(AUGMENTATIONS["other-labs"], colour=(0, 0, 0, 0), hed=None, blur=(0, 0.3, 2.0),
                        noise=(0, 0.03))
     batch = centred_dot()[None].repeat(200, 1, 1, 1)
     out = augment_batch(batch, 32, geometry)

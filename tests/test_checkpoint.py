@@ -8,9 +8,14 @@ from importlib.metadata import version
 import pytest
 import torch
 
-from bmcell.checkpoint import (CheckpointError, load_checkpoint, load_resume_state, save_checkpoint,
-                               save_resume_state)
-from bmcell.models import build_model
+from bmcell.core.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_resume_state,
+    save_checkpoint,
+    save_resume_state,
+)
+from bmcell.core.models import build_model
 
 META = {"arch": "mobilevit_xxs", "classes": ["a", "b", "c"], "image_size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]}
 

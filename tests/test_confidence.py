@@ -10,12 +10,18 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bmcell.checkpoint import Checkpoint, load_checkpoint
 from bmcell.cli.main import app
-from bmcell.confidence import (Confidence, expected_calibration_error, fit_confidence, fit_temperature,
-                               selective_report, softmax)
-from bmcell.errors import BmcellError
-from bmcell.inference import Classifier
+from bmcell.core.checkpoint import Checkpoint, load_checkpoint
+from bmcell.core.confidence import (
+    Confidence,
+    expected_calibration_error,
+    fit_confidence,
+    fit_temperature,
+    selective_report,
+    softmax,
+)
+from bmcell.core.errors import BmcellError
+from bmcell.core.inference import Classifier
 
 
 def overconfident(temperature: float, n: int = 4000, classes: int = 5, seed: int = 0):
@@ -78,9 +84,9 @@ def test_trained_checkpoint_has_confidence_and_predict_abstains(tiny_run):
 def test_outlier_exposure_pulls_non_cell_predictions_toward_uniform():
     import torch
 
-    from bmcell.data.noncell import OutlierBatches, TRAINING_KINDS, non_cell_images
-    from bmcell.engine import train_step
-    from bmcell.models import build_model
+    from bmcell.core.data.noncell import TRAINING_KINDS, OutlierBatches, non_cell_images
+    from bmcell.core.engine import train_step
+    from bmcell.core.models import build_model
 
     torch.manual_seed(0)
     model = build_model("mobilevit_xxs", 4)

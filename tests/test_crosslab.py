@@ -12,11 +12,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bmcell.checkpoint import load_checkpoint
 from bmcell.cli.main import app
-from bmcell.crosslab import canonical_name, crosslab_report, folder_scores, map_classes, read_class_map
-from bmcell.data.folder import DatasetError
-from bmcell.data.noncell import NON_CELL_KINDS, non_cell_images
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.crosslab import canonical_name, crosslab_report, folder_scores, map_classes, read_class_map
+from bmcell.core.data.folder import DatasetError
+from bmcell.core.data.noncell import NON_CELL_KINDS, non_cell_images
 
 PBC8 = ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]
 

@@ -6,16 +6,17 @@ from collections import Counter
 
 import pytest
 import torch
+from torchvision.transforms import v2
 
-import bmcell.data.cache as cache
-from bmcell.config import TrainConfig
-from bmcell.data.dataset import CellImageDataset
-from bmcell.data.device_data import DEVICE_AUGMENTATIONS, augment_batch, crop_thetas
-from bmcell.data.label_maps import resolve_label_map
-from bmcell.data.prepare import prepare_data
-from bmcell.data.sampling import EpochSampler
-from bmcell.data.transforms import AUGMENTATIONS, eval_transform
-from bmcell.engine import make_batches
+import bmcell.core.data.cache as cache
+from bmcell.core.config import TrainConfig
+from bmcell.core.data.dataset import CellImageDataset
+from bmcell.core.data.device_data import augment_batch, crop_thetas
+from bmcell.core.data.label_maps import resolve_label_map
+from bmcell.core.data.prepare import prepare_data
+from bmcell.core.data.sampling import EpochSampler
+from bmcell.core.data.transforms import AUGMENTATIONS, CentredResizedCrop, augmentation_ops, eval_transform
+from bmcell.core.engine import make_batches
 from tests.conftest import TINY
 
 
@@ -24,15 +25,24 @@ def prepared(synthetic_data, tmp_path_factory):
     return prepare_data(synthetic_data, resolve_label_map(None), tmp_path_factory.mktemp("run"), 0, 0.2, False, print)
 
 
-def test_every_augmentation_has_a_device_twin():
-    assert set(DEVICE_AUGMENTATIONS) == set(AUGMENTATIONS)
+@pytest.mark.parametrize("augment", sorted(AUGMENTATIONS))
+def test_both_data_paths_read_one_recipe(augment):
+    """The plain path's torchvision ops carry the recipe's numbers (the device path takes the recipe itself)."""
+    aug = AUGMENTATIONS[augment]
+    ops = augmentation_ops(aug, 64)
+    crop = next(op for op in ops if isinstance(op, (v2.RandomResizedCrop, CentredResizedCrop)))
+    assert tuple(crop.scale) == aug.scale and tuple(crop.ratio) == aug.ratio
+    jitter = next(op for op in ops if isinstance(op, v2.ColorJitter))
+    assert jitter.brightness == (1 - aug.colour[0], 1 + aug.colour[0]) and jitter.hue == (-aug.colour[3], aug.colour[3])
+    applied = [type(op.transforms[0]).__name__ for op in ops if isinstance(op, v2.RandomApply)]
+    assert ("GaussianBlur" in applied) == (aug.blur[0] > 0) and ("JPEG" in applied) == (aug.jpeg[0] > 0)
 
 
-@pytest.mark.parametrize("augment", sorted(DEVICE_AUGMENTATIONS))
+@pytest.mark.parametrize("augment", sorted(AUGMENTATIONS))
 def test_augment_batch_shapes_ranges_and_per_image_draws(augment):
     torch.manual_seed(0)
     one = torch.randint(0, 256, (1, 3, 72, 72), dtype=torch.uint8)
-    out = augment_batch(one.expand(8, -1, -1, -1), 64, DEVICE_AUGMENTATIONS[augment])
+    out = augment_batch(one.expand(8, -1, -1, -1), 64, AUGMENTATIONS[augment])
     assert out.shape == (8, 3, 64, 64) and out.dtype == torch.float32
     assert 0.0 <= out.min() and out.max() <= 1.0
     flat = out.flatten(1)
@@ -40,7 +50,7 @@ def test_augment_batch_shapes_ranges_and_per_image_draws(augment):
 
 
 def test_crop_without_scaling_is_a_flip_or_rotation():
-    aug = DEVICE_AUGMENTATIONS["cells"]
+    aug = AUGMENTATIONS["cells"]
     thetas = crop_thetas(64, type(aug)(scale=(1.0, 1.0), ratio=(1.0, 1.0), colour=aug.colour), torch.device("cpu"))
     linear = thetas[:, :, :2]
     assert torch.allclose(linear @ linear.transpose(1, 2), torch.eye(2).expand(64, 2, 2))  # orthogonal

@@ -11,12 +11,13 @@ import time
 
 import pytest
 
-from bmcell.checkpoint import load_checkpoint
+from bmcell.cli.common import LOG_FILE
+from bmcell.core.checkpoint import load_checkpoint
 from tests.conftest import TINY
 
 TINY_ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
 RUN_FILES = {"best.json", "best.safetensors", "last.json", "last.safetensors", "last.resume.safetensors",
-             "config.json", "split.json", "metrics.jsonl", "curves.png", "cache"}
+             "config.json", "split.json", "metrics.jsonl", "curves.png", "cache", LOG_FILE}
 
 
 def _torchrun(*args: str) -> subprocess.Popen:
@@ -53,5 +54,5 @@ def test_two_ranks_train_resume_and_write_one_run(synthetic_data, tmp_path):
     val_images = sum(1 for f in split["files"] if f["subset"] == "val")
     assert [(r["epoch"], r["world_size"], r["val_images"]) for r in rows] == [(1, 2, val_images), (2, 2, val_images)]
     checkpoint = load_checkpoint(run / "last.json")
-    assert checkpoint.meta["epoch"] == 2 and checkpoint.build_model() is not None
+    assert checkpoint.epoch == 2 and checkpoint.build_model() is not None
     assert not any(key.startswith("module.") for key in checkpoint.state_dict)

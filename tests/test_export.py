@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from bmcell.checkpoint import load_checkpoint
+from bmcell.cli.common import LOG_FILE
 from bmcell.cli.main import app
-from bmcell.config import TrainConfig
-from bmcell.data.synthetic import write_synthetic_dataset
-from bmcell.engine import fit
+from bmcell.core.config import TrainConfig
+from bmcell.core.data.synthetic import write_synthetic_dataset
+from bmcell.core.engine import fit
 from export.formats import FORMATS
-from export.parity import compare, judge
+from export.parity import agreement, judge
 from tests.conftest import TINY
 
 runner = CliRunner()
@@ -146,13 +148,19 @@ def test_bad_export_requests(trained, tmp_path):
     assert not list(tmp_path.glob(".*partial*")) and not list(trained.glob(".*partial*"))
 
 
-def test_bench_has_a_row_per_artefact(exported):
+def test_bench_has_a_row_per_artefact_and_prints_only_our_lines(exported):
+    """`bmcell bench` as a user runs it: a row per artefact; ExecuTorch's native log lines (written straight to
+    file descriptor 2) and other libraries' warnings land in bmcell.log, not between our lines."""
     folder, _ = exported
-    checkpoint = load_checkpoint(json.loads((folder / "manifest.json").read_text())["source_checkpoint"]["path"])
-    from export.bench import run_bench
-    from export.pipeline import folded_model
-
-    report = run_bench(folder, folded_model(checkpoint), runs=50, warmup=2, log=lambda m: None)
+    result = subprocess.run([sys.executable, "-m", "bmcell", "bench", str(folder), "--runs", "50", "--warmup", "2"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    shown = result.stdout + result.stderr
+    for noise in ("threadpool.cpp", "cpuinfo_utils", "Warning", "Failed to load"):
+        assert noise not in shown, shown
+    assert "pytorch-eager" in result.stdout and "executorch-int8" in result.stdout
+    assert "threadpool.cpp" in (folder / LOG_FILE).read_text()  # kept, not lost
+    report = json.loads((folder / "bench.json").read_text())
     rows = {r["name"]: r for r in report["rows"]}
     assert set(rows) == EXPECTED | {"pytorch-eager"}
     for name, row in rows.items():
@@ -169,7 +177,7 @@ def test_agreement_failure_names_the_flipped_images_margins():
     """A flip on a near-tie is reported with its reference margin and the images the output's error can flip."""
     reference = np.array([[2.0, 1.99, 0.0], [5.0, 0.0, 0.0], [0.0, 4.0, 1.0], [3.0, 0.0, 2.9]])
     output = reference + np.array([[-0.02, 0.02, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
-    numbers = compare(reference, output)
+    numbers = agreement(reference, output)
     assert numbers["top1_agreement"] == 0.75
     assert numbers["flipped_margins"] == pytest.approx([0.01])
     assert numbers["images_within_error"] == 1  # only the 0.01 tie lies below 2x the RMS error (0.016)

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from bmcell.data.folder import DatasetError, list_image_files
-from bmcell.data.label_maps import resolve_label_map
-from bmcell.data.prepare import scan_folder
+from bmcell.core.data.folder import DatasetError, list_image_files
+from bmcell.core.data.label_maps import resolve_label_map
+from bmcell.core.data.prepare import scan_folder
 from tests.conftest import jpeg_bytes
 
 

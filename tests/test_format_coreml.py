@@ -13,9 +13,9 @@ import torch
 
 pytest.importorskip("coremltools")
 
-from bmcell.data.synthetic import SYNTH_CLASSES, render_cell  # noqa: E402
-from bmcell.data.transforms import unit_transform  # noqa: E402
-from bmcell.models import build_model  # noqa: E402
+from bmcell.core.data.synthetic import SYNTH_CLASSES, render_cell  # noqa: E402
+from bmcell.core.data.transforms import unit_transform  # noqa: E402
+from bmcell.core.models import build_model  # noqa: E402
 from export.formats import FORMATS  # noqa: E402
 from export.formats.base import ExportError, ExportInputs  # noqa: E402
 from export.manifest import size_bytes  # noqa: E402

@@ -15,9 +15,9 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 
-from bmcell.data.synthetic import SYNTH_CLASSES, render_cell  # noqa: E402
-from bmcell.data.transforms import unit_transform  # noqa: E402
-from bmcell.models import build_model  # noqa: E402
+from bmcell.core.data.synthetic import SYNTH_CLASSES, render_cell  # noqa: E402
+from bmcell.core.data.transforms import unit_transform  # noqa: E402
+from bmcell.core.models import build_model  # noqa: E402
 from export.formats import FORMATS  # noqa: E402
 from export.formats.base import ExportError, ExportInputs  # noqa: E402
 from export.wrapper import NormalizedClassifier  # noqa: E402

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bmcell.data.synthetic import SYNTH_CLASSES, render_cell
-from bmcell.data.transforms import unit_transform
-from bmcell.models import build_model
+from bmcell.core.data.synthetic import SYNTH_CLASSES, render_cell
+from bmcell.core.data.transforms import unit_transform
+from bmcell.core.models import build_model
 from export.formats import FORMATS
 from export.formats.base import ExportError, ExportInputs
 from export.wrapper import NormalizedClassifier

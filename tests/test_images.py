@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bmcell.data.images import BadImageError, decode_rgb, load_rgb
+from bmcell.core.data.images import BadImageError, decode_rgb, load_rgb
 from tests.conftest import jpeg_bytes
 
 

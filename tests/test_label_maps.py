@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bmcell.data.folder import DatasetError, apply_label_map, list_image_files
-from bmcell.data.label_maps import LabelMapError, resolve_label_map
+from bmcell.core.data.folder import DatasetError, apply_label_map, list_image_files
+from bmcell.core.data.label_maps import LabelMapError, resolve_label_map
 from tests.conftest import jpeg_bytes
 
 AML_CLASSES = ["BAS", "EBO", "EOS", "KSC", "LYA", "LYT", "MMZ", "MOB", "MON", "MYB", "MYO", "NGB", "NGS", "PMB", "PMO"]

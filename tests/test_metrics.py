@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bmcell.metrics import classification_report, confusion_matrix
+from bmcell.core.metrics import classification_report, confusion_matrix
 
 
 def test_hand_computed_example():

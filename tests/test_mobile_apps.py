@@ -4,6 +4,7 @@ bundle's placeholders and git rules, and that the benchmark modes write bench.js
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bmcell.data.label_maps import BUILTIN_LABEL_MAPS
-from bmcell.data.synthetic import SYNTH_CLASSES
+from bmcell.core.data.label_maps import BUILTIN_LABEL_MAPS
+from bmcell.core.data.synthetic import SYNTH_CLASSES
+from bmcell.core.fileio import sha256_path
 
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID = ROOT / "android_demo"
@@ -166,7 +168,7 @@ def test_preprocessing_units_follow_the_python_contract():
     for path, half_even in ((KOTLIN / "Preprocessing.kt", "Math.rint"),
                             (SWIFT / "Preprocessing.swift", ".toNearestOrEven")):
         text = path.read_text()
-        assert "bmcell/data/transforms.py::unit_transform" in text, path.name
+        assert "bmcell/core/data/transforms.py::unit_transform" in text, path.name
         for step in ("decode", "onWhite", "resizeShorterSide", "centerCrop", "antialias"):
             assert step in text, (path.name, step)
         assert half_even in text, path.name  # torchvision's crop offset uses Python's round(), half to even
@@ -177,13 +179,18 @@ def test_preprocessing_units_follow_the_python_contract():
     assert ".centerCrop" in (SWIFT / "Classifier.swift").read_text()  # the Vision option matching the contract
 
 
-def test_apps_refuse_a_model_whose_sha256_differs():
+def test_apps_refuse_a_model_whose_sha256_differs(tmp_path):
     kotlin = (KOTLIN / "ModelBundle.kt").read_text()
     assert 'MessageDigest.getInstance("SHA-256")' in kotlin and "Refusing to load" in kotlin
     swift = (SWIFT / "ModelBundle.swift").read_text()
     assert "SHA256()" in swift and "Refusing to load" in swift
-    # The .mlpackage hash is export/manifest.py::sha256_path's: relative path, a NUL byte, then the bytes.
-    assert 'b"\\0"' in (ROOT / "export/manifest.py").read_text()
+    # The .mlpackage hash is sha256_path's: per file in sorted order, its relative path, a NUL byte, then the bytes,
+    # which is what the Swift app recomputes (Data([0]) between name and contents).
+    (tmp_path / "Data").mkdir()
+    (tmp_path / "Data" / "weights.bin").write_bytes(b"\x01\x02")
+    (tmp_path / "Manifest.json").write_bytes(b"{}")
+    expected = hashlib.sha256(b"Data/weights.bin\0\x01\x02Manifest.json\0{}").hexdigest()
+    assert sha256_path(tmp_path) == expected
     assert "Data([0])" in swift
 
 

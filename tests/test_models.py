@@ -6,8 +6,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from bmcell.models import (REGISTRY, ModelError, PerImageStandardized, build_model, count_flops, count_parameters,
-                           get_arch, load_pretrained)
+from bmcell.core.models import (
+    REGISTRY,
+    ModelError,
+    PerImageStandardized,
+    build_model,
+    count_flops,
+    count_parameters,
+    get_arch,
+    load_pretrained,
+)
 
 # Parameter counts with 1000 ImageNet classes, as published by torchvision and timm.
 PUBLISHED_PARAMS = {

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from bmcell.cli.main import app
-from bmcell.data.folder import apply_label_map, list_image_files
-from bmcell.data.label_maps import resolve_label_map
+from bmcell.core.data.folder import apply_label_map, list_image_files
+from bmcell.core.data.label_maps import resolve_label_map
 from tests.conftest import TINY
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""`bmcell release`: a checkpoint becomes models/NAME with evaluations, a golden file and a model card, and
+"""`bmcell release`: a checkpoint becomes models/NAME with evaluations, a reference logits and a model card, and
 predict/export fall back to it when no checkpoint is given."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import bmcell.release
-from bmcell.checkpoint import load_checkpoint
+import bmcell.jobs.release
 from bmcell.cli.main import app
-from bmcell.config import TrainConfig
-from bmcell.data.images import load_rgb
-from bmcell.data.transforms import unit_transform
-from bmcell.data.synthetic import write_synthetic_dataset
-from bmcell.engine import fit
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.config import TrainConfig
+from bmcell.core.data.images import load_rgb
+from bmcell.core.data.synthetic import write_synthetic_dataset
+from bmcell.core.data.transforms import unit_transform
+from bmcell.core.engine import fit
 from export.golden import reference_logits
 from tests.conftest import TINY
 
@@ -43,14 +43,14 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
                                  "--other", str(trained / "other"), "--note", "1 epoch on CPU (a test)"])
     assert result.exit_code == 0, result.output
     dest = models / "tiny-pbc"
-    for name in ("best.json", "best.safetensors", "split.json", "golden.json", "release.json", "MODEL_CARD.md",
+    for name in ("best.json", "best.safetensors", "split.json", "reference_logits.json", "release.json", "MODEL_CARD.md",
                  "eval-val/report.json", "crosslab/crosslab.md", "crosslab/other/confusion.png"):
         assert (dest / name).is_file(), name
     checkpoint = load_checkpoint(dest)
-    golden = json.loads((dest / "golden.json").read_text())
-    assert len(golden["images"]) == 64 and golden["source_weights_sha256"] == checkpoint.meta["weights"]["sha256"]
+    golden = json.loads((dest / "reference_logits.json").read_text())
+    assert len(golden["images"]) == 64 and golden["source_weights_sha256"] == checkpoint.weights_sha256
     first = golden["images"][0]
-    image = unit_transform(checkpoint.meta["image_size"])(load_rgb(trained / "cells" / first["path"]))
+    image = unit_transform(checkpoint.image_size)(load_rgb(trained / "cells" / first["path"]))
     logits = reference_logits(checkpoint, image[None], torch.device("cpu"))[0]
     np.testing.assert_allclose(logits, first["logits"], atol=1e-4)
     card = (dest / "MODEL_CARD.md").read_text()
@@ -63,7 +63,7 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert release["crosslab"]["other"]["images"] == len(other_images)
     assert 0 <= release["crosslab"]["other"]["abstention"]["coverage"] <= 1
 
-    monkeypatch.setattr(bmcell.release, "DEFAULT_MODEL", dest)
+    monkeypatch.setattr(bmcell.jobs.release, "DEFAULT_MODEL", dest)
     predicted = runner.invoke(app, ["predict", str(other_images[0]), "--json"])
     assert predicted.exit_code == 0, predicted.output
     assert json.loads(predicted.output)[0]["top"][0]["class"] in checkpoint.classes
@@ -72,35 +72,35 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert again.exit_code != 0 and "exists" in again.output
 
 
-def test_release_adopts_a_golden_file_computed_elsewhere_only_when_it_checks_out(trained, tmp_path):
-    """--golden-file: reference logits from another machine are kept when reproduced here, refused otherwise."""
+def test_release_adopts_a_reference_logits_file_computed_elsewhere_only_when_it_checks_out(trained, tmp_path):
+    """--reference-logits: reference logits from another machine are kept when reproduced here, refused otherwise."""
     models = tmp_path / "models"
     first = runner.invoke(app, ["release", str(trained / "run"), "--name", "a", "--models-dir", str(models)])
     assert first.exit_code == 0, first.output
-    golden = json.loads((models / "a" / "golden.json").read_text())
-    elsewhere = tmp_path / "gpu-golden.json"
+    golden = json.loads((models / "a" / "reference_logits.json").read_text())
+    elsewhere = tmp_path / "gpu-reference_logits.json"
     elsewhere.write_text(json.dumps(golden | {"device": "NVIDIA H100 80GB HBM3"}))
     adopted = runner.invoke(app, ["release", str(trained / "run"), "--name", "b", "--models-dir", str(models),
-                                  "--golden-file", str(elsewhere)])
+                                  "--reference-logits", str(elsewhere)])
     assert adopted.exit_code == 0, adopted.output
-    kept = json.loads((models / "b" / "golden.json").read_text())
+    kept = json.loads((models / "b" / "reference_logits.json").read_text())
     assert kept["device"] == "NVIDIA H100 80GB HBM3" and kept["reproduced_on"]["max_relative_error"] < 1e-5
     assert "NVIDIA H100 80GB HBM3" in (models / "b" / "MODEL_CARD.md").read_text()
 
     golden["images"][3]["logits"][0] += 0.5
     elsewhere.write_text(json.dumps(golden))
     off = runner.invoke(app, ["release", str(trained / "run"), "--name", "c", "--models-dir", str(models),
-                              "--golden-file", str(elsewhere)])
+                              "--reference-logits", str(elsewhere)])
     assert off.exit_code != 0 and "differ" in off.output and not (models / "c").exists()
     elsewhere.write_text(json.dumps(golden | {"source_weights_sha256": "0" * 64}))
     other = runner.invoke(app, ["release", str(trained / "run"), "--name", "c", "--models-dir", str(models),
-                                "--golden-file", str(elsewhere)])
+                                "--reference-logits", str(elsewhere)])
     assert other.exit_code != 0 and "other weights" in other.output
 
 
 def test_release_without_a_model_says_how_to_get_one(tmp_path, monkeypatch):
     """No checkpoint and no released model: a clear error, not a traceback."""
-    monkeypatch.setattr(bmcell.release, "DEFAULT_MODEL", tmp_path / "none")
+    monkeypatch.setattr(bmcell.jobs.release, "DEFAULT_MODEL", tmp_path / "none")
     image = tmp_path / "x.jpg"
     image.write_bytes(b"not really")
     result = runner.invoke(app, ["predict", str(image)])

@@ -8,12 +8,11 @@ import shutil
 from collections import Counter, defaultdict
 
 import pytest
-
 from typer.testing import CliRunner
 
 from bmcell.cli.main import app
-from bmcell.data.sampling import EpochSampler, source_balanced_weights
-from bmcell.data.sources import held_out_groups
+from bmcell.core.data.sampling import EpochSampler, source_balanced_weights
+from bmcell.core.data.sources import held_out_groups
 
 runner = CliRunner()
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from bmcell.data.folder import DatasetError, ImageRecord, apply_label_map, check_images, list_image_files
-from bmcell.data.label_maps import resolve_label_map
-from bmcell.data.split import given_split, read_assignment, read_split, stratified_split, write_split
+from bmcell.core.data.folder import DatasetError, ImageRecord, apply_label_map, check_images, list_image_files
+from bmcell.core.data.label_maps import resolve_label_map
+from bmcell.core.data.split import given_split, read_assignment, read_split, stratified_split, write_split
 
 
 def _records(n_per_class: dict[str, int]) -> list[ImageRecord]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bmcell.data.synthetic import SYNTH_CLASSES, SYNTH_WEIGHTS, render_cell, write_synthetic_dataset
+from bmcell.core.data.synthetic import SYNTH_CLASSES, SYNTH_WEIGHTS, render_cell, write_synthetic_dataset
 
 SIZE = 64
 PER_CLASS = 40

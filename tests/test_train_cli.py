@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from bmcell.cli.common import LOG_FILE
 from bmcell.cli.main import app
 from tests.conftest import TINY, jpeg_bytes
 
@@ -105,8 +106,8 @@ def test_kill_in_the_first_epoch_then_resume(synthetic_data, tmp_path):
 
 @pytest.mark.slow
 def test_folder_with_bad_files_and_odd_modes_trains(synthetic_copy, tmp_path):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     (synthetic_copy / "platelet" / "zero.jpg").write_bytes(b"")
     (synthetic_copy / "platelet" / "truncated.jpg").write_bytes(jpeg_bytes(3)[:250])
@@ -154,7 +155,7 @@ def test_clear_errors_before_any_work(tmp_path, synthetic_data):
 
 
 def test_config_file_then_cli_overrides(tmp_path):
-    from bmcell.config import ConfigError, resolve_config
+    from bmcell.core.config import ConfigError, resolve_config
 
     path = tmp_path / "train.yaml"
     path.write_text("epochs: 7\nlr: 0.0005\narch: mobilevit_xxs\n")
@@ -199,3 +200,8 @@ def test_quickstart_runs_the_whole_job(tmp_path):
     bench = (export_dir / "bench.md").read_text()
     assert "pytorch-eager" in bench and "executorch-int8" in bench and (export_dir / "bench.png").is_file()
     assert "mobile artefacts:" in result.output
+    lines = result.output.splitlines()
+    assert len(lines) <= 50, result.output  # one screen of our own lines
+    for noise in ("Warning", "Failed to load", "Running MIL", "passes/s", "ops/s", "INFO:"):
+        assert noise not in result.output, result.output
+    assert "Running MIL" in (tmp_path / "qs" / LOG_FILE).read_text()  # coremltools' progress bars, kept

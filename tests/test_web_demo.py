@@ -1,4 +1,4 @@
-"""The web app in headless Chromium, offline: its preprocessing against the golden vectors, its predictions against
+"""The web app in headless Chromium, offline: its preprocessing against the contract vectors, its predictions against
 onnxruntime in Python, and its error message for a file that is not an image; then, with model.json's "confidence"
 block replaced, its calibrated probabilities, its "uncertain — check by eye" answer below the threshold, and its
 refusal of an unusable block."""
@@ -17,12 +17,12 @@ import pytest
 from typer.testing import CliRunner
 
 from bmcell.cli.main import app
-from bmcell.config import TrainConfig
-from bmcell.engine import fit
-from bmcell.release import DEFAULT_MODEL
+from bmcell.core.config import TrainConfig
+from bmcell.core.engine import fit
+from bmcell.jobs.release import DEFAULT_MODEL
 from export.apps import install_bundle
 from tests.conftest import PBC, TINY, released_data_folder
-from tests.golden.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
+from tests.contract.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
 APP_FILES = ("index.html", "style.css", "app.js", "preprocess.js", "sw.js", "manifest.webmanifest", "icon.svg",

@@ -1,12 +1,12 @@
 // The preprocessing contract of bmcell_model/model.json, bit for bit as Python does it:
-// bmcell.data.images.load_rgb (8-bit RGB, EXIF orientation applied, alpha composited on white), then
-// bmcell.data.transforms.unit_transform (resize the shorter side, antialiased bilinear; centre crop; x 1/255).
+// bmcell.core.data.images.load_rgb (8-bit RGB, EXIF orientation applied, alpha composited on white), then
+// bmcell.core.data.transforms.unit_transform (resize the shorter side, antialiased bilinear; centre crop; x 1/255).
 //
 // The resize mirrors the uint8 kernel torchvision runs on CPUs (Pillow's two-pass resampler, src/libImaging/
 // Resample.c: horizontal pass, uint8 rounding, vertical pass; with torch's int16 coefficients, whose precision
 // is the largest that keeps every weight under 2^15, where Pillow itself uses 22 bits). Canvas resampling would not.
 
-export const MAX_PIXELS = 64_000_000; // as bmcell.data.images.MAX_PIXELS
+export const MAX_PIXELS = 64_000_000; // as bmcell.core.data.images.MAX_PIXELS
 export const MAX_FILE_BYTES = 100_000_000;
 
 /** An input the app cannot use; the message says why. */

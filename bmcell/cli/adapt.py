@@ -13,7 +13,7 @@ from bmcell.cli.common import console, reports_errors
 @reports_errors
 def adapt(
     checkpoint: Optional[Path] = typer.Argument(None, help="Run folder (uses best), NAME.json or NAME.safetensors "
-                                                "[default: the released model in models/]."),
+                                                "(default: the released model in models/)."),
     images: Path = typer.Option(..., help="The lab's own cell photos, any layout, no labels (at least 32; a few "
                                 "hundred is better)."),
     out: Path = typer.Option(..., help="New folder for the adapted checkpoint (never overwritten)."),
@@ -22,16 +22,16 @@ def adapt(
 ) -> None:
     """Re-estimate the model's BatchNorm statistics on a lab's unlabelled photos and save the result as a new
     checkpoint (export, evaluate and crosslab take it like any other)."""
-    from bmcell.adapt import adapt_checkpoint
-    from bmcell.checkpoint import load_checkpoint
-    from bmcell.engine import select_device
-    from bmcell.release import default_checkpoint
+    from bmcell.core.adapt import adapt_checkpoint
+    from bmcell.core.checkpoint import load_checkpoint
+    from bmcell.core.device import select_device
+    from bmcell.jobs.release import default_checkpoint
 
     source = load_checkpoint(checkpoint or default_checkpoint())
     best = adapt_checkpoint(source, images, out, select_device(device), batch_size,
                             lambda m: console.print(f"[yellow]warning:[/] {m}"))
     adapted = load_checkpoint(best)
-    console.print(f"adapted {adapted.meta['adapted_on']['batchnorm_layers']} BatchNorm layers on "
-                  f"{adapted.meta['adapted_on']['images']} images from {images} -> {best}")
+    console.print(f"adapted {adapted.adapted_on['batchnorm_layers']} BatchNorm layers on "
+                  f"{adapted.adapted_on['images']} images from {images} -> {best}")
     console.print(f"next: `bmcell crosslab {out} --data LABELLED_DIR` to measure it, "
                   f"`bmcell export {out} ...` to ship it")

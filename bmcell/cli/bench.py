@@ -7,23 +7,25 @@ from typing import Optional
 
 import typer
 
-from bmcell.cli.common import console, reports_errors
+from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
 
 
 @reports_errors
 def bench(
     export_dir: Path = typer.Argument(..., help="A folder written by `bmcell export`."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Source checkpoint for the eager baseline [default: manifest's]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Source checkpoint for the eager baseline (default: manifest's)."),
     runs: int = typer.Option(50, min=50, help="Timed batch-1 runs per artefact and thread setting."),
     warmup: int = typer.Option(10, min=1, help="Untimed runs first."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Load time, p50/p90 latency (1 thread and all threads), size, accuracy and speed-up over eager PyTorch."""
-    from bmcell.checkpoint import load_checkpoint
+    from bmcell.core.checkpoint import load_checkpoint
     from export.bench import BENCH_MD, run_bench
     from export.manifest import read_manifest
     from export.pipeline import folded_model
 
     manifest = read_manifest(export_dir)
     ckpt = load_checkpoint(checkpoint or Path(manifest["source_checkpoint"]["path"]))
-    run_bench(export_dir, folded_model(ckpt), runs, warmup, console.print)
+    with other_libraries_logged(export_dir, verbose):
+        run_bench(export_dir, folded_model(ckpt), runs, warmup, console.print)
     console.print((Path(export_dir) / BENCH_MD).read_text())

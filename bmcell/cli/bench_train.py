@@ -20,15 +20,15 @@ def bench_train(
     steps: int = typer.Option(20, min=1, help="Timed steps per path and measurement."),
     warmup: int = typer.Option(3, min=1, help="Untimed steps first."),
     augment: str = typer.Option("cells", help="cells or other-labs."),
-    workers: Optional[int] = typer.Option(None, help="DataLoader processes of the plain path [default: as train]."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader processes of the plain path (default: as train)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Steady-state images/s of training steps (forward, backward, AdamW) and of the data alone, for both data paths."""
-    from bmcell.config import TrainConfig
-    from bmcell.data.label_maps import resolve_label_map
-    from bmcell.data.prepare import prepare_data
-    from bmcell.data.synthetic import write_synthetic_dataset
-    from bmcell.train_bench import bench_train as measure, markdown_table
+    from bmcell.core.config import TrainConfig
+    from bmcell.core.data.label_maps import resolve_label_map
+    from bmcell.core.data.prepare import prepare_data
+    from bmcell.core.data.synthetic import write_synthetic_dataset
+    from bmcell.jobs.bench_train import markdown_table, measure_training_speed
 
     config = TrainConfig(arch=arch, image_size=image_size, batch_size=batch_size, augment=augment, workers=workers,
                          device=device)
@@ -40,7 +40,7 @@ def bench_train(
             console.print(f"no --data given: synthesized {sum(counts.values())} cell images")
         prepared = prepare_data(data, resolve_label_map(None), Path(scratch), config.seed, config.val_fraction,
                                 False, lambda m: console.print(f"[yellow]warning:[/] {m}"))
-        rows = measure(config, prepared, Path(scratch) / "cache", steps, warmup, console.print)
+        rows = measure_training_speed(config, prepared, Path(scratch) / "cache", steps, warmup, console.print)
     console.print(f"{arch}, {image_size} px, batch {batch_size}, augment {augment}, {len(prepared.train)} training "
                   f"images from {source}")
     console.print(markdown_table(rows), highlight=False)

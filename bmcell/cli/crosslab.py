@@ -14,23 +14,23 @@ from bmcell.cli.common import console, reports_errors
 @reports_errors
 def crosslab(
     checkpoint: Optional[Path] = typer.Argument(None, help="Run folder (uses best), NAME.json or NAME.safetensors "
-                                                "[default: the released model in models/]."),
+                                                "(default: the released model in models/)."),
     data: list[Path] = typer.Option(..., help="Another lab's class-per-folder images; repeatable."),
     class_map: Optional[Path] = typer.Option(None, help="YAML/JSON 'folder class: model class' (null leaves one "
                                              "out) for names the built-in synonyms do not know."),
-    out: Optional[Path] = typer.Option(None, help="Report folder [default: <run folder>/crosslab]."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: <run folder>/crosslab)."),
     non_cell: int = typer.Option(160, min=0, help="Synthesised non-cell images to measure abstention on (0: none)."),
     batch_size: int = typer.Option(64, help="Images per batch."),
-    workers: Optional[int] = typer.Option(None, help="Data-loading processes [default: CPU count, at most 8]."),
+    workers: Optional[int] = typer.Option(None, help="Data-loading processes (default: CPU count, at most 8)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Evaluate a model on other labs' folders: accuracy, balanced accuracy, macro-F1, recall per class, the
     majority-class baseline, accuracy over the folder's classes, answered share and accuracy of the answered
     (crosslab.md/.json, a confusion matrix and predictions per folder)."""
-    from bmcell.checkpoint import load_checkpoint
-    from bmcell.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table, read_class_map
-    from bmcell.engine import select_device
-    from bmcell.release import default_checkpoint
+    from bmcell.core.checkpoint import load_checkpoint
+    from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table, read_class_map
+    from bmcell.core.device import select_device
+    from bmcell.jobs.release import default_checkpoint
 
     ckpt = load_checkpoint(checkpoint or default_checkpoint())
     out = out or ckpt.run_dir / "crosslab"

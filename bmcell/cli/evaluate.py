@@ -15,25 +15,25 @@ from bmcell.cli.common import console, reports_errors
 @reports_errors
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="Run folder (uses best), NAME.json or NAME.safetensors."),
-    data: Optional[Path] = typer.Option(None, help="Dataset folder [default: the one the checkpoint was trained on]."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder (default: the one the checkpoint was trained on)."),
     split: str = typer.Option("val", help="val: the checkpoint's own validation split; all: every image in --data."),
-    out: Optional[Path] = typer.Option(None, help="Report folder [default: <run folder>/eval-<split>]."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: <run folder>/eval-<split>)."),
     batch_size: int = typer.Option(64, help="Images per batch."),
-    workers: Optional[int] = typer.Option(None, help="Data-loading processes [default: CPU count, at most 8]."),
+    workers: Optional[int] = typer.Option(None, help="Data-loading processes (default: CPU count, at most 8)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Evaluate a checkpoint: accuracy, balanced accuracy, macro-F1, per class, confusion matrix (JSON, MD, CSV, PNG)."""
-    from bmcell.checkpoint import load_checkpoint
-    from bmcell.engine import select_device
-    from bmcell.evaluation import evaluate_checkpoint, records_for, report_summary
+    from bmcell.core.checkpoint import load_checkpoint
+    from bmcell.core.device import select_device
+    from bmcell.core.evaluation import evaluate_checkpoint, records_for, report_summary
 
     ckpt = load_checkpoint(checkpoint)
-    data = data or Path(ckpt.meta["data"])
+    data = ckpt.data_folder(data)
     records = records_for(ckpt, data, split, lambda m: console.print(f"[yellow]warning:[/] {m}"))
     out = out or ckpt.run_dir / f"eval-{split}"
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     report = evaluate_checkpoint(ckpt, records, data, out, select_device(device), batch_size, workers)
-    table = Table("class", "precision", "recall", "F1", "support", title=f"{ckpt.meta['arch']} - {split} split")
+    table = Table("class", "precision", "recall", "F1", "support", title=f"{ckpt.arch} - {split} split")
     for name, row in report["per_class"].items():
         table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
     console.print(table)

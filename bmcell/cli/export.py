@@ -7,39 +7,31 @@ from typing import Optional
 
 import typer
 
-from bmcell.cli.common import console, reports_errors
-
-
-def data_folder(checkpoint, data: Optional[Path]) -> Path:
-    """--data, or the folder the checkpoint was trained on, which must still exist."""
-    from bmcell.errors import BmcellError
-
-    folder = Path(data or checkpoint.meta["data"])
-    if not folder.is_dir():
-        raise BmcellError(f"the training images are needed for calibration and the golden set, but {folder} is "
-                          "not a folder; pass --data DIR (the folder the checkpoint was trained on)")
-    return folder
+from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
+from bmcell.cli.parity import exit_on_failure
 
 
 @reports_errors
 def export(
     checkpoint: Optional[Path] = typer.Argument(None, help="Run folder (uses best), NAME.json or NAME.safetensors "
-                                                  "[default: the released model in models/]."),
+                                                  "(default: the released model in models/)."),
     target: list[str] = typer.Option(["all"], help="android, ios, onnx, web, torchscript or all; repeat for several."),
     quantize: str = typer.Option("all", help="none: float only; int8: quantised only; all: both."),
     calib: int = typer.Option(256, min=1, help="Training images used to calibrate int8 models."),
     golden: int = typer.Option(64, help="Validation images in the golden set (at least 64)."),
-    out: Optional[Path] = typer.Option(None, help="Export folder [default: <run folder>/export]."),
-    data: Optional[Path] = typer.Option(None, help="Dataset folder [default: the one the checkpoint was trained on]."),
+    out: Optional[Path] = typer.Option(None, help="Export folder (default: <run folder>/export)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder (default: the one the checkpoint was trained on)."),
     parity: bool = typer.Option(True, "--parity/--no-parity", help="Run `bmcell parity` on the result."),
     app: Optional[Path] = typer.Option(None, help="After export and parity pass, install the model into this demo app "
                                        "(android_demo, ios_demo or web_demo, per the one app --target) as bmcell_model/."),
     app_precision: str = typer.Option("auto", help="Model --app installs: int8, float, or auto = int8 if it was "
                                       "exported and passed parity, else float (executorch-fp32/coreml-fp16/onnx-fp32)."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Export a checkpoint for phones: ExecuTorch/TorchScript (android), Core ML (ios), ONNX (onnx), fp and int8."""
-    from bmcell.checkpoint import load_checkpoint
-    from bmcell.release import default_checkpoint
+    from bmcell.core.checkpoint import load_checkpoint
+    from bmcell.jobs.release import default_checkpoint
+    from bmcell.jobs.verify import verify_export
     from export.pipeline import export_checkpoint
     from export.targets import select_formats
 
@@ -52,14 +44,14 @@ def export(
         kind = app_target(target)
         check_app(kind, app, app_precision)
     out = out or ckpt.run_dir / "export"
-    folder = data_folder(ckpt, data)
+    folder = ckpt.data_folder(data)
     console.print(f"exporting {ckpt.json_path} -> {out}: {', '.join(f.name for f in formats)}")
-    manifest = export_checkpoint(ckpt, formats, out, folder, calib, golden, console.print)
-    console.print(f"wrote {manifest}")
-    if parity:
-        from bmcell.cli.parity import check_parity
-
-        check_parity(out, ckpt, folder, golden_only=False)
+    with other_libraries_logged(out.parent, verbose):  # out itself is created whole at the end
+        manifest = export_checkpoint(ckpt, formats, out, folder, calib, golden, console.print)
+        console.print(f"wrote {manifest}")
+        report = verify_export(out, ckpt, folder, console.print) if parity else None
+    if report is not None:
+        exit_on_failure(report)
     if kind is not None:
         from export.apps import install_bundle
 

@@ -19,7 +19,7 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Print parameters and forward FLOPs (2 FLOPs per multiply-add, torch.utils.flop_counter) of one architecture."""
-    from bmcell.models import REGISTRY, build_model, count_flops, count_parameters
+    from bmcell.core.models import REGISTRY, build_model, count_flops, count_parameters
 
     if list_archs:
         for spec in REGISTRY.values():

@@ -7,22 +7,13 @@ from typing import Optional
 
 import typer
 
-from bmcell.cli.common import console, reports_errors
+from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
 
 
-def check_parity(export_dir: Path, checkpoint, data: Optional[Path], golden_only: bool) -> None:
-    """Run parity (with the validation split unless golden_only) and exit 1 when an artefact fails."""
-    from export.parity import PARITY_MD, failed_artefacts, run_parity
-    from export.pipeline import validation_set
+def exit_on_failure(report: dict) -> None:
+    """Say whether parity passed; exit 1 naming the artefacts outside their tier."""
+    from export.parity import failed_artefacts
 
-    validation = None
-    if not golden_only:
-        from bmcell.cli.export import data_folder
-
-        console.print("reference accuracy on the validation split ...")
-        validation = validation_set(checkpoint, data_folder(checkpoint, data))
-    report = run_parity(export_dir, validation, console.print)
-    console.print(f"report: {export_dir / PARITY_MD}")
     if not report["passed"]:
         console.print(f"[bold red]parity failed[/] for {', '.join(failed_artefacts(report))}")
         raise typer.Exit(1)
@@ -32,19 +23,15 @@ def check_parity(export_dir: Path, checkpoint, data: Optional[Path], golden_only
 @reports_errors
 def parity(
     export_dir: Path = typer.Argument(..., help="A folder written by `bmcell export`."),
-    checkpoint: Optional[Path] = typer.Option(None, help="Source checkpoint [default: the one in the manifest]."),
-    data: Optional[Path] = typer.Option(None, help="Dataset folder [default: the one the checkpoint was trained on]."),
+    checkpoint: Optional[Path] = typer.Option(None, help="Source checkpoint (default: the one in the manifest)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder (default: the one the checkpoint was trained on)."),
     golden_only: bool = typer.Option(False, "--golden-only", help="Only the golden set; no validation-split accuracy."),
+    verbose: bool = VERBOSE,
 ) -> None:
     """Compare every artefact with the float32 reference: errors, SQNR, top-1 agreement, validation accuracy."""
-    from bmcell.checkpoint import load_checkpoint
-    from bmcell.errors import BmcellError
-    from export.manifest import read_manifest
+    from bmcell.jobs.verify import source_checkpoint, verify_export
 
-    manifest = read_manifest(export_dir)
-    ckpt = None
-    if not golden_only:
-        ckpt = load_checkpoint(checkpoint or Path(manifest["source_checkpoint"]["path"]))
-        if ckpt.meta["weights"]["sha256"] != manifest["source_checkpoint"]["weights_sha256"]:
-            raise BmcellError(f"{ckpt.json_path} is not the checkpoint {export_dir} was exported from (weights differ)")
-    check_parity(export_dir, ckpt, data, golden_only)
+    ckpt = None if golden_only else source_checkpoint(export_dir, checkpoint)
+    with other_libraries_logged(export_dir, verbose):
+        report = verify_export(export_dir, ckpt, data, console.print)
+    exit_on_failure(report)

@@ -14,9 +14,9 @@ from bmcell.cli.common import console, err_console, reports_errors
 
 def split_checkpoint_argument(paths: list[Path]) -> tuple[Path, list[Path]]:
     """(checkpoint, images): the first path when it is a run folder or a .json/.safetensors, else the released model."""
-    from bmcell.checkpoint import names_a_checkpoint
-    from bmcell.errors import BmcellError
-    from bmcell.release import default_checkpoint
+    from bmcell.core.checkpoint import names_a_checkpoint
+    from bmcell.core.errors import BmcellError
+    from bmcell.jobs.release import default_checkpoint
 
     first = paths[0]
     if names_a_checkpoint(first):
@@ -30,15 +30,15 @@ def split_checkpoint_argument(paths: list[Path]) -> tuple[Path, list[Path]]:
 def predict(
     paths: list[Path] = typer.Argument(..., metavar="[CKPT] IMAGE...",
                                        help="Optionally a run folder (uses best), NAME.json or NAME.safetensors "
-                                            "[default: the released model in models/], then the images."),
+                                            "(default: the released model in models/), then the images."),
     top_k: int = typer.Option(3, min=1, help="How many classes to show per image."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Classify images; an unreadable image is reported and makes the exit status 1, the rest are still answered."""
-    from bmcell.checkpoint import load_checkpoint
-    from bmcell.engine import select_device
-    from bmcell.inference import Classifier
+    from bmcell.core.checkpoint import load_checkpoint
+    from bmcell.core.device import select_device
+    from bmcell.core.inference import Classifier
 
     checkpoint, images = split_checkpoint_argument(paths)
     results = Classifier(load_checkpoint(checkpoint), select_device(device)).predict(images, top_k)

@@ -14,21 +14,22 @@ from bmcell.cli.common import console, reports_errors
 def release(
     checkpoint: Path = typer.Argument(..., help="Run folder (uses best), NAME.json or NAME.safetensors."),
     name: str = typer.Option(..., help="Folder name under models/, e.g. mobilevit_xs-pbc8."),
-    data: Optional[Path] = typer.Option(None, help="The dataset it was trained on [default: the checkpoint's]."),
+    data: Optional[Path] = typer.Option(None, help="The dataset it was trained on (default: the checkpoint's)."),
     other: list[Path] = typer.Option([], help="Another lab's class-per-folder images to report on; repeatable."),
-    golden: int = typer.Option(64, min=64, help="Named validation images in the golden file."),
-    golden_file: Optional[Path] = typer.Option(None, "--golden-file", help="Reference logits computed elsewhere "
-                                               "(e.g. on a GPU machine) for these weights; checked, then used."),
+    reference_images: int = typer.Option(64, min=64, help="Named validation images whose reference logits are kept."),
+    reference_logits_file: Optional[Path] = typer.Option(
+        None, "--reference-logits", help="reference_logits.json computed elsewhere (e.g. on a GPU machine) for these "
+        "weights; checked, then used."),
     note: str = typer.Option("", help="How it was trained (hardware, wall time, what was shortened)."),
-    models_dir: Optional[Path] = typer.Option(None, help="Where released models live [default: the repo's models/]."),
+    models_dir: Optional[Path] = typer.Option(None, help="Where released models live (default: the repo's models/)."),
 ) -> None:
     """Copy weights, metadata and split into models/NAME, evaluate on the validation split and on other labs'
-    images, write reference logits for named images (golden.json) and a model card from those numbers."""
-    from bmcell.checkpoint import load_checkpoint
-    from bmcell.release import MODEL_CARD, MODELS_DIR, package_release
+    images, write reference logits for named images (reference_logits.json) and a model card from those numbers."""
+    from bmcell.core.checkpoint import load_checkpoint
+    from bmcell.jobs.release import MODEL_CARD, MODELS_DIR, package_release
 
-    folder = data or Path(load_checkpoint(checkpoint).meta["data"])
-    dest = package_release(checkpoint, name, folder, other, golden, note, models_dir or MODELS_DIR, console.print,
-                           golden_file)
+    folder = load_checkpoint(checkpoint).data_folder(data)
+    dest = package_release(checkpoint, name, folder, other, reference_images, note, models_dir or MODELS_DIR,
+                           console.print, reference_logits_file)
     console.print((dest / MODEL_CARD).read_text())
     console.print(f"released {dest}")

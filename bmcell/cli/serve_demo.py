@@ -54,7 +54,7 @@ def serve_demo(
     key: Optional[Path] = typer.Option(None, help="PEM private key for --cert."),
 ) -> None:
     """Serve the offline web app; open the printed address, classify, install, then it also works offline."""
-    from bmcell.errors import BmcellError
+    from bmcell.core.errors import BmcellError
 
     if not (folder / "index.html").is_file():
         raise BmcellError(f"{folder} has no index.html; pass the web app folder (web_demo)")

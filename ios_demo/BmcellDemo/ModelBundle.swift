@@ -210,7 +210,7 @@ enum ModelBundle {
         return target
     }
 
-    /// sha256 of a file, or of a folder's regular files — as export/manifest.py::sha256_path computes it: files in
+    /// sha256 of a file, or of a folder's regular files — as bmcell/core/fileio.py::sha256_path computes it: files in
     /// Python's Path order (component by component), each as its relative POSIX path, a NUL byte, then its bytes.
     static func sha256(of url: URL) throws -> (hex: String, bytes: Int) {
         var isDirectory: ObjCBool = false

@@ -10,8 +10,8 @@ struct BadImageError: LocalizedError {
 }
 
 /// The preprocessing contract of every bmcell artefact, written out step by step. It follows model.json's
-/// "preprocessing"; the Python reference is bmcell/data/transforms.py::unit_transform (resize, crop, scale), fed by
-/// bmcell/data/images.py::decode_rgb (8-bit RGB, EXIF orientation, alpha on white).
+/// "preprocessing"; the Python reference is bmcell/core/data/transforms.py::unit_transform (resize, crop, scale), fed by
+/// bmcell/core/data/images.py::decode_rgb (8-bit RGB, EXIF orientation, alpha on white).
 ///
 ///   1. decode to 8-bit ...................... decode(): ImageIO (CGImageSourceCreateThumbnailAtIndex)
 ///   2. apply the EXIF orientation ........... decode(): kCGImageSourceCreateThumbnailWithTransform

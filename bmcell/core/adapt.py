@@ -1,0 +1,109 @@
+"""Calibrate a model to a microscope without labels (AdaBN): re-estimate every BatchNorm layer's running mean and
+variance on a lab's own photos, keep every learned weight, and write a new checkpoint that exports like any other."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+
+from bmcell.core.checkpoint import Checkpoint, save_checkpoint
+from bmcell.core.data.dataset import CellImageDataset
+from bmcell.core.data.folder import DatasetError, ImageRecord, check_images
+from bmcell.core.data.images import is_image_file
+from bmcell.core.data.prepare import SPLIT_FILE
+from bmcell.core.data.transforms import eval_transform
+from bmcell.core.errors import BmcellError
+
+MIN_ADAPT_IMAGES = 32  # fewer images give running statistics too noisy to trust
+MIN_SIDE = 32  # pixels on the shorter side; smaller files are icons or thumbnails, not microscope photos
+SAVED_KEYS = ("format", "format_version", "weights", "versions", "saved_at", "metadata_sha256")  # save_checkpoint's
+
+
+def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of the network."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def _pixel_size(path: Path) -> tuple[int, int]:
+    """Width and height from the file's header alone (check_images has already decoded it once)."""
+    with Image.open(path) as image:
+        return image.size
+
+
+def adaptation_images(folder: Path, warn: Callable[[str], None]) -> list[ImageRecord]:
+    """Every usable image under folder (any layout, labels ignored), checked before any work: too few usable images
+    or images too small to be microscope photos are errors naming what to do."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"--images {folder} is not a folder of images")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                   if p.is_file() and is_image_file(p)
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    records, bad = check_images(folder, {f: "unlabelled" for f in files})
+    if bad:
+        warn(f"skipping {len(bad)} unusable image(s) in {folder}, e.g. {bad[0].path}: {bad[0].reason}")
+    if not records:
+        raise DatasetError(f"--images {folder}: no usable image (.jpg/.png/.tif/.bmp/.webp) found"
+                           + (f"; {len(bad)} file(s) could not be decoded" if bad else ""))
+    tiny = [r.path for r in records if min(_pixel_size(folder / r.path)) < MIN_SIDE]
+    if tiny:
+        raise DatasetError(f"--images {folder}: {len(tiny)} image(s) are under {MIN_SIDE} px on a side (e.g. "
+                           f"{tiny[:3]}); calibrate on photos of cells as the lab takes them, not thumbnails")
+    if len(records) < MIN_ADAPT_IMAGES:
+        raise DatasetError(f"--images {folder}: {len(records)} usable image(s); calibration needs at least "
+                           f"{MIN_ADAPT_IMAGES} (a few hundred is better) of this microscope's cell photos")
+    return records
+
+
+@torch.no_grad()
+def reestimate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.device) -> int:
+    """Reset every BatchNorm layer's statistics and re-estimate them as a plain average over the loader's batches
+    (weights untouched); returns the number of layers."""
+    layers = batchnorm_layers(model)
+    model.eval()
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over all batches, not an exponential one
+        layer.train()
+    for images, _ in loader:
+        model(images.to(device))
+    model.eval()
+    return len(layers)
+
+
+def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: torch.device, batch_size: int = 32,
+                     warn: Callable[[str], None] = print) -> Path:
+    """Write out/best.safetensors + best.json (and the source's split.json): the checkpoint with BatchNorm statistics
+    of the images in `images`; its metadata records what it was adapted on. Returns best.json."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise BmcellError(f"--out {out} exists and is not empty; nothing is overwritten: choose a new folder")
+    model = checkpoint.build_model()
+    if not batchnorm_layers(model):
+        raise BmcellError(f"{checkpoint.json_path}: {checkpoint.arch} has no BatchNorm layer, so there are "
+                          "no statistics to re-estimate; it needs no calibration")
+    records = adaptation_images(images, warn)
+    meta = checkpoint.meta
+    dataset = CellImageDataset(images, records, ["unlabelled"],
+                               eval_transform(checkpoint.image_size, checkpoint.mean, checkpoint.std))
+    model.to(device)
+    layers = reestimate_batchnorm(model, DataLoader(dataset, batch_size=batch_size, shuffle=False), device)
+    listing = hashlib.sha256("".join(f"{r.path}\t{r.sha256}\n" for r in records).encode()).hexdigest()
+    adapted_on = {"folder": str(Path(images).resolve()), "images": len(records), "images_sha256": listing,
+                  "batchnorm_layers": layers, "source_weights_sha256": checkpoint.weights_sha256,
+                  "source_checkpoint": str(checkpoint.json_path),
+                  "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  "note": "BatchNorm statistics re-estimated on these unlabelled images (AdaBN); learned weights, "
+                          "temperature and abstention threshold are the source model's"}
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(checkpoint.run_dir / SPLIT_FILE, out / SPLIT_FILE)
+    body = {k: v for k, v in meta.items() if k not in SAVED_KEYS}
+    return save_checkpoint(out, "best", model, body | {"adapted_on": adapted_on})

@@ -1,0 +1,231 @@
+"""Cross-lab evaluation: a model on other labs' class-per-folder images. Each folder's classes are mapped onto the
+model's (by name, common synonyms, or a user's class map), and each folder gets its own scores beside the baseline of
+always answering its most common class, so a number can be read as better or worse than guessing."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from bmcell.core.checkpoint import Checkpoint
+from bmcell.core.confidence import Confidence, calibrated, selective_report
+from bmcell.core.data.folder import DatasetError, ImageRecord, check_images, list_image_files
+from bmcell.core.data.noncell import NON_CELL_KINDS, non_cell_images
+from bmcell.core.evaluation import checkpoint_logits, unit_logits
+from bmcell.core.fileio import atomic_write_json
+from bmcell.core.metrics import classification_report, confusion_matrix
+from bmcell.core.reports import plot_confusion, write_confusion_csv
+
+CROSSLAB_JSON = "crosslab.json"
+CROSSLAB_MD = "crosslab.md"
+
+# Names other datasets give the classes of PBC's labelling (lower case, words joined by one space, no plural 's').
+SYNONYMS: dict[str, str] = {
+    **dict.fromkeys(["neutrophil", "neut", "neu", "seg", "segmented", "segmented neutrophil", "band",
+                     "band neutrophil", "sne", "bne", "ngs", "ngb", "pmn"], "neutrophil"),
+    **dict.fromkeys(["lymphocyte", "lymph", "lym", "lyt", "small lymphocyte", "typical lymphocyte"], "lymphocyte"),
+    **dict.fromkeys(["monocyte", "mono", "mon"], "monocyte"),
+    **dict.fromkeys(["eosinophil", "eos", "eo", "eosinophilic"], "eosinophil"),
+    **dict.fromkeys(["basophil", "baso", "bas"], "basophil"),
+    **dict.fromkeys(["erythroblast", "normoblast", "nrbc", "ebo", "nucleated red blood cell"], "erythroblast"),
+    **dict.fromkeys(["ig", "immature granulocyte", "promyelocyte", "myelocyte", "metamyelocyte", "pmy", "my", "mmy",
+                     "pmo", "myb", "mmz"], "ig"),
+    **dict.fromkeys(["platelet", "thrombocyte", "plt", "giant thrombocyte"], "platelet"),
+}
+
+
+def canonical_name(name: str) -> str:
+    """A class name compared loosely: lower case, '-'/'_' as spaces, a plural 's' dropped."""
+    words = re.sub(r"[\s_\-]+", " ", name.strip().lower()).strip()
+    return words[:-1] if words.endswith("s") and not words.endswith("ss") and len(words) > 3 else words
+
+
+def read_class_map(path: Path) -> dict[str, str | None]:
+    """A YAML/JSON mapping of folder class → model class (or null to leave a folder class out)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise DatasetError(f"--class-map {path}: cannot read it as YAML/JSON ({error})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                             for k, v in data.items()):
+        raise DatasetError(f"--class-map {path}: expected 'folder class: model class' lines (null to leave one out)")
+    return data
+
+
+def map_classes(folder_classes: list[str], model_classes: list[str],
+                class_map: dict[str, str | None] | None = None) -> dict[str, str | None]:
+    """Each folder class → a model class: the user's map first, then the same name, then a known synonym; None when
+    nothing fits (those images are counted but not scored)."""
+    class_map = class_map or {}
+    unknown = sorted(set(v for v in class_map.values() if v is not None) - set(model_classes))
+    if unknown:
+        raise DatasetError(f"the class map names classes the model does not have: {unknown}; "
+                           f"the model's classes are {model_classes}")
+    by_canonical = {canonical_name(c): c for c in model_classes}
+    mapping: dict[str, str | None] = {}
+    for name in folder_classes:
+        if name in class_map:
+            mapping[name] = class_map[name]
+            continue
+        key = canonical_name(name)
+        target = by_canonical.get(key) or SYNONYMS.get(key)
+        mapping[name] = target if target in model_classes else None
+    return mapping
+
+
+@dataclass(frozen=True)
+class ForeignFolder:
+    """Another lab's images mapped onto the model's classes, with what was left out."""
+
+    root: Path
+    records: list[ImageRecord]  # labels are model classes
+    mapping: dict[str, str | None]
+    unscored: dict[str, int]  # folder class → images with no model class
+    bad_files: int
+
+
+def read_foreign_folder(root: Path, model_classes: list[str], class_map: dict[str, str | None] | None,
+                        warn: Callable[[str], None]) -> ForeignFolder:
+    """List, check and map one folder; an error when none of its classes is one of the model's."""
+    files = list_image_files(root)
+    folder_class = {f: f.split("/", 1)[0] for f in files}
+    mapping = map_classes(sorted(set(folder_class.values())), model_classes, class_map)
+    if not any(mapping.values()):
+        raise DatasetError(f"{root}: none of its classes {sorted(mapping)} is one of the model's {model_classes}; "
+                           "pass --class-map FILE (YAML: 'their name: model class') to say which is which")
+    scored = {f: mapping[c] for f, c in folder_class.items() if mapping[c] is not None}
+    records, bad = check_images(root, scored)
+    if bad:
+        warn(f"{root}: skipping {len(bad)} unusable image(s), e.g. {bad[0].path}: {bad[0].reason}")
+    unscored = Counter(c for c in folder_class.values() if mapping[c] is None)
+    return ForeignFolder(Path(root), records, mapping, dict(unscored), len(bad))
+
+
+def folder_scores(logits: np.ndarray, targets: np.ndarray, classes: list[str],
+                  confidence: Confidence | None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1 and recall per class (over the folder's classes), the majority-class
+    baseline, accuracy when only the folder's classes may be answered, and abstention figures."""
+    report = classification_report(confusion_matrix(targets, logits.argmax(1), len(classes)), classes)
+    present = sorted(set(int(t) for t in targets))
+    restricted = np.asarray(present)[logits[:, present].argmax(1)]
+    counts = np.bincount(targets, minlength=len(classes))
+    scores = {
+        "images": int(len(targets)), "accuracy": report["accuracy"],
+        "balanced_accuracy": report["balanced_accuracy"], "macro_f1": report["macro_f1"],
+        "majority_baseline": float(counts.max() / counts.sum()), "majority_class": classes[int(counts.argmax())],
+        "accuracy_folder_classes": float(np.mean(restricted == targets)),
+        "recall": {c: report["per_class"][c]["recall"] for c in classes if report["per_class"][c]["support"]},
+        "support": {c: report["per_class"][c]["support"] for c in classes if report["per_class"][c]["support"]},
+        "predicted": {classes[i]: int(n) for i, n in enumerate(np.bincount(logits.argmax(1), minlength=len(classes)))
+                      if n},
+        "confusion_matrix": report["confusion_matrix"],
+    }
+    if confidence is not None:
+        scores["abstention"] = selective_report(confidence, logits, targets)
+    return scores
+
+
+def non_cell_scores(checkpoint: Checkpoint, count: int, device: torch.device) -> dict:
+    """How often the model abstains on synthesised non-cell images (noise, drawings, everyday-like scenes)."""
+    images, kinds = non_cell_images(count, checkpoint.image_size)
+    logits = unit_logits(checkpoint, images, device)
+    confidence = checkpoint.confidence
+    probabilities, kept = calibrated(confidence, logits)
+    top, flagged = probabilities.max(1), ~kept
+    kinds_arr = np.asarray(kinds)
+    return {"images": len(kinds), "flagged": float(flagged.mean()) if confidence else None,
+            "median_top_probability": float(np.median(top)),
+            "per_kind": {k: {"images": int((kinds_arr == k).sum()),
+                             "flagged": float(flagged[kinds_arr == k].mean()) if confidence else None}
+                         for k in NON_CELL_KINDS}}
+
+
+def unique_names(folders: list[Path]) -> list[str]:
+    """A report name per folder: its own name, numbered when two folders share one."""
+    seen: Counter = Counter()
+    names = []
+    for folder in folders:
+        base = Path(folder).resolve().name or "data"
+        seen[base] += 1
+        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return names
+
+
+def crosslab_report(checkpoint: Checkpoint, folders: list[Path], out: Path, device: torch.device,
+                    class_map: dict[str, str | None] | None = None, non_cell: int = 0, batch_size: int = 64,
+                    workers: int = 0, warn: Callable[[str], None] = print) -> dict:
+    """Evaluate the checkpoint on every folder; write crosslab.json, crosslab.md and per folder a confusion matrix
+    (CSV, PNG) and predictions.csv. Every folder is checked before any image is classified."""
+    if not folders:
+        raise DatasetError("no folder to evaluate: pass --data DIR (repeatable)")
+    classes = checkpoint.classes
+    foreign = [read_foreign_folder(Path(f), classes, class_map, warn) for f in folders]
+    out.mkdir(parents=True, exist_ok=True)
+    rows = {}
+    for name, folder in zip(unique_names(folders), foreign):
+        logits, targets = checkpoint_logits(checkpoint, folder.records, folder.root, device, batch_size, workers)
+        scores = folder_scores(logits, targets, classes, checkpoint.confidence)
+        rows[name] = {"path": str(folder.root), "mapping": folder.mapping, "unscored": folder.unscored,
+                      "bad_files": folder.bad_files, **scores}
+        _write_folder_files(out / name, name, folder, logits, scores, classes, checkpoint.confidence)
+    report = {"checkpoint": str(checkpoint.json_path), "arch": checkpoint.arch, "classes": classes,
+              "confidence": checkpoint.confidence.to_dict() if checkpoint.confidence else None,
+              "adapted_on": checkpoint.adapted_on, "folders": rows,
+              "non_cell": non_cell_scores(checkpoint, non_cell, device) if non_cell else None}
+    atomic_write_json(out / CROSSLAB_JSON, report)
+    (out / CROSSLAB_MD).write_text("\n".join(markdown_table(report)) + "\n", encoding="utf-8")
+    return report
+
+
+def _write_folder_files(folder_out: Path, name: str, folder: ForeignFolder, logits: np.ndarray, scores: dict,
+                        classes: list[str], confidence: Confidence | None) -> None:
+    """confusion.csv/png and predictions.csv of one folder."""
+    folder_out.mkdir(parents=True, exist_ok=True)
+    write_confusion_csv(scores["confusion_matrix"], classes, folder_out / "confusion.csv")
+    plot_confusion(scores["confusion_matrix"], classes, folder_out / "confusion.png",
+                   f"{name}: accuracy {scores['accuracy']:.3f} ({scores['images']} images)")
+    probabilities, kept = calibrated(confidence, logits)
+    with open(folder_out / "predictions.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "true", "predicted", "probability", "answered"])
+        for record, row, keep in zip(folder.records, probabilities, kept):
+            writer.writerow([record.path, record.label, classes[row.argmax()], f"{row.max():.6f}",
+                             "yes" if keep else "uncertain"])
+
+
+def _fmt(value: float | None) -> str:
+    """Three decimals, or a dash."""
+    return "–" if value is None else f"{value:.3f}"
+
+
+def markdown_table(report: dict) -> list[str]:
+    """One row per folder: the headline scores, the baseline and abstention; then recall per class and non-cells."""
+    lines = ["| folder | images | accuracy | balanced acc. | macro-F1 | majority baseline | acc. (folder's classes) "
+             "| answered | acc. answered |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, row in report["folders"].items():
+        kept = row.get("abstention") or {}
+        below = " (below baseline)" if row["accuracy"] < row["majority_baseline"] else ""
+        lines.append(f"| {name} | {row['images']} | {_fmt(row['accuracy'])}{below} | "
+                     f"{_fmt(row['balanced_accuracy'])} | {_fmt(row['macro_f1'])} | {_fmt(row['majority_baseline'])} | "
+                     f"{_fmt(row['accuracy_folder_classes'])} | {_fmt(kept.get('coverage'))} | "
+                     f"{_fmt(kept.get('accuracy_kept'))} |")
+    lines += ["", "Recall per class:", ""]
+    for name, row in report["folders"].items():
+        recalls = ", ".join(f"{c} {r:.2f} ({row['support'][c]})" for c, r in row["recall"].items())
+        extra = f"; not scored (no model class): {row['unscored']}" if row["unscored"] else ""
+        lines.append(f"- {name}: {recalls}{extra}")
+    non_cell = report.get("non_cell")
+    if non_cell:
+        flagged = "no confidence threshold in this checkpoint" if non_cell["flagged"] is None else \
+            f"{non_cell['flagged']:.3f} flagged as uncertain"
+        lines += ["", f"Non-cell images ({non_cell['images']} synthesised: {', '.join(non_cell['per_kind'])}): "
+                      f"{flagged}; median top probability {non_cell['median_top_probability']:.3f}."]
+    return lines

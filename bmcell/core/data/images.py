@@ -1,0 +1,76 @@
+"""Decode any supported cell image into an 8-bit RGB picture, or say exactly why not."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from bmcell.core.errors import BmcellError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+MAX_PIXELS = 64_000_000  # a cell crop is far smaller; anything bigger is treated as a decompression bomb
+
+
+class BadImageError(BmcellError):
+    """An image file that cannot be used, with the reason in the message."""
+
+
+def is_image_file(path: Path) -> bool:
+    """True when the file name has one of the supported image suffixes."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode (RGBA, LA, P, L, 1, I;16, I, F, CMYK, YCbCr...) to RGB."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = np.asarray(image, dtype=np.float64)
+        full_scale = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
+        array = np.clip(array / full_scale * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(array, mode="L").convert("RGB")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes fully into RGB, raising BadImageError with the reason."""
+    if not data:
+        raise BadImageError(f"{name}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadImageError(
+                    f"{name}: {width}x{height} pixels exceeds the {max_pixels:,}-pixel limit "
+                    "(possible decompression bomb); crop or downscale it first"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except BadImageError:
+        raise
+    except UnidentifiedImageError:
+        raise BadImageError(f"{name}: not an image Pillow can read (jpg, png, tif, bmp, webp expected)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImageError(f"{name}: decompression bomb refused ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(f"{name}: cannot decode ({error}); the file may be truncated or corrupt") from None
+
+
+def load_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read and fully decode an image file into RGB, raising BadImageError with the reason."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise BadImageError(f"{path}: unreadable ({error.strerror or error})") from None
+    return decode_rgb(data, str(path), max_pixels)

@@ -1,0 +1,1 @@
+"""Jobs: orchestration of core and export (quickstart, compare, release, bench-train); the cli layer calls them."""

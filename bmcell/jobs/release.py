@@ -1,0 +1,210 @@
+"""`bmcell release`: package a trained checkpoint as a released model in models/<name>/ — weights, metadata, split,
+evaluation reports on its own validation split and on other labs' images, a file of reference logits for
+named images, and a model card generated from those numbers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bmcell.core.checkpoint import Checkpoint, load_checkpoint
+from bmcell.core.crosslab import crosslab_report, markdown_table
+from bmcell.core.data.folder import ImageRecord
+from bmcell.core.data.prepare import SPLIT_FILE
+from bmcell.core.data.sources import SOURCES_FILE
+from bmcell.core.device import device_description, select_device
+from bmcell.core.errors import BmcellError
+from bmcell.core.evaluation import evaluate_checkpoint, records_for
+from bmcell.core.fileio import atomic_write_json, staged_folder
+from export.golden import reference_logits
+from export.samples import balanced_pick, load_unit_images
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8-chula"
+REFERENCE_LOGITS_FILE = "reference_logits.json"
+MODEL_CARD = "MODEL_CARD.md"
+CROSSLAB_DIR = "crosslab"
+NON_CELL_IMAGES = 160
+
+
+def default_checkpoint() -> Path:
+    """The released model's checkpoint (DEFAULT_MODEL/best.json), or an error saying how to get one."""
+    path = DEFAULT_MODEL / "best.json"
+    if not path.is_file():
+        raise BmcellError(f"no checkpoint given and no released model at {DEFAULT_MODEL}; pass a run folder "
+                          "(see `bmcell train`)")
+    return path
+
+
+def _reference_on_this_machine(checkpoint: Checkpoint, data: Path,
+                               records: list[ImageRecord]) -> tuple[torch.Tensor, str, np.ndarray]:
+    """The records through the input contract, this machine's best device (named), and its float32 logits."""
+    inputs = load_unit_images(data, records, checkpoint.image_size)
+    device = select_device("auto")
+    return inputs, device_description(device), reference_logits(checkpoint, inputs, device)
+
+
+def write_reference_logits(checkpoint: Checkpoint, data: Path, records: list[ImageRecord], path: Path) -> dict:
+    """Reference float32 logits of named images (best device, TF32 off) with the statistics of their inputs."""
+    inputs, device, logits = _reference_on_this_machine(checkpoint, data, records)
+    reference = {"source_weights_sha256": checkpoint.weights_sha256, "device": device,
+              "tf32": "off", "torch": torch.__version__, "image_size": checkpoint.image_size,
+              "classes": checkpoint.classes,
+              "images": [{"path": record.path, "input_mean": inputs[i].mean((1, 2)).tolist(),
+                          "input_std": inputs[i].std((1, 2)).tolist(), "logits": logits[i].tolist(),
+                          "top1": checkpoint.classes[int(logits[i].argmax())]} for i, record in enumerate(records)]}
+    atomic_write_json(path, reference)
+    return reference
+
+
+GOLDEN_TOLERANCE = 1e-3  # |logit here - logit there| <= tolerance * (1 + |logit there|), float32 on two devices
+
+
+def adopt_reference_logits(checkpoint: Checkpoint, data: Path, val: list[ImageRecord], source: Path, path: Path) -> dict:
+    """Take reference logits computed elsewhere (e.g. on a GPU machine) after checking it belongs to these weights and
+    this validation split and that this machine reproduces its logits within GOLDEN_TOLERANCE."""
+    try:
+        reference = json.loads(Path(source).read_text(encoding="utf-8"))
+        names = [entry["path"] for entry in reference["images"]]
+        expected = np.array([entry["logits"] for entry in reference["images"]], dtype=np.float32)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise BmcellError(f"--reference-logits {source}: not a reference-logits file written by `bmcell release` "
+                          f"({error})") from None
+    if reference.get("source_weights_sha256") != checkpoint.weights_sha256:
+        raise BmcellError(f"--reference-logits {source} holds logits of other weights (sha256 "
+                          f"{str(reference.get('source_weights_sha256'))[:12]}...); compute it for this checkpoint")
+    by_path = {record.path: record for record in val}
+    outside = [name for name in names if name not in by_path]
+    if outside:
+        raise BmcellError(f"--reference-logits {source} names {len(outside)} image(s) outside the validation split, "
+                          f"e.g. {outside[:3]}")
+    _, device, here = _reference_on_this_machine(checkpoint, data, [by_path[name] for name in names])
+    error = float((np.abs(here - expected) / (1 + np.abs(expected))).max())
+    if error > GOLDEN_TOLERANCE:
+        raise BmcellError(f"--reference-logits {source}: this machine's logits differ by {error:.2e} (relative) from the "
+                          f"file's; more than {GOLDEN_TOLERANCE:g}: different images or preprocessing?")
+    atomic_write_json(path, reference | {"reproduced_on": {"device": device, "max_relative_error": error}})
+    return reference
+
+
+def _metrics_rows(report: dict) -> list[str]:
+    """Markdown rows of precision, recall, F1 and support per class."""
+    return [f"| {name} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |"
+            for name, row in report["per_class"].items() if row["support"]]
+
+
+def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], reference: dict, note: str,
+               crosslab: dict | None = None, sources: dict | None = None) -> str:
+    """The model card: what it is, data and licence, split, metrics per class, intended use and limitations."""
+    config = checkpoint.config
+    lines = [f"# {name}", "",
+             f"{checkpoint.arch} (timm, trained from scratch) classifying {len(checkpoint.classes)} peripheral-blood cell "
+             f"classes at {checkpoint.image_size}x{checkpoint.image_size}: {', '.join(checkpoint.classes)}.", "",
+             "**Research use only. Not a medical device; not for diagnosis or patient management.**", "",
+             "## Training", "", note, "",
+             f"Protocol: {json.dumps({k: config.get(k) for k in ('epochs', 'image_size', 'batch_size', 'lr', 'augment', 'weights', 'balanced_sampler', 'seed', 'val_fraction')})}; "
+             f"best epoch {checkpoint.epoch} by validation macro-F1. Split: `{SPLIT_FILE}` ("
+             + ("made by `bmcell combine`, see `sources.json`: grouped sources by series, the others by image"
+                if sources else "stratified by class, image-level")
+             + "), sha256 " + checkpoint.split_sha256[:16] + "...", "",
+             "## Data and licence", "",
+             "PBC: Acevedo A, Merino A, Alférez S, Molina Á, Boldú L, Rodellar J. *A dataset of microscopic peripheral "
+             "blood cell images for development of automatic recognition systems.* Data in Brief 30 (2020) 105474, "
+             "doi:10.1016/j.dib.2020.105474 (Mendeley Data snkd93bnjr v1); healthy donors, Hospital Clinic of Barcelona, "
+             "CellaVision DM96, May-Grünwald-Giemsa. The data is, as we understand it, released under CC BY 4.0 — "
+             "confirm on that record before redistributing; these weights derive from it and carry its attribution. "
+             "Code: Apache-2.0.", "",
+             "## Metrics", ""]
+    for label, report in reports.items():
+        lines += [f"### {label}: accuracy {report['accuracy']:.4f}, balanced accuracy "
+                  f"{report['balanced_accuracy']:.4f}, macro-F1 {report['macro_f1']:.4f} ({report['images']} images)",
+                  "", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|",
+                  *_metrics_rows(report), ""]
+    lines += ["## Other labs", ""]
+    if crosslab:
+        lines += [f"`bmcell crosslab` on other labs' images (classes mapped onto the model's; files in "
+                  f"`{CROSSLAB_DIR}/`). A figure below its folder's majority baseline is worse than always answering "
+                  "that folder's most common class.", "", *markdown_table(crosslab), ""]
+    else:
+        lines += ["Not measured at release: run `bmcell crosslab` on your own labelled images before relying on it.",
+                  ""]
+    confidence = checkpoint.confidence
+    lines += ["## Confidence", "",
+              (f"Probabilities are calibrated with temperature {confidence.temperature:.3f} and an answer is given "
+               f"only when the top probability is at least {confidence.threshold:.3f} (otherwise \"uncertain — "
+               f"check by eye\"); fitted on the {confidence.fitted_on} to answer {confidence.coverage_target:.0%} "
+               "of them." if confidence else
+               "No calibrated confidence: this checkpoint predates it, so `predict` and the apps never say "
+               "\"uncertain\"."), ""]
+    lines += ["## Golden file", "",
+              f"`{REFERENCE_LOGITS_FILE}`: float32 reference logits of {len(reference['images'])} named validation "
+              f"images, computed on {reference['device']} with TF32 {reference['tf32']} (torch {reference['torch']}); "
+              "every exported artefact is "
+              "held against them.", "",
+              "## Intended use", "",
+              "Research and engineering: a starting point for white-cell classification on single-cell crops "
+              "similar to PBC's (one cell centred in a square May-Grünwald-Giemsa field, about a third of its "
+              "width), and the model the sample apps ship with.", "",
+              "## Limitations", "",
+              "- Image-level split" + (" of the ungrouped sources" if sources else "") + ": images of the same "
+              "patient or smear may sit on both sides, so validation figures can be optimistic.",
+              ("- Trained on " + ", ".join(sources["sources"]) + " (`sources.json`, made by `bmcell combine`): a few "
+               "labs, not every microscope — measure yours with `bmcell crosslab` before relying on it."
+               if sources else
+               "- One lab, one scanner (CellaVision DM96, Hospital Clinic of Barcelona): other microscopes, cameras "
+               "and stains lower accuracy — see the other-lab figures above."),
+              "- Normal cells only (no leukaemia blasts); `ig` pools promyelocytes, myelocytes and metamyelocytes.",
+              "- Not a medical device: research use only.", ""]
+    return "\n".join(lines)
+
+
+def package_release(checkpoint_path: Path, name: str, data: Path, others: list[Path], reference_count: int,
+                    note: str, models_dir: Path = MODELS_DIR, log: Callable[[str], None] = print,
+                    reference_source: Path | None = None) -> Path:
+    """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, reference, card."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    dest = models_dir / name
+    if dest.exists():
+        raise BmcellError(f"{dest} exists; remove it or choose another --name")
+    with staged_folder(dest) as staging:
+        for file in (checkpoint.json_path, checkpoint.weights_path,
+                     checkpoint.run_dir / SPLIT_FILE):
+            shutil.copy2(file, staging / file.name)
+        if (Path(data).parent / SOURCES_FILE).is_file():  # a `bmcell combine` folder: how to rebuild the data
+            shutil.copy2(Path(data).parent / SOURCES_FILE, staging / SOURCES_FILE)
+        released = load_checkpoint(staging / checkpoint.json_path.name)
+        device = select_device("auto")
+        reports = {}
+        val = records_for(released, data, "val", log)
+        reports["own validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-val", device,
+                                                              64, 0)
+        crosslab = crosslab_report(released, others, staging / CROSSLAB_DIR, device, non_cell=NON_CELL_IMAGES,
+                                   warn=log) if others else None
+        if reference_source is not None:
+            reference = adopt_reference_logits(released, data, val, reference_source,
+                                               staging / REFERENCE_LOGITS_FILE)
+        elif len(val) < reference_count:
+            raise BmcellError(f"the validation split has {len(val)} images; the reference logits need "
+                              f"{reference_count}")
+        else:
+            reference = write_reference_logits(released, data, balanced_pick(val, reference_count),
+                                               staging / REFERENCE_LOGITS_FILE)
+        atomic_write_json(staging / "release.json", {
+            "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "source_checkpoint": str(checkpoint.json_path), "note": note,
+            "metrics": {label: {k: r[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1")}
+                        for label, r in reports.items()},
+            "crosslab": {folder: {k: row[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1",
+                                                       "majority_baseline", "accuracy_folder_classes")}
+                                 | {"abstention": row.get("abstention")}
+                         for folder, row in crosslab["folders"].items()} if crosslab else None})
+        sources = json.loads((staging / SOURCES_FILE).read_text()) if (staging / SOURCES_FILE).is_file() else None
+        (staging / MODEL_CARD).write_text(model_card(name, released, reports, reference, note, crosslab, sources),
+                                          encoding="utf-8")
+    return dest
