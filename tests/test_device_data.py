@@ -9,6 +9,7 @@ import torch
 from torchvision.transforms import v2
 
 import bmcell.core.data.cache as cache
+from bmcell.core.batches import make_batches
 from bmcell.core.config import TrainConfig
 from bmcell.core.data.dataset import CellImageDataset
 from bmcell.core.data.device_data import augment_batch, crop_thetas
@@ -16,7 +17,6 @@ from bmcell.core.data.label_maps import resolve_label_map
 from bmcell.core.data.prepare import prepare_data
 from bmcell.core.data.sampling import EpochSampler
 from bmcell.core.data.transforms import AUGMENTATIONS, CentredResizedCrop, augmentation_ops, eval_transform
-from bmcell.core.engine import make_batches
 from tests.conftest import TINY
 
 

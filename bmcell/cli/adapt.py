@@ -8,6 +8,10 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.adapt import adapt_checkpoint
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.device import select_device
+from bmcell.jobs.release import default_checkpoint
 
 
 @reports_errors
@@ -22,11 +26,6 @@ def adapt(
 ) -> None:
     """Re-estimate the model's BatchNorm statistics on a lab's unlabelled photos and save the result as a new
     checkpoint (export, evaluate and crosslab take it like any other)."""
-    from bmcell.core.adapt import adapt_checkpoint
-    from bmcell.core.checkpoint import load_checkpoint
-    from bmcell.core.device import select_device
-    from bmcell.jobs.release import default_checkpoint
-
     source = load_checkpoint(checkpoint or default_checkpoint())
     best = adapt_checkpoint(source, images, out, select_device(device), batch_size,
                             lambda m: console.print(f"[yellow]warning:[/] {m}"))

@@ -8,6 +8,10 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
+from bmcell.core.checkpoint import load_checkpoint
+from export.bench import BENCH_MD, run_bench
+from export.manifest import read_manifest
+from export.pipeline import folded_model
 
 
 @reports_errors
@@ -19,11 +23,6 @@ def bench(
     verbose: bool = VERBOSE,
 ) -> None:
     """Load time, p50/p90 latency (1 thread and all threads), size, accuracy and speed-up over eager PyTorch."""
-    from bmcell.core.checkpoint import load_checkpoint
-    from export.bench import BENCH_MD, run_bench
-    from export.manifest import read_manifest
-    from export.pipeline import folded_model
-
     manifest = read_manifest(export_dir)
     ckpt = load_checkpoint(checkpoint or Path(manifest["source_checkpoint"]["path"]))
     with other_libraries_logged(export_dir, verbose):

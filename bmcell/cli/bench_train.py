@@ -9,6 +9,11 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.config import TrainConfig
+from bmcell.core.data.label_maps import resolve_label_map
+from bmcell.core.data.prepare import prepare_data
+from bmcell.core.data.synthetic import write_synthetic_dataset
+from bmcell.jobs.bench_train import markdown_table, measure_training_speed
 
 
 @reports_errors
@@ -24,12 +29,6 @@ def bench_train(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Steady-state images/s of training steps (forward, backward, AdamW) and of the data alone, for both data paths."""
-    from bmcell.core.config import TrainConfig
-    from bmcell.core.data.label_maps import resolve_label_map
-    from bmcell.core.data.prepare import prepare_data
-    from bmcell.core.data.synthetic import write_synthetic_dataset
-    from bmcell.jobs.bench_train import markdown_table, measure_training_speed
-
     config = TrainConfig(arch=arch, image_size=image_size, batch_size=batch_size, augment=augment, workers=workers,
                          device=device)
     source = str(data) if data else "synthetic cells"

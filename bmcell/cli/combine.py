@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.data.sources import combine_sources, sources_from_recipe
+from bmcell.core.errors import BmcellError
 
 
 def _named(values: list[str], option: str) -> dict[str, str]:
     """NAME=VALUE options as a dict, with a clear error for anything else."""
-    from bmcell.core.errors import BmcellError
-
     pairs = {}
     for value in values:
         name, sep, rest = value.partition("=")
@@ -36,8 +36,6 @@ def combine(
 ) -> None:
     """Combine several sources into one folder for `bmcell train --data OUT/data --split OUT/split.csv`; each
     source's held-out images land in OUT/heldout/<source> for `bmcell crosslab`."""
-    from bmcell.core.data.sources import combine_sources, sources_from_recipe
-
     recipe = {"source": _named(source, "--source"), "groups": _named(groups, "--groups"),
               "split": _named(split, "--split"), "cap": _named(cap, "--cap")}
     summary = combine_sources(sources_from_recipe(recipe), out, val_share, seed, recipe)

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
+from bmcell.core.config import resolve_config
+from bmcell.jobs.compare import COMPARE_MD, compare_architectures
 
 PAPER_ARCHS = "mobilevit_xs,resnet50,densenet121,mobilenet_v2,mobilenet_v3_large"
 
@@ -35,9 +37,6 @@ def compare(
 ) -> None:
     """Train every backbone with one protocol on one split (resuming unfinished runs), then tabulate accuracy,
     balanced accuracy, macro-F1, parameters, FLOPs and CPU latency of eager PyTorch and of the best int8 artefact."""
-    from bmcell.core.config import resolve_config
-    from bmcell.jobs.compare import COMPARE_MD, compare_architectures
-
     overrides = {"epochs": epochs, "image_size": image_size, "batch_size": batch_size, "lr": lr,
                  "warmup_epochs": warmup_epochs, "label_map": label_map, "augment": augment, "seed": seed,
                  "workers": workers, "device": device}

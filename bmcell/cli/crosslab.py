@@ -9,6 +9,10 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table, read_class_map
+from bmcell.core.device import select_device
+from bmcell.jobs.release import default_checkpoint
 
 
 @reports_errors
@@ -27,11 +31,6 @@ def crosslab(
     """Evaluate a model on other labs' folders: accuracy, balanced accuracy, macro-F1, recall per class, the
     majority-class baseline, accuracy over the folder's classes, answered share and accuracy of the answered
     (crosslab.md/.json, a confusion matrix and predictions per folder)."""
-    from bmcell.core.checkpoint import load_checkpoint
-    from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table, read_class_map
-    from bmcell.core.device import select_device
-    from bmcell.jobs.release import default_checkpoint
-
     ckpt = load_checkpoint(checkpoint or default_checkpoint())
     out = out or ckpt.run_dir / "crosslab"
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)

@@ -10,6 +10,9 @@ import typer
 from rich.table import Table
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.device import select_device
+from bmcell.core.evaluation import evaluate_checkpoint, records_for, report_summary
 
 
 @reports_errors
@@ -23,10 +26,6 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Evaluate a checkpoint: accuracy, balanced accuracy, macro-F1, per class, confusion matrix (JSON, MD, CSV, PNG)."""
-    from bmcell.core.checkpoint import load_checkpoint
-    from bmcell.core.device import select_device
-    from bmcell.core.evaluation import evaluate_checkpoint, records_for, report_summary
-
     ckpt = load_checkpoint(checkpoint)
     data = ckpt.data_folder(data)
     records = records_for(ckpt, data, split, lambda m: console.print(f"[yellow]warning:[/] {m}"))

@@ -9,6 +9,12 @@ import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
 from bmcell.cli.parity import exit_on_failure
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.jobs.release import default_checkpoint
+from bmcell.jobs.verify import verify_export
+from export.apps import app_target, check_app, install_bundle
+from export.pipeline import export_checkpoint
+from export.targets import select_formats
 
 
 @reports_errors
@@ -29,18 +35,10 @@ def export(
     verbose: bool = VERBOSE,
 ) -> None:
     """Export a checkpoint for phones: ExecuTorch/TorchScript (android), Core ML (ios), ONNX (onnx), fp and int8."""
-    from bmcell.core.checkpoint import load_checkpoint
-    from bmcell.jobs.release import default_checkpoint
-    from bmcell.jobs.verify import verify_export
-    from export.pipeline import export_checkpoint
-    from export.targets import select_formats
-
     ckpt = load_checkpoint(checkpoint or default_checkpoint())
     formats = select_formats(target, quantize)
     kind = None
     if app is not None:
-        from export.apps import app_target, check_app
-
         kind = app_target(target)
         check_app(kind, app, app_precision)
     out = out or ckpt.run_dir / "export"
@@ -53,6 +51,4 @@ def export(
     if report is not None:
         exit_on_failure(report)
     if kind is not None:
-        from export.apps import install_bundle
-
         console.print(f"installed {install_bundle(out, kind, app, app_precision)}")

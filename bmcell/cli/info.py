@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.models import REGISTRY, build_model, count_flops, count_parameters
 
 
 @reports_errors
@@ -19,8 +20,6 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Print parameters and forward FLOPs (2 FLOPs per multiply-add, torch.utils.flop_counter) of one architecture."""
-    from bmcell.core.models import REGISTRY, build_model, count_flops, count_parameters
-
     if list_archs:
         for spec in REGISTRY.values():
             typer.echo(f"{spec.name}\t{spec.source}\tmean={spec.mean} std={spec.std}")

@@ -8,12 +8,12 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
+from bmcell.jobs.verify import source_checkpoint, verify_export
+from export.parity import failed_artefacts
 
 
 def exit_on_failure(report: dict) -> None:
     """Say whether parity passed; exit 1 naming the artefacts outside their tier."""
-    from export.parity import failed_artefacts
-
     if not report["passed"]:
         console.print(f"[bold red]parity failed[/] for {', '.join(failed_artefacts(report))}")
         raise typer.Exit(1)
@@ -29,8 +29,6 @@ def parity(
     verbose: bool = VERBOSE,
 ) -> None:
     """Compare every artefact with the float32 reference: errors, SQNR, top-1 agreement, validation accuracy."""
-    from bmcell.jobs.verify import source_checkpoint, verify_export
-
     ckpt = None if golden_only else source_checkpoint(export_dir, checkpoint)
     with other_libraries_logged(export_dir, verbose):
         report = verify_export(export_dir, ckpt, data, console.print)

@@ -10,14 +10,15 @@ import typer
 from rich.table import Table
 
 from bmcell.cli.common import console, err_console, reports_errors
+from bmcell.core.checkpoint import load_checkpoint, names_a_checkpoint
+from bmcell.core.device import select_device
+from bmcell.core.errors import BmcellError
+from bmcell.core.inference import Classifier
+from bmcell.jobs.release import default_checkpoint
 
 
 def split_checkpoint_argument(paths: list[Path]) -> tuple[Path, list[Path]]:
     """(checkpoint, images): the first path when it is a run folder or a .json/.safetensors, else the released model."""
-    from bmcell.core.checkpoint import names_a_checkpoint
-    from bmcell.core.errors import BmcellError
-    from bmcell.jobs.release import default_checkpoint
-
     first = paths[0]
     if names_a_checkpoint(first):
         if len(paths) == 1:
@@ -36,10 +37,6 @@ def predict(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Classify images; an unreadable image is reported and makes the exit status 1, the rest are still answered."""
-    from bmcell.core.checkpoint import load_checkpoint
-    from bmcell.core.device import select_device
-    from bmcell.core.inference import Classifier
-
     checkpoint, images = split_checkpoint_argument(paths)
     results = Classifier(load_checkpoint(checkpoint), select_device(device)).predict(images, top_k)
     if as_json:

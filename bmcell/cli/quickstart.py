@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
+from bmcell.jobs.quickstart import first_free_folder, run_quickstart
 
 QUICK_EPOCHS = 10
 
@@ -20,8 +21,6 @@ def quickstart(
 ) -> None:
     """Synthesize cells, train MobileViT-XS briefly, evaluate it, classify a few images, export every target, check
     parity and measure latency; prints where it all is."""
-    from bmcell.jobs.quickstart import first_free_folder, run_quickstart
-
     out = out or first_free_folder(Path("runs/quickstart"))
     with other_libraries_logged(out, verbose) as log:
         run_quickstart(out, epochs, console, log.detail)

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.checkpoint import load_checkpoint
+from bmcell.jobs.release import MODEL_CARD, MODELS_DIR, package_release
 
 
 @reports_errors
@@ -25,9 +27,6 @@ def release(
 ) -> None:
     """Copy weights, metadata and split into models/NAME, evaluate on the validation split and on other labs'
     images, write reference logits for named images (reference_logits.json) and a model card from those numbers."""
-    from bmcell.core.checkpoint import load_checkpoint
-    from bmcell.jobs.release import MODEL_CARD, MODELS_DIR, package_release
-
     folder = load_checkpoint(checkpoint).data_folder(data)
     dest = package_release(checkpoint, name, folder, other, reference_images, note, models_dir or MODELS_DIR,
                            console.print, reference_logits_file)

@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.errors import BmcellError
 
 MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "text/javascript",
               ".onnx": "application/octet-stream", ".json": "application/json",
@@ -20,7 +21,6 @@ MIME_TYPES = {".wasm": "application/wasm", ".mjs": "text/javascript", ".js": "te
 
 class DemoHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with WASM/module MIME types, revalidated on every load (the service worker does the caching)."""
-
     extensions_map = http.server.SimpleHTTPRequestHandler.extensions_map | MIME_TYPES
 
     def end_headers(self) -> None:
@@ -54,8 +54,6 @@ def serve_demo(
     key: Optional[Path] = typer.Option(None, help="PEM private key for --cert."),
 ) -> None:
     """Serve the offline web app; open the printed address, classify, install, then it also works offline."""
-    from bmcell.core.errors import BmcellError
-
     if not (folder / "index.html").is_file():
         raise BmcellError(f"{folder} has no index.html; pass the web app folder (web_demo)")
     if not (folder / "vendor").is_dir():

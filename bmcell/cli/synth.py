@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from bmcell.cli.common import console, reports_errors
+from bmcell.core.data.synthetic import write_synthetic_dataset
 
 
 @reports_errors
@@ -17,7 +18,5 @@ def synth(
     seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical files."),
 ) -> None:
     """Write a class-per-folder dataset of synthetic, class-distinguishable, imbalanced cell images."""
-    from bmcell.core.data.synthetic import write_synthetic_dataset
-
     counts = write_synthetic_dataset(out, per_class=per_class, size=size, seed=seed)
     console.print(f"wrote {sum(counts.values())} images to {out}: {counts}")

@@ -10,6 +10,9 @@ import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
 from bmcell.core.config import RUNTIME_ONLY, ConfigError, TrainConfig, option_help, overrides_from, resolve_config
+from bmcell.core.data.synthetic import write_synthetic_dataset
+from bmcell.core.distributed import process_group
+from bmcell.core.engine import fit
 
 DEFAULT_SYNTH_FOLDER = "synthetic-data"
 
@@ -30,8 +33,6 @@ def _resumed_config(out: Path, overrides: dict) -> TrainConfig:
 
 def default_synthetic_data(out: Path) -> Path:
     """Synthesize the embedded default dataset inside the run folder (once) and return its path."""
-    from bmcell.core.data.synthetic import write_synthetic_dataset
-
     folder = out / DEFAULT_SYNTH_FOLDER
     if not folder.is_dir():
         counts = write_synthetic_dataset(folder)
@@ -74,8 +75,6 @@ def train(
     """Train a cell classifier; writes last/best checkpoints, split.json, metrics.jsonl and curves.png to --out.
     Every option is a TrainConfig field (bmcell/core/config.py); the resolved set is saved as RUN/config.json."""
     overrides = overrides_from(locals())
-    from bmcell.core.distributed import process_group
-    from bmcell.core.engine import fit
 
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
     with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun

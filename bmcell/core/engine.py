@@ -1,14 +1,12 @@
-"""The training loop: train_one_epoch(), predict_logits() and fit(), which resumes after a crash."""
+"""The training loop, read top to bottom: train_step(), train_one_epoch(), predict_logits() and fit(), which resumes
+after a crash (the run folder's files: run_folder.py; where batches come from: batches.py)."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,100 +16,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
 
-from bmcell.core.checkpoint import RESUME_FILE, CheckpointError, load_resume_state, save_checkpoint, save_resume_state
-from bmcell.core.confidence import Confidence, fit_confidence
-from bmcell.core.config import ConfigError, TrainConfig, save_config
-from bmcell.core.data.cache import decoded_images
-from bmcell.core.data.dataset import CellImageDataset
-from bmcell.core.data.device_data import DeviceBatches, ImageStore, working_size
-from bmcell.core.data.label_maps import resolve_label_map
+from bmcell.core.batches import make_batches, resolve_data_path
+from bmcell.core.checkpoint import load_resume_state
+from bmcell.core.confidence import fit_confidence
+from bmcell.core.config import TrainConfig
 from bmcell.core.data.noncell import OutlierBatches
-from bmcell.core.data.prepare import SPLIT_FILE, PreparedData, class_counts, load_prepared, prepare_data
-from bmcell.core.data.sampling import EpochSampler
-from bmcell.core.data.sources import record_sources
-from bmcell.core.data.transforms import AUGMENTATIONS, eval_transform, train_transform
+from bmcell.core.data.prepare import class_counts
 from bmcell.core.device import select_device
 from bmcell.core.distributed import Dist
-from bmcell.core.fileio import atomic_write_bytes
 from bmcell.core.metrics import classification_report, confusion_matrix
 from bmcell.core.models import build_model, get_arch, load_pretrained
-from bmcell.core.reports import plot_curves
+from bmcell.core.run_folder import CACHE_DIR, RunState, checkpoint_meta, read_history, save_epoch, start_or_resume
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.json"
-CACHE_DIR = "cache"
 LINE_EVERY_S = 30  # seconds between plain progress lines when the output is not a terminal
 SYNC_EVERY = 10  # optimizer steps between reading the loss back from the device (each read waits for the GPU)
-
-
-def make_loader(dataset: Dataset, batch_size: int, workers: int, sampler=None, train: bool = False) -> DataLoader:
-    """A DataLoader; training batches drop a ragged tail so batch norm never sees a single image."""
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
-                      pin_memory=torch.cuda.is_available(),
-                      drop_last=train and len(sampler if sampler is not None else dataset) > batch_size)
-
-
-def resolve_data_path(spec: str) -> str:
-    """'loader' or 'device' for a data_path setting; 'auto' picks the device path (see TrainConfig.data_path)."""
-    return "device" if spec == "auto" else spec
-
-
-@dataclass
-class EpochBatches:
-    """One process's training and validation batches, built once; train(epoch) reshuffles."""
-
-    sampler: EpochSampler
-    batch_size: int
-    make_train: Callable[[], Iterable]
-    make_val: Callable[[], Iterable]
-
-    def train(self, epoch: int) -> Iterable:
-        """This epoch's training batches (images, targets), with a length."""
-        self.sampler.set_epoch(epoch)
-        return self.make_train()
-
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps in one epoch (a ragged last batch is dropped)."""
-        return max(1, len(self.sampler) // self.batch_size)
-
-
-def per_rank_batch(batch_size: int, world_size: int) -> int:
-    """Each process's share of the (global) batch size."""
-    if batch_size % world_size:
-        raise ConfigError(f"--batch-size {batch_size} is the global batch and must divide evenly over "
-                          f"{world_size} processes; use a multiple of {world_size}")
-    return batch_size // world_size
-
-
-def make_batches(config: TrainConfig, data: PreparedData, device: torch.device, dist: Dist = Dist(),
-                 cache_dir: Path | None = None) -> EpochBatches:
-    """The data path config.data_path names: DataLoader workers decoding and augmenting each image ('loader'), or
-    images decoded once into cache_dir and augmented a batch at a time on the device ('device'). Validation images
-    are dealt out over the processes."""
-    arch = get_arch(config.arch)
-    batch = per_rank_batch(config.batch_size, dist.world_size)
-    train_targets = [data.classes.index(r.label) for r in data.train]
-    sources = record_sources(data.root, [r.path for r in data.train]) if config.balance_sources else None
-    sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size, sources)
-    val_records = data.val[dist.rank::dist.world_size]
-    if resolve_data_path(config.data_path) == "device":
-        work = working_size(config.image_size)
-        train = DeviceBatches(ImageStore(decoded_images(data.root, data.train, work, cache_dir), device), train_targets,
-                              batch, arch.mean, arch.std, sampler,
-                              (config.image_size, AUGMENTATIONS[config.augment]))
-        val = DeviceBatches(ImageStore(decoded_images(data.root, val_records, config.image_size, cache_dir), device),
-                            [data.classes.index(r.label) for r in val_records], batch, arch.mean, arch.std)
-        return EpochBatches(sampler, batch, lambda: train, lambda: val)
-    workers = config.workers if config.workers is not None else min(8, os.cpu_count() or 1)
-    train_set = CellImageDataset(data.root, data.train, data.classes,
-                                 train_transform(config.image_size, arch.mean, arch.std, config.augment))
-    val_set = CellImageDataset(data.root, val_records, data.classes,
-                               eval_transform(config.image_size, arch.mean, arch.std))
-    return EpochBatches(sampler, batch, lambda: make_loader(train_set, batch, workers, sampler, train=True),
-                        lambda: make_loader(val_set, batch, workers))
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -237,73 +156,13 @@ def evaluate_logits(logits: np.ndarray, targets: np.ndarray, classes: list[str])
     return {"loss": loss, **report}
 
 
-@dataclass
-class RunState:
-    """What the loop needs to continue: finished epochs, optimizer steps and the best score so far."""
-
-    epoch: int = 0
-    step: int = 0
-    best_macro_f1: float = -1.0
-    best_epoch: int = 0
-
-
-def _read_history(run_dir: Path, up_to_epoch: int) -> list[dict]:
-    """Metrics of finished epochs, dropping any line written after the resumed checkpoint."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return []
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [row for row in rows if row["epoch"] <= up_to_epoch]
-
-
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    """Rewrite metrics.jsonl atomically and redraw the curves."""
-    atomic_write_bytes(run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in history).encode())
-    plot_curves(history, run_dir / "curves.png")
-
-
-def _checkpoint_meta(config: TrainConfig, data: PreparedData, epoch: int, report: dict, state: RunState,
-                     confidence: Confidence) -> dict:
-    """Metadata stored beside the weights: everything needed to rebuild, preprocess and audit the model."""
-    arch = get_arch(config.arch)
-    return {
-        "arch": config.arch, "classes": data.classes, "num_classes": len(data.classes),
-        "image_size": config.image_size, "mean": list(arch.mean), "std": list(arch.std),
-        "input_norm": config.input_norm, "confidence": confidence.to_dict(),
-        "preprocessing": {"resize": "shorter side to image_size, bilinear, antialiased", "crop": "centre, square",
-                          "scale": "uint8 / 255 to [0, 1]", "normalize": "(x - mean) / std", "channels": "RGB"},
-        "label_map": data.label_map.to_dict(), "data": str(data.root),
-        "split": {"file": "split.json", "sha256": data.split_sha256, "train": len(data.train), "val": len(data.val)},
-        "config": config.to_dict(), "epoch": epoch, "best_epoch": state.best_epoch,
-        "metrics": {k: v for k, v in report.items() if k != "loss"} | {"val_loss": report["loss"]},
-    }
-
-
-def _start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], None]) -> tuple[PreparedData, bool]:
-    """Prepare a new run folder, or reopen an existing one; returns the data and whether an epoch can be resumed."""
-    run_dir = Path(config.out)
-    started = (run_dir / CONFIG_FILE).is_file() and (run_dir / SPLIT_FILE).is_file()
-    if resume and not started:
-        raise CheckpointError(f"--resume: {run_dir} holds no started run (config.json and split.json); "
-                              "start without --resume")
-    if not resume and (run_dir / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    if resume:
-        return load_prepared(Path(config.data), run_dir), (run_dir / RESUME_FILE).is_file()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(Path(config.data), resolve_label_map(config.label_map), run_dir, config.seed,
-                        config.val_fraction, config.strict, warn, Path(config.split) if config.split else None)
-    save_config(config, run_dir / CONFIG_FILE)
-    return data, False
-
-
 def fit(config: TrainConfig, resume: bool = False, console: Console | None = None, dist: Dist = Dist()) -> Path:
     """Train (or continue training) per config; writes last/best checkpoints, metrics and curves; returns best.json.
     Under torchrun every process trains its share (DDP) and rank 0 alone prints and writes."""
     console = console or Console(soft_wrap=True)
     run_dir = Path(config.out)
     with dist.main_first():  # rank 0 makes the split; the others then read it back
-        data, from_state = _start_or_resume(config, resume or not dist.is_main,
+        data, from_state = start_or_resume(config, resume or not dist.is_main,
                                             lambda m: console.print(f"[yellow]warning:[/] {m}"))
     device = select_device(config.device)
     if dist.enabled:
@@ -319,7 +178,7 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
     state = RunState(**load_resume_state(run_dir, model, optimizer)) if from_state else RunState()
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
-    history = _read_history(run_dir, state.epoch)
+    history = read_history(run_dir, state.epoch)
 
     with dist.main_first():  # the decoded-image cache is written once
         batches = make_batches(config, data, device, dist, run_dir / CACHE_DIR)
@@ -359,8 +218,8 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
             state.best_macro_f1, state.best_epoch = report["macro_f1"], epoch
         if dist.is_main:
             confidence = fit_confidence(logits, targets, config.coverage, "validation split")
-            _save_epoch(run_dir, model, optimizer, state, history, is_best,
-                        _checkpoint_meta(config, data, epoch, report, state, confidence))
+            save_epoch(run_dir, model, optimizer, state, history, is_best,
+                        checkpoint_meta(config, data, epoch, report, state, confidence))
         console.print(f"epoch {epoch}/{config.epochs}  loss {train['train_loss']:.4f}  "
                       f"train acc {train['train_accuracy']:.3f}  val loss {report['loss']:.4f}  "
                       f"val acc {report['accuracy']:.3f}  bal acc {report['balanced_accuracy']:.3f}  "
@@ -368,13 +227,3 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
                       + ("  [green]best[/]" if is_best else ""))
     dist.barrier()  # the others leave once rank 0 has written the last epoch
     return run_dir / "best.json"
-
-
-def _save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: RunState,
-                history: list[dict], is_best: bool, meta: dict) -> None:
-    """Write the best (when it is) and last checkpoints, the metrics and curves, then the resume state."""
-    if is_best:
-        save_checkpoint(run_dir, "best", model, meta)
-    save_checkpoint(run_dir, "last", model, meta)
-    _write_history(run_dir, history)
-    save_resume_state(run_dir, model, optimizer, state.__dict__)

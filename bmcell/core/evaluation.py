@@ -10,13 +10,14 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from bmcell.core.batches import make_loader
 from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.data.dataset import CellImageDataset
 from bmcell.core.data.folder import DatasetError, ImageRecord
 from bmcell.core.data.label_maps import LabelMap
 from bmcell.core.data.prepare import load_prepared, scan_folder
 from bmcell.core.data.transforms import eval_transform
-from bmcell.core.engine import evaluate_logits, make_loader, predict_logits
+from bmcell.core.engine import evaluate_logits, predict_logits
 from bmcell.core.fileio import atomic_write_json
 from bmcell.core.reports import markdown_report, plot_confusion, write_confusion_csv
 

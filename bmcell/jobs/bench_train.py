@@ -10,10 +10,11 @@ from pathlib import Path
 
 import torch
 
+from bmcell.core.batches import EpochBatches, make_batches
 from bmcell.core.config import TrainConfig
 from bmcell.core.data.prepare import PreparedData
 from bmcell.core.device import select_device
-from bmcell.core.engine import EpochBatches, make_batches, make_optimizer, train_step
+from bmcell.core.engine import make_optimizer, train_step
 from bmcell.core.models import build_model
 
 PATHS = ("loader", "device")
