@@ -16,6 +16,10 @@ from export.parity import PARITY_JSON
 BUNDLE = "bmcell_model"
 PLACEHOLDER = "README.md"  # the committed note in an app's empty bundle folder; kept when a model is installed
 PRECISIONS = ("auto", "int8", "float")
+MODEL_CARD = "MODEL_CARD.md"
+# What the apps show beside a class name that a user may not know (the PBC dataset's abbreviations).
+CLASS_NAMES = {"ig": "immature granulocytes (promyelocytes, myelocytes, metamyelocytes)",
+               "erythroblast": "erythroblast (nucleated red cell precursor)", "platelet": "platelet (thrombocyte)"}
 
 
 @dataclass(frozen=True)
@@ -56,13 +60,25 @@ def check_app(kind: str, app_dir: Path, precision: str) -> App:
     return app
 
 
-def passed_parity(export_dir: Path, name: str) -> bool:
-    """True when the export folder's parity report ran the artefact and it passed."""
+def parity_row(export_dir: Path, name: str) -> dict | None:
+    """The artefact's row of the export folder's parity report (None without a report or a row)."""
     path = export_dir / PARITY_JSON
     if not path.is_file():
-        return False
+        return None
     rows = json.loads(path.read_text(encoding="utf-8"))["artefacts"]
-    return any(row["name"] == name and row["status"] == "pass" for row in rows)
+    return next((row for row in rows if row["name"] == name), None)
+
+
+def passed_parity(export_dir: Path, name: str) -> bool:
+    """True when the export folder's parity report ran the artefact and it passed."""
+    row = parity_row(export_dir, name)
+    return row is not None and row["status"] == "pass"
+
+
+def model_card_source(manifest: dict) -> Path | None:
+    """The released model's MODEL_CARD.md beside the source checkpoint, when there is one."""
+    card = Path(manifest["source_checkpoint"]["path"]).parent / MODEL_CARD
+    return card if card.is_file() else None
 
 
 def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) -> dict:
@@ -79,14 +95,24 @@ def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) 
     return entries[wanted]
 
 
-def app_model_json(manifest: dict, entry: dict, app: App) -> dict:
-    """model.json: what the app needs to run the artefact, including the preprocessing contract."""
+def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> dict:
+    """model.json: what the app needs to run the artefact (the preprocessing contract included) and what it shows
+    the user about the model: its name, version, measured accuracy and model card."""
     size = manifest["image_size"]
+    source = manifest["source_checkpoint"]
+    parity = parity_row(export_dir, entry["name"]) or {}
     return {"name": entry["name"], "file": app.file, "sha256": entry["sha256"], "bytes": entry["bytes"],
             "classes": manifest["classes"], "image_size": size, "input": entry["input"],
+            "output": entry.get("output", {}).get("name", "logits"),
             "preprocessing": preprocessing_contract(size), "confidence": manifest.get("confidence"),
-            "source_weights_sha256": manifest["source_checkpoint"]["weights_sha256"],
-            "bmcell_version": bmcell.__version__}
+            "source_weights_sha256": source["weights_sha256"], "bmcell_version": bmcell.__version__,
+            "model": {"name": Path(source["path"]).parent.name, "arch": manifest["arch"],
+                      "precision": entry["precision"], "epoch": source.get("epoch"),
+                      "val_accuracy": source["metrics"].get("accuracy"),
+                      "artefact_val_accuracy": parity.get("val_accuracy"),
+                      "parity": parity.get("status", "not checked"),
+                      "model_card": MODEL_CARD if model_card_source(manifest) else None,
+                      "class_names": CLASS_NAMES}}
 
 
 def _copy(source: Path, destination: Path) -> None:
@@ -110,8 +136,11 @@ def install_bundle(export_dir: Path, kind: str, app_dir: Path, precision: str = 
     with staged_folder(bundle, replace=True) as staging:
         _copy(source, staging / app.file)
         shutil.copy2(export_dir / MANIFEST, staging / MANIFEST)
-        (staging / "model.json").write_text(json.dumps(app_model_json(manifest, entry, app), indent=2) + "\n",
-                                            encoding="utf-8")
+        (staging / "model.json").write_text(json.dumps(app_model_json(manifest, entry, app, export_dir), indent=2)
+                                            + "\n", encoding="utf-8")
+        card = model_card_source(manifest)
+        if card is not None:
+            shutil.copy2(card, staging / MODEL_CARD)
         if (bundle / PLACEHOLDER).is_file():  # the committed note saying how to install a model stays
             shutil.copy2(bundle / PLACEHOLDER, staging / PLACEHOLDER)
     return bundle

@@ -65,7 +65,7 @@ def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list
     return {"name": fmt.name, "file": path.name, "family": fmt.family, "precision": fmt.precision,
             "runtime": fmt.runtime, "bytes": size_bytes(path), "sha256": sha256_path(path),
             "input": input_contract(fmt, image_size),
-            "output": {"name": "logits", "shape": [1, len(classes)], "classes": classes},
+            "output": {"name": fmt.output_kind, "shape": [1, len(classes)], "classes": classes},
             "export_seconds": round(seconds, 2)}
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from bmcell.core.confidence import softmax
 from bmcell.core.fileio import atomic_write_json
 from bmcell.core.reports import markdown_cell
 from export.formats import FORMATS
-from export.formats.base import Runner
+from export.formats.base import ExportFormat, Runner
 from export.golden import read_golden
 from export.manifest import ManifestError, read_manifest, verify_artefact
 
@@ -96,15 +97,24 @@ def judge(precision: str, numbers: dict) -> list[str]:
     return failures
 
 
-def structure_failures(entry: dict, declared: dict, classes: list[str], image_size: int) -> list[str]:
-    """Checks of what an artefact declares (labels, input size) when it cannot be run here."""
+def structure_failures(fmt: ExportFormat, declared: dict, classes: list[str], image_size: int) -> list[str]:
+    """Checks of what an artefact declares (labels, input size, logits or probabilities) when it cannot be run here."""
     failures = []
+    if declared.get("output_kind", fmt.output_kind) != fmt.output_kind:
+        failures.append(f"outputs {declared['output_kind']}, but {fmt.name} must output {fmt.output_kind}")
     if declared.get("labels") is not None and list(declared["labels"]) != classes:
         failures.append(f"embedded labels {declared['labels']} differ from the manifest's {classes}")
     size = declared.get("input_size")
     if size is not None and list(size) != [image_size, image_size]:
         failures.append(f"input size {size} differs from {image_size}x{image_size}")
     return failures
+
+
+def expected_output(fmt: ExportFormat, reference: np.ndarray, manifest: dict) -> np.ndarray:
+    """The reference in the artefact's output kind: logits, or calibrated softmax(logits / temperature)."""
+    if fmt.output_kind == "logits":
+        return reference
+    return softmax(reference, (manifest.get("confidence") or {}).get("temperature", 1.0))
 
 
 def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float] | None,
@@ -123,12 +133,12 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
             reason = fmt.cannot_run_here()
             if reason:
                 declared = fmt.inspect(path)
-                failures = structure_failures(entry, declared, manifest["classes"], manifest["image_size"])
+                failures = structure_failures(fmt, declared, manifest["classes"], manifest["image_size"])
                 row |= {"status": "fail" if failures else "not run", "reason": f"not run: {reason}",
                         "declared": declared, "failures": failures}
             else:
                 run = fmt.load(path)
-                numbers = agreement(reference, run(inputs))
+                numbers = agreement(expected_output(fmt, reference, manifest), run(inputs))
                 if validation is not None:
                     val_inputs, val_targets, reference_accuracy = validation
                     numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets)

@@ -87,7 +87,8 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
     golden_inputs = load_unit_images(data, golden_records, image_size)
     inputs = ExportInputs(model=folded_model(checkpoint), example=golden_inputs[:1],
                           calibration=load_unit_images(data, train, image_size), classes=checkpoint.classes,
-                          metadata=embedded_metadata(checkpoint))
+                          metadata=embedded_metadata(checkpoint),
+                          temperature=checkpoint.confidence.temperature if checkpoint.confidence else 1.0)
     with staged_folder(out) as staging:
         device = select_device("auto")
         golden = write_golden(staging / GOLDEN, golden_inputs, reference_logits(checkpoint, golden_inputs, device),

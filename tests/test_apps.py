@@ -23,11 +23,17 @@ def fake_export(folder: Path, names: list[str], passed: list[str] = ()) -> Path:
         path = folder / f"model-{name}.bin"
         path.write_bytes(name.encode() * 10)
         artefacts.append({"name": name, "file": path.name, "sha256": sha256_path(path), "bytes": path.stat().st_size,
-                          "input": {"name": "image", "shape": [1, 3, 64, 64]}})
+                          "input": {"name": "image", "shape": [1, 3, 64, 64]},
+                          "precision": "int8" if "int8" in name else "fp32"})
+    release = folder.parent / "models" / "cells-v1"  # a released model: its card travels with the app's bundle
+    release.mkdir(parents=True)
+    (release / "MODEL_CARD.md").write_text("# cells-v1\n")
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": CLASSES, "image_size": 64,
-                "source_checkpoint": {"weights_sha256": "ab" * 32}, "golden": {}, "artefacts": artefacts}
+                "arch": "mobilevit_xs", "golden": {}, "artefacts": artefacts,
+                "source_checkpoint": {"weights_sha256": "ab" * 32, "path": str(release / "best.json"), "epoch": 7,
+                                      "metrics": {"accuracy": 0.9, "balanced_accuracy": 0.8, "macro_f1": 0.85}}}
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    rows = [{"name": n, "status": "pass" if n in passed else "fail"} for n in names]
+    rows = [{"name": n, "status": "pass" if n in passed else "fail", "val_accuracy": 0.875} for n in names]
     (folder / "parity.json").write_text(json.dumps({"artefacts": rows}))
     return folder
 
@@ -47,7 +53,7 @@ def test_bundle_layout_and_model_json(tmp_path, kind, where, file):
     export = fake_export(tmp_path / "export", [app.float_artefact, app.int8_artefact], passed=[app.int8_artefact])
     bundle = install_bundle(export, kind, fake_app(tmp_path / "app", kind))
     assert bundle == tmp_path / "app" / where / "bmcell_model"
-    assert sorted(p.name for p in bundle.iterdir()) == sorted([file, "model.json", "manifest.json"])
+    assert sorted(p.name for p in bundle.iterdir()) == sorted([file, "model.json", "manifest.json", "MODEL_CARD.md"])
     card = json.loads((bundle / "model.json").read_text())
     manifest = json.loads((export / "manifest.json").read_text())
     entry = next(a for a in manifest["artefacts"] if a["name"] == app.int8_artefact)
@@ -56,6 +62,11 @@ def test_bundle_layout_and_model_json(tmp_path, kind, where, file):
     assert card["preprocessing"] == preprocessing_contract(64) and card["image_size"] == 64
     assert card["preprocessing"]["scale"] == 0.00392156862745098 and card["source_weights_sha256"] == "ab" * 32
     assert sha256_path(bundle / file) == entry["sha256"]
+    # What the app shows the user about the model: name, precision, measured accuracy, parity, card, class names.
+    assert card["model"] == {"name": "cells-v1", "arch": "mobilevit_xs", "precision": "int8", "epoch": 7,
+                             "val_accuracy": 0.9, "artefact_val_accuracy": 0.875, "parity": "pass",
+                             "model_card": "MODEL_CARD.md", "class_names": card["model"]["class_names"]}
+    assert "immature granulocytes" in card["model"]["class_names"]["ig"]
 
 
 def test_auto_takes_float_unless_int8_passed_parity(tmp_path):

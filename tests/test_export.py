@@ -17,7 +17,7 @@ from bmcell.core.config import TrainConfig
 from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.engine import fit
 from export.formats import FORMATS
-from export.parity import agreement, judge
+from export.parity import agreement, expected_output, judge, structure_failures
 from tests.conftest import TINY
 
 runner = CliRunner()
@@ -183,3 +183,19 @@ def test_agreement_failure_names_the_flipped_images_margins():
     assert numbers["images_within_error"] == 1  # only the 0.01 tie lies below 2x the RMS error (0.016)
     failures = judge("int8", numbers)
     assert len(failures) == 1 and "1 flipped, reference margins 0.010" in failures[0]
+
+
+def test_core_ml_is_held_to_calibrated_probabilities_and_must_declare_them():
+    """Core ML outputs softmax(logits / temperature): parity compares it with the reference's, and a package whose
+    classifier scores are still logits fails even where Core ML cannot run."""
+    logits = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]], dtype=np.float32)
+    manifest = {"confidence": {"temperature": 2.0}}
+    expected = expected_output(FORMATS["coreml-fp16"], logits, manifest)
+    scaled = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)
+    assert np.allclose(expected, scaled) and np.allclose(expected.sum(1), 1)
+    assert expected_output(FORMATS["onnx-fp32"], logits, manifest) is logits
+    declared = {"output_kind": "logits", "labels": ["a", "b", "c"], "input_size": [64, 64]}
+    assert structure_failures(FORMATS["coreml-int8"], declared, ["a", "b", "c"], 64) == [
+        "outputs logits, but coreml-int8 must output probabilities"]
+    assert not structure_failures(FORMATS["coreml-int8"], declared | {"output_kind": "probabilities"},
+                                  ["a", "b", "c"], 64)

@@ -26,6 +26,7 @@ SIZE = 64
 CLASSES = ["lymphocyte", "neutrophil", "monocyte"]
 METADATA = {"description": "bmcell test classifier", "image_size": str(SIZE), "license": "Apache-2.0",
             "bmcell_version": "9.9.9", "mean": "[0.1, 0.2, 0.3]", "std": "[0.9, 0.8, 0.7]"}
+TEMPERATURE = 1.5
 NAMES = ["coreml-fp16", "coreml-int8"]  # each export takes about 15 s on 2 cores: tests that need one are slow
 on_macos = sys.platform == "darwin"
 
@@ -44,7 +45,8 @@ def inputs(images) -> ExportInputs:
     torch.manual_seed(0)
     model = NormalizedClassifier(build_model("mobilevit_xxs", len(CLASSES)).eval(), [0.1, 0.2, 0.3],
                                  [0.9, 0.8, 0.7]).eval()
-    return ExportInputs(model=model, example=images[:1], calibration=images, classes=CLASSES, metadata=METADATA)
+    return ExportInputs(model=model, example=images[:1], calibration=images, classes=CLASSES, metadata=METADATA,
+                        temperature=TEMPERATURE)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +92,10 @@ def test_spec_declares_image_input_labels_and_metadata(artefact, name):
     assert (declared["description"], declared["license"], declared["version"], declared["author"]) == (
         METADATA["description"], METADATA["license"], METADATA["bmcell_version"], "bmcell")
     assert declared["ops"]["classify"] == 1 and declared["ops"]["conv"] > 0
+    # Every Core ML consumer reads real probabilities: the classifier's scores come out of a softmax (at the
+    # calibrated temperature), and the spec says so.
+    assert declared["output_kind"] == "probabilities"
+    assert "softmax(logits / 1.5)" in declared["output_description"]["classLabel_probs"]
 
 
 @pytest.mark.slow
@@ -111,9 +117,9 @@ def test_inspect_of_a_bad_package_names_the_format(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not on_macos, reason="Core ML runtime needs macOS")
 @pytest.mark.parametrize("name", NAMES)
-def test_on_macos_logits_follow_eager(artefact, inputs, images, name):
+def test_on_macos_probabilities_follow_eager(artefact, inputs, images, name):
     with torch.no_grad():
-        reference = inputs.model(images).numpy()
+        reference = torch.softmax(inputs.model(images) / TEMPERATURE, dim=1).numpy()
     out = FORMATS[name].load(artefact(name))(images.numpy())
     assert out.shape == reference.shape
-    assert np.abs(out - reference).max() / np.abs(reference).max() < 0.1
+    assert np.allclose(out.sum(1), 1, atol=1e-2) and np.abs(out - reference).max() < 0.05

@@ -230,3 +230,26 @@ def test_gitignore_keeps_models_out_and_placeholders_in():
         assert not ignored(folder / "README.md")
     assert ignored(ANDROID / "local.properties") and ignored(ANDROID / "app/build/outputs/apk/debug/app-debug.apk")
     assert ignored(IOS / "BmcellDemo.xcodeproj/project.pbxproj")
+
+
+def test_ios_reads_probabilities_keeps_stored_colour_values_and_shows_only_the_newest_result():
+    """The Core ML package outputs calibrated probabilities (model.json "output"), so the iOS app takes Vision's
+    values as they are (softmax only for older logits bundles); step 3 draws in the picture's own colour space (no
+    sRGB colour matching: grey levels and Display P3 values are kept, as PIL keeps them); a classification that
+    finishes after a newer one started is dropped; the header names the model and its measured accuracy."""
+    assert '"output": entry.get("output", {}).get("name", "logits")' in (ROOT / "export/apps.py").read_text()
+    classifier = (SWIFT / "Classifier.swift").read_text()
+    assert 'info.output == "probabilities"' in classifier and "softmax(scores, temperature:" in classifier
+    preprocessing = (SWIFT / "Preprocessing.swift").read_text()
+    step3 = preprocessing[preprocessing.index("static func onWhite"):preprocessing.index("// MARK: Step 4")]
+    assert "sRGB" not in step3 and "greyOnWhite" in step3
+    assert "image.colorSpace?.model == .monochrome" in preprocessing and "$0.model == .rgb" in preprocessing
+    view = (SWIFT / "ContentView.swift").read_text()
+    assert "guard mine == latest" in view and "ModelBundle.modelCard(info)" in view and "<0.1 %" in view
+    assert "answered.ranked.enumerated()" in view and "prefix(3)" not in view  # every class, not the top 3
+    bundle = (SWIFT / "ModelBundle.swift").read_text()
+    for key in ('"val_accuracy"', '"model_card"', '"class_names"', "case name, file, sha256, bytes, classes, "
+                "preprocessing, output, model"):
+        assert key in bundle, key
+    readme = (IOS / "README.md").read_text()
+    assert "Display P3" in readme and "calibrated probabilities" in readme

@@ -1,12 +1,16 @@
-"""The web app in headless Chromium, offline: its preprocessing against the contract vectors, its predictions against
-onnxruntime in Python, and its error message for a file that is not an image; then, with model.json's "confidence"
-block replaced, its calibrated probabilities, its "uncertain — check by eye" answer below the threshold, and its
-refusal of an unusable block."""
+"""The web app in headless Chromium: the bytes a first visit and an online reload download (the runtime and the model
+once, then nothing), the "ready offline" line, the version line and the model card; then offline: its preprocessing
+against the contract vectors, its predictions against onnxruntime in Python, every class with full names, the time
+of each classification, the centre square the model sees, a large picture overtaken by a small one (only the latest
+result shown) and its error message for a file that is not an image; then, with model.json's "confidence" block
+replaced, its calibrated probabilities, its "uncertain — check by eye" answer below the threshold, and its refusal
+of an unusable block; and a model.json without the "model" block."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,8 +29,8 @@ from tests.conftest import PBC, TINY, released_data_folder
 from tests.contract.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
-APP_FILES = ("index.html", "style.css", "app.js", "preprocess.js", "sw.js", "manifest.webmanifest", "icon.svg",
-             "package.json", "tools")
+APP_FILES = ("index.html", "style.css", "app.js", "preprocess.js", "assets.js", "sw.js", "manifest.webmanifest",
+             "icon.svg", "package.json", "tools")
 ARTIFACTS = WEB_DEMO / "tests" / "artifacts"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 RELEASED = (DEFAULT_MODEL / "best.json").is_file()
@@ -78,7 +82,7 @@ def run_browser(site: Path, job: dict) -> dict:
     try:
         url = server.stdout.readline().split(" at ")[1].split()[0]
         done = subprocess.run(["node", str(WEB_DEMO / "tests" / "browser.mjs"), json.dumps(job | {"url": url})],
-                              cwd=WEB_DEMO, capture_output=True, text=True, timeout=240)
+                              cwd=WEB_DEMO, capture_output=True, text=True, timeout=300)
     finally:
         server.terminate()
         server.wait()
@@ -117,14 +121,33 @@ def confidence_variants(bundle: Path, images: dict[str, Path], root: Path) -> tu
                 {"name": "no_confidence", "model_json": card | {"confidence": None}, "images": [str(images[sure])]}]
     variants += [{"name": name, "model_json": card | {"confidence": block}}
                  for name, (block, _) in UNUSABLE_CONFIDENCE.items()]
+    older = {key: value for key, value in card.items() if key not in ("model", "bmcell_version")}
+    variants.append({"name": "no_model_block", "model_json": older, "images": [str(images[sure])]})
     return variants, {"sure": images[sure], "unsure": images[unsure], "threshold": threshold, "tops": tops}
+
+
+def race_images(root: Path) -> dict[str, str]:
+    """A large photo (6000x4000 JPEG: about a second to decode and resize) and a small non-square picture (480x240:
+    a red and a blue band left and right of the centre square, which the model sees and the page must show)."""
+    from PIL import Image
+
+    y, x = np.mgrid[0:4000, 0:6000]
+    large = np.stack([x * 255 // 6000, y * 255 // 4000, (x + y) % 256], -1).astype(np.uint8)
+    Image.fromarray(large).save(root / "large.jpg", quality=85)
+    small = np.zeros((240, 480, 3), np.uint8)
+    small[:, :120], small[:, 360:] = (220, 30, 30), (30, 30, 220)
+    y, x = np.mgrid[0:240, 0:240]
+    small[:, 120:360] = np.stack([x, y, 255 - x], -1)
+    Image.fromarray(small).save(root / "wide.png")
+    return {"large": str(root / "large.jpg"), "small": str(root / "wide.png")}
 
 
 @pytest.fixture(scope="module")
 def browser_runs(tmp_path_factory, synthetic_data):
     """The released model (or a tiny one) in copies of web_demo, in headless Chromium: the float model on every
     reference image with the golden tensors, a non-image and a screenshot, then with model.json's confidence block
-    replaced (calibrated, null, unusable); the int8 model on the same images."""
+    replaced (calibrated, null, unusable, no "model" block); the int8 model on the same images. Both count the bytes
+    of a first visit and an online reload."""
     reason = missing_toolchain()
     if reason:
         if os.environ.get("BMCELL_REQUIRE_BROWSER"):
@@ -137,17 +160,22 @@ def browser_runs(tmp_path_factory, synthetic_data):
     bad.write_text("not a picture")
     float_site = site_with(root, "web_float", export_dir, "float")
     variants, expected = confidence_variants(float_site / "bmcell_model", images, root)
+    race = race_images(root)
     report = run_browser(float_site, {"images": [str(p) for p in images.values()], "sizes": list(SIZES),
                                       "bad": str(bad), "screenshot": str(root / "offline-phone.png"),
-                                      "variants": variants})
+                                      "race": race, "variants": variants})
     ARTIFACTS.mkdir(exist_ok=True)
     shutil.copy(root / "offline-phone.png", ARTIFACTS / "offline-phone.png")
     shutil.copy(root / "uncertain-phone.png", ARTIFACTS / "uncertain-phone.png")
     int8_site = site_with(root, "web_int8", export_dir, "int8")
-    int8_report = run_browser(int8_site, {"images": [str(p) for p in images.values()], "sizes": []})
+    int8_report = run_browser(int8_site, {"images": [str(p) for p in images.values()], "sizes": [],
+                                          "swap_model": {"site": str(int8_site),
+                                                         "bundle": str(float_site / "bmcell_model")}})
     return {"float": (report, images, float_site / "bmcell_model"),
             "int8": (int8_report, images, int8_site / "bmcell_model"),
-            "confidence": (report["variants"], expected, float_site / "bmcell_model")}
+            "confidence": (report["variants"], expected, float_site / "bmcell_model"),
+            "race": (report["race"], race, float_site / "bmcell_model"),
+            "sites": {"float": (report, float_site), "int8": (int8_report, int8_site)}}
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +224,11 @@ def check_images(browser_run, prefix: str) -> list[float]:
 
 def test_web_demo_works_offline_and_matches_python(browser_run):
     report, _, bundle = browser_run
-    assert report["cached"] >= 15 and report["offline_model"] == "onnx-fp32"
+    card = json.loads((bundle / "model.json").read_text())
+    cached = set(report["cached"])
+    assert {"/", "/index.html", "/app.js", "/preprocess.js", "/assets.js", "/bmcell_model/model.json"} <= cached
+    assert f"/bmcell_model/model.onnx?v={card['sha256'][:16]}" in cached
+    assert report["offline_model"] == "onnx-fp32"
     assert max(check_images(browser_run, "generated/")) == 0
     assert "not an image" in report["bad"]["error"]
     assert (ARTIFACTS / "offline-phone.png").stat().st_size > 10_000
@@ -210,7 +242,7 @@ def test_web_demo_answers_above_the_threshold_and_is_uncertain_below(browser_run
     variants, expected, bundle = browser_runs["confidence"]
     calibrated = variants["calibrated"]
     assert calibrated["error"] is None
-    assert "calibrated (temperature 1.5)" in calibrated["page"]["model"]
+    assert "calibrated (temperature 1.5)" in calibrated["page"]["details"]
     assert f"{100 * expected['threshold']:.1f} %" in calibrated["page"]["note"]
     for path in (expected["sure"], expected["unsure"]):
         answer = calibrated["images"][str(path)]
@@ -287,3 +319,136 @@ def test_int8_model_in_the_browser_matches_python(browser_runs):
         second, first = np.sort(expected)[-2:]
         if first - second > 2 * INT8_PROBABILITY_TOLERANCE:  # a near-tie may flip within the tolerance
             assert int(np.argmax(answer["probabilities"])) == int(expected.argmax()), path
+
+
+def runtime_and_model_bytes(site: Path) -> dict[str, int]:
+    """URL path -> size of onnxruntime-web's files (vendor/ort.json) and of the installed model."""
+    runtime = json.loads((site / "vendor" / "ort.json").read_text())["files"]
+    sizes = {f"/vendor/{name}": facts["bytes"] for name, facts in runtime.items()}
+    card = json.loads((site / "bmcell_model" / "model.json").read_text())
+    sizes[f"/bmcell_model/{card['file']}"] = (site / "bmcell_model" / card["file"]).stat().st_size
+    return sizes
+
+
+@pytest.mark.parametrize("precision", ["float", "int8"])
+def test_web_demo_downloads_runtime_and_model_once(browser_runs, precision):
+    """Bytes sent by the server (counted by a proxy, the service worker's requests included): a first visit
+    downloads the runtime and the model once (at most 1.2 x their size, the small app shell included), and says
+    "ready offline"; an online reload downloads neither: the page gets them from the service worker's cache."""
+    report, site = browser_runs["sites"][precision]
+    sizes = runtime_and_model_bytes(site)
+    first, reload = report["bytes"]["first"], report["bytes"]["reload"]
+    for path, size in sizes.items():
+        assert first[path]["bytes"] == size and first[path]["requests"] == 1, (path, first[path], size)
+    first_total = sum(entry["bytes"] for entry in first.values())
+    assert first_total <= 1.2 * sum(sizes.values()), first
+    assert all(reload.get(path, {"bytes": 0})["bytes"] == 0 for path in sizes), reload
+    assert sum(entry["bytes"] for entry in reload.values()) <= 100_000, reload
+    served = {entry["url"]: entry["fromServiceWorker"] for entry in report["reload_responses"]}
+    assert all(served[path] for path in sizes), served
+    assert report["offline_first"].startswith("✓ Ready offline") and report["offline_reload"].startswith("✓ Ready")
+    print(f"{precision}: first visit {first_total:,} bytes (runtime + model {sum(sizes.values()):,}); "
+          f"reload {sum(entry['bytes'] for entry in reload.values()):,} bytes")
+
+
+def test_web_demo_names_the_release_and_links_its_model_card(browser_run):
+    """The header: "Model NAME (PRECISION) · bmcell VERSION · X % on its validation images · model card", the card
+    readable offline; the sha256 check and the other technical facts under "Model details"."""
+    report, _, bundle = browser_run
+    card = json.loads((bundle / "model.json").read_text())
+    model = card["model"]
+    page = report["offline_page"]
+    expected = f"Model {model['name']} ({model['precision']}) · bmcell {card['bmcell_version']}"
+    accuracy = model["artefact_val_accuracy"] or model["val_accuracy"]
+    if accuracy is not None:
+        expected += f" · {100 * accuracy:.1f} % on its validation images"
+    if model["model_card"]:
+        expected += " · model card"
+        assert page["card_link"].endswith(f"/bmcell_model/{model['model_card']}")
+        assert report["model_card"]["text"] == (bundle / model["model_card"]).read_text(encoding="utf-8")
+        assert f"/bmcell_model/{model['model_card']}" in report["cached"]
+    else:
+        assert page["card_link"] is None
+    assert page["model"] == expected, page["model"]
+    assert "sha256" not in page["model"]
+    assert f"sha256 {card['sha256'][:12]}… verified" in page["details"]
+    assert "onnxruntime-web" in page["details"] and card["name"] in page["details"]
+
+
+def test_web_demo_without_the_model_block_still_runs(browser_runs):
+    """A model.json from an older export (no "model" block, no bmcell_version): the file name as the version line,
+    plain class labels, no card link."""
+    variants, expected, _ = browser_runs["confidence"]
+    older = variants["no_model_block"]
+    assert older["error"] is None
+    assert older["page"]["model"] == "Model onnx-fp32" and older["page"]["card_link"] is None
+    answer = older["images"][str(expected["sure"])]
+    assert "error" not in answer and answer["page"]["answer"].startswith(answer["top"][0]["label"])
+
+
+def test_web_demo_lists_every_class_with_full_names_and_times_each_run(browser_run):
+    """Every class, most probable first, abbreviations with their full names, tiny probabilities as "<0.1 %"; the
+    time of the classification; a gallery picker without `capture` and a separate camera button with it."""
+    report, images, bundle = browser_run
+    card = json.loads((bundle / "model.json").read_text())
+    names = card["model"]["class_names"]
+    for path in images.values():
+        answer = report["images"][str(path)]
+        lines = [line for line in answer["page"]["top"].splitlines() if line.strip()]
+        assert len(lines) == len(card["classes"]), lines
+        for line, entry in zip(lines, answer["top"]):
+            label, p = entry["label"], entry["probability"]
+            assert line.startswith(label), (line, label)
+            if label in names:
+                assert names[label] in line, line
+            shown = line.rsplit(" ", 2)[-2]
+            if 100 * p < 0.05:
+                assert shown == "<0.1", line
+            else:
+                assert abs(float(shown) - 100 * p) <= 0.05 + 1e-9, line
+        assert answer["top"] == sorted(answer["top"], key=lambda entry: -entry["probability"])
+        assert re.fullmatch(r"Classified in \d+ ms on this device \(reading the picture \d+ ms, resizing \d+ ms, "
+                            r"model \d+ ms\)\.", answer["page"]["timing"]), answer["page"]["timing"]
+        assert answer["timing"]["model_ms"] > 0 and answer["timing"]["total_ms"] >= answer["timing"]["model_ms"]
+    inputs = {entry["id"]: entry for entry in report["page"]["inputs"]}
+    assert inputs["file"]["capture"] is None and inputs["camera"]["capture"] == "environment"
+
+
+def test_web_demo_shows_only_the_latest_pictures_result(browser_runs):
+    """A large picture chosen, then at once a small one: the large one's run ends last and is dropped; the page shows
+    the small one's answer and crop."""
+    race, files, bundle = browser_runs["race"]
+    outcomes = {entry["file"]: entry["outcome"] for entry in race["runs"]}
+    assert outcomes == {"large.jpg": "dropped", "wide.png": "shown"}, race["runs"]
+    assert race["last"]["file"] == "wide.png" and race["page"]["caption"].startswith("wide.png:")
+    expected = python_probabilities(bundle, Path(files["small"]))
+    np.testing.assert_allclose(race["last"]["probabilities"], expected, atol=1e-4)
+
+
+def test_web_demo_shows_the_centre_square_the_model_sees(browser_runs):
+    """The preview of a 480x240 picture is its centre square as the model gets it: a square canvas of the model's
+    input size whose pixels are Python's resize + centre crop, shown square on screen; the caption says so."""
+    race, files, bundle = browser_runs["race"]
+    size = json.loads((bundle / "model.json").read_text())["image_size"]
+    preview = race["preview"]
+    assert preview["width"] == preview["height"] == size and preview["visible"]
+    assert abs(preview["shown"]["width"] - preview["shown"]["height"]) < 1, preview["shown"]
+    shown = np.array(preview["chw"], dtype=np.uint8).reshape(3, size, size)
+    assert np.array_equal(shown, python_unit_bytes(Path(files["small"]), size))
+    assert "centre 240 × 240 px square of the 480 × 240 px picture" in race["page"]["caption"]
+
+
+def test_web_demo_picks_up_a_newly_installed_model_online(browser_runs):
+    """With the int8 app cached, the float model installed in its place: the next online reload uses it, downloads
+    it once and not the runtime again, is ready offline again, and keeps only the new model in the cache."""
+    report, site = browser_runs["sites"]["int8"]
+    _, float_site = browser_runs["sites"]["float"]
+    swap = report["swap_model"]
+    assert swap["model"] == "onnx-fp32" and swap["offline"].startswith("✓ Ready offline")
+    sizes = runtime_and_model_bytes(float_site)
+    model_path = next(path for path in sizes if path.startswith("/bmcell_model/"))
+    assert swap["bytes"][model_path]["bytes"] == sizes[model_path], swap["bytes"]
+    assert all(swap["bytes"].get(path, {"bytes": 0})["bytes"] == 0 for path in sizes if path != model_path)
+    card = json.loads((float_site / "bmcell_model" / "model.json").read_text())
+    models = [url for url in swap["cached"] if url.startswith(model_path)]
+    assert models == [f"{model_path}?v={card['sha256'][:16]}"], swap["cached"]

@@ -31,6 +31,7 @@ class ExportInputs:
     classes: the class names in output order.
     metadata: flat str → str metadata to embed where the format allows (classes as JSON, mean, std, image size,
         preprocessing, source checkpoint sha256, bmcell version, licence, description).
+    temperature: the calibrated temperature; formats whose output is probabilities give softmax(logits / it).
     """
 
     model: nn.Module
@@ -38,6 +39,7 @@ class ExportInputs:
     calibration: torch.Tensor
     classes: list[str]
     metadata: dict[str, str]
+    temperature: float = 1.0
 
 
 class ExportFormat(ABC):
@@ -49,6 +51,7 @@ class ExportFormat(ABC):
     suffix: ClassVar[str]  # ".pte", ".onnx", ".mlpackage" (a folder)...
     runtime: ClassVar[str]  # what executes it on a device, for the manifest and the benchmark table
     input_kind: ClassVar[str] = "tensor"  # "tensor": 1x3xHxW float32 in [0, 1]; "image": an RGB picture of HxW
+    output_kind: ClassVar[str] = "logits"  # or "probabilities": calibrated softmax(logits / temperature) inside
 
     def filename(self) -> str:
         """The artefact's file (or folder) name."""

@@ -1,5 +1,6 @@
-"""Core ML ML Programs (.mlpackage folders) for iOS and macOS: an RGB image in, the class label and per-class logits
-out; fp16 compute, and the same with int8 per-channel weights."""
+"""Core ML ML Programs (.mlpackage folders) for iOS and macOS: an RGB image in, the class label and per-class
+calibrated probabilities out (softmax of logits / temperature inside the model, so every Core ML consumer — Vision,
+Xcode's preview, a user's own app — reads real probabilities); fp16 compute, and the same with int8 weights."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 IMAGE = "image"
 LABEL = "classLabel"  # coremltools' classifier outputs: the top label, and a label -> score dictionary
 SCORES = "classLabel_probs"
+OUTPUT_NOTE = "calibrated probability of every class: softmax(logits / {:.4g}), summing to 1"
 # MIL ops that turn stored low-bit weights into fp16 at load time (iOS16 and iOS18 opsets).
 QUANTIZED_WEIGHT_OPS = frozenset({"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"})
 
@@ -29,7 +31,8 @@ def _convert(inputs: ExportInputs) -> ct.models.MLModel:
     Core ML scales by 1/255 into the [0, 1] tensor the model takes."""
     import coremltools as ct
 
-    program = torch.export.export(inputs.model, (inputs.example,)).run_decompositions({})
+    model = torch.nn.Sequential(inputs.model, Calibrated(inputs.temperature)).eval()
+    program = torch.export.export(model, (inputs.example,)).run_decompositions({})
     image = ct.ImageType(name=IMAGE, shape=tuple(inputs.example.shape), scale=1 / 255.0,
                          color_layout=ct.colorlayout.RGB)
     return ct.convert(program, inputs=[image], classifier_config=ct.ClassifierConfig(list(inputs.classes)),
@@ -37,9 +40,22 @@ def _convert(inputs: ExportInputs) -> ct.models.MLModel:
                       minimum_deployment_target=ct.target.iOS16)
 
 
+class Calibrated(torch.nn.Module):
+    """softmax(logits / temperature) over the classes: the calibrated probabilities the apps' threshold applies to."""
+
+    def __init__(self, temperature: float) -> None:
+        super().__init__()
+        self.temperature = float(temperature)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities, one row per image."""
+        return torch.softmax(logits / self.temperature, dim=1)
+
+
 def _describe(model: ct.models.MLModel, inputs: ExportInputs) -> None:
     """Embed the metadata: description, version, licence, author, every metadata entry, and feature descriptions."""
-    metadata = inputs.metadata | {"classes": json.dumps(inputs.classes)}
+    metadata = inputs.metadata | {"classes": json.dumps(inputs.classes),
+                                  "output": OUTPUT_NOTE.format(inputs.temperature)}
     model.short_description = metadata.get("description", "bmcell classifier")
     model.version = metadata.get("bmcell_version", "")
     model.license = metadata.get("license", "")
@@ -48,7 +64,7 @@ def _describe(model: ct.models.MLModel, inputs: ExportInputs) -> None:
     height, width = inputs.example.shape[-2:]
     model.input_description[IMAGE] = f"RGB image, {width}x{height} (resize the shorter side, centre-crop)"
     model.output_description[LABEL] = "the most likely class"
-    model.output_description[SCORES] = "logits of every class (not softmaxed; softmax gives probabilities)"
+    model.output_description[SCORES] = OUTPUT_NOTE.format(inputs.temperature)
 
 
 def _program_ops(spec: ct.proto.Model_pb2.Model) -> Counter[str]:
@@ -67,13 +83,28 @@ def _labels(spec: ct.proto.Model_pb2.Model) -> list[str] | None:
     return [value.immediateValue.tensor.strings.values[0] for value in values]
 
 
+def _output_kind(spec: ct.proto.Model_pb2.Model) -> str:
+    """'probabilities' when the classify op's scores come from a softmax (through casts only), else 'logits'."""
+    main = spec.mlProgram.functions["main"]
+    operations = main.block_specializations[main.opset].operations
+    producer = {output.name: op for op in operations for output in op.outputs}
+    classify = next((op for op in operations if op.type == "classify"), None)
+    if classify is None:
+        return "logits"
+    op = producer.get(classify.inputs["probabilities"].arguments[0].name)
+    while op is not None and op.type == "cast":
+        op = producer.get(op.inputs["x"].arguments[0].name)
+    return "probabilities" if op is not None and op.type == "softmax" else "logits"
+
+
 class CoreMLFormat(ExportFormat):
-    """An .mlpackage: input "image" (RGB, HxW), outputs "classLabel" and "classLabel_probs" (label -> logit)."""
+    """An .mlpackage: input "image" (RGB, HxW), outputs "classLabel" and "classLabel_probs" (label -> probability)."""
 
     family = "coreml"
     suffix = ".mlpackage"
     runtime = "Core ML (iOS/macOS)"
     input_kind = "image"
+    output_kind = "probabilities"
 
     def export(self, inputs: ExportInputs, path: Path) -> None:
         """Convert, compress at this precision, embed the metadata, save the package."""
@@ -131,6 +162,8 @@ class CoreMLFormat(ExportFormat):
             "description": meta.shortDescription, "version": meta.versionString, "license": meta.license,
             "author": meta.author, "metadata": dict(meta.userDefined),
             "quantized_weights": sum(ops[op] for op in QUANTIZED_WEIGHT_OPS),
+            "output_kind": _output_kind(spec),
+            "output_description": {output.name: output.shortDescription for output in spec.description.output},
             "ops": dict(ops),
         }
 

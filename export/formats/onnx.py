@@ -30,16 +30,33 @@ FLOAT_OP_TYPES = frozenset({"Softmax", "LayerNormalization"})
 CONVERSION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 INTEGER_TYPES = frozenset({"uint8", "int8"})
 CALIBRATION_PERCENTILE = 99.999  # activation ranges keep this share of calibration values; outliers clip
+# The calibrator keeps every intermediate tensor of the images it is given before it histograms them (about 250 MB
+# per image for MobileViT-XS at 256 px), so images go to it a few at a time: the histograms accumulate across chunks.
+MAX_CALIBRATION_CHUNK = 8
+
+
+def calibration_chunk(count: int) -> int:
+    """The largest chunk size up to MAX_CALIBRATION_CHUNK that divides count (ORT needs equal strides)."""
+    return max(size for size in range(1, MAX_CALIBRATION_CHUNK + 1) if count % size == 0)
 
 
 class _CalibrationImages:
-    """Feeds quantize_static every calibration image, one batch-1 input at a time (a CalibrationDataReader)."""
+    """Feeds quantize_static the calibration images, one batch-1 input at a time, over the range ORT sets for each
+    chunk (a CalibrationDataReader with set_range, for CalibStridedMinMax)."""
 
     def __init__(self, images: np.ndarray) -> None:
-        self._images = iter(images)
+        self._all = images
+        self.set_range(0, len(images))
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        """Give the images [start_index, end_index) next."""
+        self._images = iter(self._all[start_index:end_index])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        """The next image as the model's input feed, or None when all were given."""
+        """The next image as the model's input feed, or None when this range is done."""
         image = next(self._images, None)
         return None if image is None else {INPUT: np.ascontiguousarray(image[None], dtype=np.float32)}
 
@@ -99,7 +116,8 @@ def _export_int8(inputs: ExportInputs, path: Path) -> None:
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
                             per_channel=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))),
                             calibrate_method=CalibrationMethod.Percentile,
-                            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE})
+                            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE,
+                                           "CalibStridedMinMax": calibration_chunk(len(inputs.calibration))})
     _embed_metadata(path, inputs)
 
 

@@ -2,7 +2,7 @@ import CoreML
 import Foundation
 import Vision
 
-/// One class and its softmax probability (calibrated when model.json has a temperature).
+/// One class and its probability (calibrated when model.json has a temperature).
 struct Prediction: Identifiable {
     let label: String
     let probability: Double
@@ -19,7 +19,10 @@ struct Answer {
 }
 
 /// The bundled Core ML classifier run through Vision. The model's classifier output carries the labels
-/// (ClassifierConfig at export); its scores are logits (export/formats/coreml.py), so the app applies softmax.
+/// (ClassifierConfig at export) and, since model.json says "output": "probabilities", calibrated probabilities:
+/// softmax(logits / temperature) is computed inside the model (export/formats/coreml.py), so Vision's confidence
+/// values, Xcode's preview and any other Core ML consumer read real probabilities. Bundles exported before that say
+/// "logits" (or nothing), and the app applies softmax(logits / temperature) itself.
 final class Classifier {
     let loaded: LoadedModel
     private let visionModel: VNCoreMLModel
@@ -47,7 +50,7 @@ final class Classifier {
     }
 
     /// All classes with their probabilities, most probable first, for one S x S picture from Preprocessing, and
-    /// whether the answer is "uncertain" (model.json's confidence: softmax(logits / temperature) < threshold).
+    /// whether the answer is "uncertain" (top calibrated probability below model.json's threshold).
     func classify(_ picture: CGImage) throws -> Answer {
         let request = VNCoreMLRequest(model: visionModel)
         // The Vision option that matches the contract (resize the shorter side, centre-crop); a no-op on the
@@ -57,7 +60,10 @@ final class Classifier {
         guard let observations = request.results as? [VNClassificationObservation], !observations.isEmpty else {
             throw BundleError("The model returned no classification.")
         }
-        return answer(labels: observations.map(\.identifier), logits: observations.map { Double($0.confidence) },
+        let scores = observations.map { Double($0.confidence) }
+        let probabilities = info.output == "probabilities"
+            ? scores : softmax(scores, temperature: info.confidence?.temperature ?? 1)
+        return answer(labels: observations.map(\.identifier), probabilities: probabilities,
                       confidence: info.confidence)
     }
 }
@@ -71,11 +77,11 @@ func softmax(_ logits: [Double], temperature: Double = 1) -> [Double] {
     return exps.map { $0 / total }
 }
 
-/// The rule of model.json's confidence block: probabilities = softmax(logits / temperature); uncertain when the top
-/// probability is below threshold. Without the block (older exports): temperature 1, never uncertain.
-/// ModelBundle.check has already refused a block whose temperature or threshold is unusable.
-func answer(labels: [String], logits: [Double], confidence: ConfidenceSpec?) -> Answer {
-    let probabilities = softmax(logits, temperature: confidence?.temperature ?? 1)
+/// The rule of model.json's confidence block: calibrated probabilities = softmax(logits / temperature) (computed
+/// by the model, or by classify() for older bundles); uncertain when the top probability is below threshold.
+/// Without the block (older exports): never uncertain. ModelBundle.check has already refused a block whose
+/// temperature or threshold is unusable.
+func answer(labels: [String], probabilities: [Double], confidence: ConfidenceSpec?) -> Answer {
     let ranked = zip(labels, probabilities)
         .map { Prediction(label: $0, probability: $1) }
         .sorted { $0.probability > $1.probability }

@@ -4,17 +4,26 @@ import UIKit
 import UniformTypeIdentifiers
 
 /// Pick a photo (PhotosPicker), open any file, or take a photo; show the answer — the top class, or "uncertain —
-/// check by eye" when its calibrated probability is below model.json's threshold — then the top 3 and the model's input.
+/// check by eye" when its calibrated probability is below model.json's threshold — then every class's probability,
+/// the inference time and the model's input (the centre square it sees). The header names the model, its version
+/// and measured accuracy, and opens its model card.
 struct ContentView: View {
     @StateObject private var state = AppState()
     @State private var pickerItem: PhotosPickerItem?
     @State private var showCamera = false
     @State private var showImporter = false
+    @State private var showCard = false
 
     var body: some View {
         NavigationStack {
             ScrollView {
                 VStack(alignment: .leading, spacing: 16) {
+                    Text(state.modelLine)
+                        .font(.headline)
+                        .textSelection(.enabled)
+                    if state.modelCard != nil {
+                        Button("Model card") { showCard = true }
+                    }
                     Text(state.modelStatus)
                         .font(.footnote)
                         .textSelection(.enabled)
@@ -78,6 +87,9 @@ struct ContentView: View {
                 state.result = "Cannot open the file: \(error.localizedDescription)"
             }
         }
+        .sheet(isPresented: $showCard) {
+            ScrollView { Text(state.modelCard ?? "").font(.footnote.monospaced()).textSelection(.enabled).padding() }
+        }
         .sheet(isPresented: $showCamera) {
             CameraPicker { data in Task { await state.classify(data) } }
                 .ignoresSafeArea()
@@ -88,7 +100,10 @@ struct ContentView: View {
 /// The loaded classifier and what the screen shows.
 @MainActor
 final class AppState: ObservableObject {
+    @Published var modelLine = "" // name, precision, version and measured accuracy of the model
     @Published var modelStatus = "Loading the model…"
+    @Published var modelCard: String?
+    private var latest = 0 // the newest classification; an older one finishing later is dropped
     @Published var answer = "" // the class, or uncertainText; empty while there is none
     @Published var uncertain = false
     @Published var result = ""
@@ -101,13 +116,36 @@ final class AppState: ObservableObject {
             let loaded = try await ModelBundle.load()
             classifier = try Classifier(loaded)
             let info = loaded.info
-            modelStatus = "Model \(info.name) (\(info.bytes / 1024) KiB, sha256 \(info.sha256.prefix(12))… verified), "
+            modelLine = Self.headline(info)
+            modelCard = ModelBundle.modelCard(info)
+            modelStatus = "Artefact \(info.name) (\(info.bytes / 1024) KiB, sha256 \(info.sha256.prefix(12))… verified), "
                 + "\(info.imageSize)x\(info.imageSize) input, \(info.classes.count) classes: "
                 + info.classes.joined(separator: ", ")
                 + (info.bmcellVersion.map { "; bmcell \($0)" } ?? "") + ". " + Self.describe(info.confidence)
         } catch {
             modelStatus = error.localizedDescription
         }
+    }
+
+    /// "Model NAME (precision) · bmcell VERSION · 97.5 % on its validation images", from model.json's "model" block.
+    static func headline(_ info: ModelInfo) -> String {
+        let facts = info.model
+        var parts = ["Model \(facts?.name ?? info.name)" + (facts?.precision.map { " (\($0))" } ?? "")]
+        if let version = info.bmcellVersion { parts.append("bmcell \(version)") }
+        if let accuracy = facts?.artefactValAccuracy ?? facts?.valAccuracy {
+            parts.append(String(format: "%.1f %% on its validation images", 100 * accuracy))
+        }
+        return parts.joined(separator: " · ")
+    }
+
+    /// A probability as the screen shows it: one decimal, and "<0.1 %" rather than "0.0 %".
+    static func percent(_ probability: Double) -> String {
+        probability < 0.0005 ? "<0.1 %" : String(format: "%.1f %%", 100 * probability)
+    }
+
+    /// The class name with its full name when model.json explains an abbreviation.
+    static func named(_ label: String, _ info: ModelInfo) -> String {
+        info.model?.classNames?[label].map { "\(label) — \($0)" } ?? label
     }
 
     /// What the model's confidence block means for its answers, under the model's description.
@@ -123,6 +161,8 @@ final class AppState: ObservableObject {
 
     func classify(_ data: Data) async {
         guard let classifier else { return }
+        latest += 1
+        let mine = latest
         answer = ""
         uncertain = false
         result = "Classifying…"
@@ -137,12 +177,14 @@ final class AppState: ObservableObject {
                 return (prepared, answered, ms)
             }
         }.value
+        guard mine == latest else { return } // a newer picture was chosen meanwhile: its result is the one shown
         switch outcome {
         case .success(let (prepared, answered, ms)):
             modelInput = prepared.input
             let best = answered.ranked[0]
-            var lines = ["Class probabilities:"] + answered.ranked.prefix(3).enumerated().map { index, prediction in
-                "\(index + 1). \(prediction.label)  " + String(format: "%.1f %%", 100 * prediction.probability)
+            let info = classifier.info
+            var lines = ["Class probabilities:"] + answered.ranked.enumerated().map { index, prediction in
+                "\(index + 1). \(Self.named(prediction.label, info))  " + Self.percent(prediction.probability)
             }
             if answered.uncertain, let threshold {
                 lines.insert(String(format: "The most probable class, %@ (%.1f %%), is below this model's threshold "

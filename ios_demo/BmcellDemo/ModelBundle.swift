@@ -80,13 +80,36 @@ struct ModelInfo: Decodable {
     let confidence: ConfidenceSpec? // nil: no calibrated confidence (temperature 1, never "uncertain")
     let sourceWeightsSha256: String?
     let bmcellVersion: String?
+    let output: String? // "probabilities" (calibrated, inside the model) or "logits"/nil (older bundles)
+    let model: ModelFacts? // what the app shows about the model; nil in bundles exported before it existed
 
     enum CodingKeys: String, CodingKey {
-        case name, file, sha256, bytes, classes, preprocessing
+        case name, file, sha256, bytes, classes, preprocessing, output, model
         case confidence = "confidence"
         case imageSize = "image_size"
         case sourceWeightsSha256 = "source_weights_sha256"
         case bmcellVersion = "bmcell_version"
+    }
+}
+
+/// model.json's "model" block: the release's name, precision, measured accuracy, the model card's file in the bundle
+/// and full names of abbreviated classes.
+struct ModelFacts: Decodable {
+    let name: String?
+    let arch: String?
+    let precision: String?
+    let valAccuracy: Double?
+    let artefactValAccuracy: Double?
+    let parity: String?
+    let modelCard: String?
+    let classNames: [String: String]?
+
+    enum CodingKeys: String, CodingKey {
+        case name, arch, precision, parity
+        case valAccuracy = "val_accuracy"
+        case artefactValAccuracy = "artefact_val_accuracy"
+        case modelCard = "model_card"
+        case classNames = "class_names"
     }
 }
 
@@ -130,6 +153,13 @@ enum ModelBundle {
         let manifestURL = folder.appendingPathComponent("manifest.json")
         let manifest = (try? Data(contentsOf: manifestURL)).flatMap { try? JSONDecoder().decode(Manifest.self, from: $0) }
         return (info, packageURL, manifest?.artefacts.first { $0.name == info.name })
+    }
+
+    /// The model card installed beside model.json (model.json's "model"."model_card"), when there is one.
+    static func modelCard(_ info: ModelInfo) -> String? {
+        guard let name = info.model?.modelCard,
+              let folder = Bundle.main.url(forResource: bundleFolder, withExtension: nil) else { return nil }
+        return try? String(contentsOf: folder.appendingPathComponent(name), encoding: .utf8)
     }
 
     /// Refuse a contract this app does not implement. Steps 6-7 (x/255, NCHW) happen inside the Core ML model,

@@ -16,7 +16,8 @@ struct BadImageError: LocalizedError {
 ///   1. decode to 8-bit ...................... decode(): ImageIO (CGImageSourceCreateThumbnailAtIndex)
 ///   2. apply the EXIF orientation ........... decode(): kCGImageSourceCreateThumbnailWithTransform
 ///   3. RGB: alpha composited on white,
-///      grayscale expanded to R = G = B ...... onWhite(): drawn into an sRGB RGBX bitmap filled with white
+///      grayscale expanded to R = G = B ...... onWhite(): drawn on white in the picture's own colour space (no
+///                                              colour matching, as PIL), grey levels copied to R, G and B
 ///   4. resize the shorter side to S, bilinear,
 ///      antialiased (torchvision v2.Resize) .. resizeShorterSide(): PIL's separable triangle filter
 ///   5. centre-crop S x S (v2.CenterCrop) .... centerCrop(): offsets rounded half-to-even, as Python's round()
@@ -32,8 +33,8 @@ struct BadImageError: LocalizedError {
 /// Known differences from Python: (a) a picture whose shorter side is at least 2 S is reduced by ImageIO while
 /// decoding (by a power of two, never below S), so a 50-megapixel photo never fills memory; step 4 then starts from
 /// the reduced picture, where Python resizes from full resolution. Cell crops under 2 S (PBC: 360x363) are decoded
-/// at full size. (b) Core Graphics colour-matches a picture with an embedded ICC profile (e.g. Display P3 photos)
-/// into sRGB in step 3; PIL ignores profiles.
+/// at full size. (b) Transparent pixels are composited by Core Graphics with premultiplied alpha, which can round
+/// one level differently from PIL. Embedded colour profiles (Display P3 photos) are ignored, as PIL ignores them.
 enum Preprocessing {
 
     /// RGBA bytes with alpha 255 (after step 3), rows top to bottom.
@@ -102,25 +103,61 @@ enum Preprocessing {
 
     // MARK: Step 3: 8-bit RGB on white
 
-    /// Draw over opaque white in sRGB: transparency is composited on white (PIL: alpha_composite(white, rgba)),
-    /// grayscale and indexed pictures come out as RGB.
+    /// Transparency composited on white (PIL: alpha_composite(white, rgba)), stored values kept as they are: PIL
+    /// applies no colour management, so neither may the app. Drawing into an sRGB context would colour-match: an
+    /// untagged grey picture would pass through a gamma-2.2 grey profile (dark levels shift by up to ~20), and a
+    /// Display P3 photo would be converted to sRGB. So a grey picture is drawn into a context of its own grey colour
+    /// space and expanded to R = G = B, and an RGB picture into a context of its own RGB colour space (device RGB
+    /// when untagged): source and destination spaces are the same, so Core Graphics copies the values. A Display P3
+    /// photo's values are therefore read as Python reads them (as if they were sRGB), which is what the model was
+    /// trained on. Other models (CMYK, Lab, indexed) are converted to device RGB, as PIL's convert("RGB") does.
     static func onWhite(_ image: CGImage) throws -> RGBImage {
+        if image.colorSpace?.model == .monochrome {
+            return try greyOnWhite(image)
+        }
+        let space = image.colorSpace.flatMap { $0.model == .rgb ? $0 : nil } ?? CGColorSpaceCreateDeviceRGB()
         let width = image.width, height = image.height
         var pixels = [UInt8](repeating: 255, count: width * height * 4)
         let drawn = pixels.withUnsafeMutableBytes { buffer -> Bool in
-            guard let space = CGColorSpace(name: CGColorSpace.sRGB),
-                  let context = CGContext(data: buffer.baseAddress, width: width, height: height, bitsPerComponent: 8,
+            guard let context = CGContext(data: buffer.baseAddress, width: width, height: height, bitsPerComponent: 8,
                                           bytesPerRow: width * 4, space: space,
                                           bitmapInfo: CGImageAlphaInfo.premultipliedLast.rawValue)
             else { return false }
             let rect = CGRect(x: 0, y: 0, width: width, height: height)
-            context.setFillColor(CGColor(srgbRed: 1, green: 1, blue: 1, alpha: 1))
+            context.setFillColor(red: 1, green: 1, blue: 1, alpha: 1) // in the context's own space: white
             context.fill(rect)
             context.interpolationQuality = .none // same size: no resampling here
             context.draw(image, in: rect)
             return true
         }
         guard drawn else { throw BadImageError("cannot convert a \(width)x\(height) picture to RGB") }
+        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+
+    /// A grey (optionally transparent) picture on white in its own grey colour space, then R = G = B = the level.
+    static func greyOnWhite(_ image: CGImage) throws -> RGBImage {
+        let width = image.width, height = image.height
+        var grey = [UInt8](repeating: 255, count: width * height)
+        let drawn = grey.withUnsafeMutableBytes { buffer -> Bool in
+            guard let space = image.colorSpace,
+                  let context = CGContext(data: buffer.baseAddress, width: width, height: height, bitsPerComponent: 8,
+                                          bytesPerRow: width, space: space,
+                                          bitmapInfo: CGImageAlphaInfo.none.rawValue)
+            else { return false }
+            let rect = CGRect(x: 0, y: 0, width: width, height: height)
+            context.setFillColor(gray: 1, alpha: 1)
+            context.fill(rect)
+            context.interpolationQuality = .none
+            context.draw(image, in: rect)
+            return true
+        }
+        guard drawn else { throw BadImageError("cannot read the grey levels of a \(width)x\(height) picture") }
+        var pixels = [UInt8](repeating: 255, count: width * height * 4)
+        for (index, level) in grey.enumerated() {
+            pixels[4 * index] = level
+            pixels[4 * index + 1] = level
+            pixels[4 * index + 2] = level
+        }
         return RGBImage(width: width, height: height, pixels: pixels)
     }
 

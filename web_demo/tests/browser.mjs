@@ -1,16 +1,55 @@
-// Headless Chromium at a phone viewport: load the app, let the service worker cache it, go offline, reload,
-// then classify images through the page's file input and report the tensors and predictions as JSON.
+// Headless Chromium at a phone viewport: a first visit, an online reload and an offline reload of the app, counting
+// the bytes the server sends; then classify images through the page's file input and report the tensors,
+// predictions and what the page shows as JSON.
 // node tests/browser.mjs '{"url": ..., "images": [...], "sizes": [64, 256], "bad": FILE, "screenshot": PNG,
+//                          "race": {"large": FILE, "small": FILE}, "swap_model": {"site": DIR, "bundle": DIR},
 //                          "variants": [{"name": ..., "model_json": {...}, "images": [...], "screenshot": PNG}]}'
-// ("bad", "screenshot" and "variants" are optional; "sizes" may be empty). Each variant loads the page online, without
-// the service worker, with bmcell_model/model.json replaced by model_json, and reports what the page shows: its
-// refusal, or for each image the page's answer and the visible text of #answer, #note, #status and #top
-// (non-breaking spaces as spaces).
-import { readFileSync } from "node:fs";
-import { basename } from "node:path";
+// ("bad", "screenshot", "race", "swap_model" and "variants" are optional; "sizes" may be empty).
+//
+// The page is loaded through a counting proxy in front of job.url: "bytes" reports, for the first visit (until the
+// page says "ready offline") and for an online reload, each path's requests, HTTP statuses and response body bytes,
+// i.e. what crossed the network (the service worker's requests included; its cache and the HTTP cache send
+// nothing). "race" picks the large file and at once the small one, and reports the order the runs ended and what
+// the page shows afterwards. "swap_model" then goes online, replaces the served site's bmcell_model/ by another
+// bundle (as `bmcell export --app` does), reloads and reports the model the page uses, the bytes and the cache (the
+// original bundle is put back afterwards). Each variant loads the page online, without the service worker, with
+// bmcell_model/model.json replaced by model_json, and reports what the page shows: its refusal, or for each image
+// the page's answer and the visible text of #answer, #note, #status and #top (non-breaking spaces as spaces).
+import { cpSync, readFileSync, renameSync, rmSync } from "node:fs";
+import http from "node:http";
+import { basename, join } from "node:path";
 import { chromium } from "playwright-core";
 
 const job = JSON.parse(process.argv[2]);
+
+/** An HTTP proxy to target that counts each path's requests, statuses and response body bytes. */
+async function countingProxy(target) {
+  const counts = {};
+  const server = http.createServer((request, response) => {
+    const path = new URL(request.url, target).pathname;
+    const entry = (counts[path] ??= { requests: 0, bytes: 0, statuses: [] });
+    entry.requests += 1;
+    const upstream = http.request(new URL(request.url, target), { method: request.method, headers: request.headers },
+      (answer) => {
+        entry.statuses.push(answer.statusCode);
+        response.writeHead(answer.statusCode, answer.headers);
+        answer.on("data", (chunk) => { entry.bytes += chunk.length; });
+        answer.pipe(response);
+      });
+    upstream.on("error", (error) => { response.destroy(error); });
+    request.pipe(upstream);
+  });
+  await new Promise((resolve) => { server.listen(0, "127.0.0.1", resolve); });
+  const snapshot = () => JSON.parse(JSON.stringify(counts));
+  const since = (before) => Object.fromEntries(Object.entries(counts).map(([path, now]) => {
+    const then = before[path] ?? { requests: 0, bytes: 0, statuses: [] };
+    return [path, { requests: now.requests - then.requests, bytes: now.bytes - then.bytes,
+      statuses: now.statuses.slice(then.statuses.length) }];
+  }).filter(([, entry]) => entry.requests));
+  return { url: `http://127.0.0.1:${server.address().port}/`, snapshot, since, close: () => server.close() };
+}
+
+const proxy = await countingProxy(job.url);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"],
 });
@@ -19,16 +58,29 @@ const page = await context.newPage();
 const log = [];
 page.on("console", (message) => log.push(`${message.type()}: ${message.text()}`));
 page.on("pageerror", (error) => log.push(`pageerror: ${error.message}`));
+const responses = []; // the page's responses for the runtime and the model: {url, status, fromServiceWorker}
+page.on("response", (response) => {
+  if (/\/(vendor|bmcell_model)\//.test(response.url())) {
+    responses.push({ url: new URL(response.url()).pathname, status: response.status(),
+      fromServiceWorker: response.fromServiceWorker() });
+  }
+});
 
 /** Wait for the page to load its model; the page's refusal message, or undefined. */
 async function loaded(on = page) {
-  await on.waitForFunction(() => window.bmcell, null, { timeout: 60_000 });
+  await on.waitForFunction(() => window.bmcell, null, { timeout: 120_000 });
   return on.evaluate(() => window.bmcell.error);
 }
 
 async function ready(on = page) {
   const error = await loaded(on);
   if (error) throw new Error(`the page refused the model: ${error}`);
+}
+
+/** Wait until the page says it is ready offline; its text. */
+async function readyOffline(on = page) {
+  await on.waitForFunction(() => document.getElementById("offline").className === "ready", null, { timeout: 60_000 });
+  return (await on.locator("#offline").innerText()).trim();
 }
 
 /** Pick a file with the page's input and wait for the page's answer. */
@@ -42,15 +94,73 @@ async function pick(path, on = page) {
 /** The text a person sees in each of these elements ("" when hidden), and #status's class. */
 async function shown(on) {
   const text = {};
-  for (const id of ["model", "status", "answer", "note", "top-heading", "top"]) {
+  for (const id of ["model", "status", "offline", "answer", "timing", "note", "top-heading", "top", "caption"]) {
     const element = on.locator(`#${id}`);
     text[id] = (await element.isVisible()) ? (await element.innerText()).replaceAll("\u00a0", " ").trim() : "";
   }
+  text.details = ((await on.locator("#details").textContent()) || "").replaceAll("\u00a0", " ").trim();
   text.answer_class = await on.locator("#answer").getAttribute("class");
   text.top_class = await on.locator("#top").getAttribute("class");
   text.status_class = await on.locator("#status").getAttribute("class");
   text.file_enabled = await on.locator("#file").isEnabled();
+  text.card_link = await on.evaluate(() => document.getElementById("card-link")?.href ?? null);
+  text.inputs = await on.evaluate(() => Array.from(document.querySelectorAll("input[type=file]"), (input) => ({
+    id: input.id, capture: input.getAttribute("capture"), accept: input.accept,
+  })));
   return text;
+}
+
+/** The preview canvas: its pixel size, its size on screen and its pixels (uint8 CHW, like the model's input). */
+async function preview(on = page) {
+  return on.evaluate(() => {
+    const canvas = document.getElementById("crop");
+    const box = canvas.getBoundingClientRect();
+    const { width, height } = canvas;
+    const rgba = canvas.getContext("2d").getImageData(0, 0, width, height).data;
+    const chw = new Array(3 * width * height);
+    for (let i = 0; i < width * height; i++) {
+      for (let c = 0; c < 3; c++) chw[c * width * height + i] = rgba[4 * i + c];
+    }
+    return { width, height, shown: { width: box.width, height: box.height }, visible: box.width > 0, chw };
+  });
+}
+
+/** Choose job.race.large and at once job.race.small; wait for both runs to end; what the page shows. */
+async function race({ large, small }) {
+  await page.evaluate(() => { window.bmcellRuns.length = 0; window.bmcellLast = undefined; });
+  await page.setInputFiles("#file", large);
+  await page.setInputFiles("#file", small);
+  await page.waitForFunction(() => window.bmcellRuns.length >= 2, null, { timeout: 120_000 });
+  await page.waitForTimeout(500); // nothing may change after both runs have ended
+  return { runs: await page.evaluate(() => window.bmcellRuns), last: await page.evaluate(() => window.bmcellLast),
+    page: await shown(page), preview: await preview() };
+}
+
+/** The service worker's cache: each URL's path and query. */
+async function cachedUrls(on = page) {
+  return on.evaluate(async () => (await (await caches.open(window.bmcellAssets.CACHE)).keys())
+    .map((request) => { const url = new URL(request.url); return url.pathname + url.search; }));
+}
+
+/** Install another model into the served site, online, and reload; what the page then uses. */
+async function swapModel({ site, bundle }) {
+  await context.setOffline(false);
+  const installed = join(site, "bmcell_model");
+  const kept = `${installed}.kept`;
+  renameSync(installed, kept);
+  try {
+    cpSync(bundle, installed, { recursive: true });
+    const before = proxy.snapshot();
+    await page.reload();
+    await ready();
+    const offline = await readyOffline();
+    await page.waitForTimeout(500);
+    return { model: await page.evaluate(() => window.bmcell.card.name), offline, bytes: proxy.since(before),
+      cached: await cachedUrls() };
+  } finally {
+    rmSync(installed, { recursive: true, force: true });
+    renameSync(kept, installed);
+  }
 }
 
 /** A fresh page (online, no service worker) whose bmcell_model/model.json is variant.model_json. */
@@ -83,17 +193,42 @@ async function runVariant(variant) {
 
 const result = { log };
 try {
-  await page.goto(job.url);
+  // A first visit, online: until the page says it is ready offline.
+  let before = proxy.snapshot();
+  await page.goto(proxy.url);
   await ready();
-  await page.waitForFunction(() => navigator.serviceWorker.controller, null, { timeout: 60_000 });
-  result.cached = await page.evaluate(async () => (await (await caches.open("bmcell-demo-v1")).keys()).length);
+  result.offline_first = await readyOffline();
+  await page.waitForTimeout(500);
+  result.bytes = { first: proxy.since(before) };
+  result.first_page = await shown(page);
+  result.cached = await cachedUrls();
+
+  // An online reload: the runtime and the model come from the service worker's cache.
+  before = proxy.snapshot();
+  responses.length = 0;
+  await page.reload();
+  await ready();
+  result.offline_reload = await readyOffline();
+  await page.waitForTimeout(500);
+  result.bytes.reload = proxy.since(before);
+  result.reload_responses = [...responses];
+
+  // Offline.
   await context.setOffline(true);
   await page.reload();
   await ready();
   result.offline_model = await page.evaluate(() => window.bmcell.card.name);
+  result.offline_page = await shown(page);
+  if (result.offline_page.card_link) {
+    await page.click("#card-link");
+    await page.waitForFunction(() => document.getElementById("card-dialog").open, null, { timeout: 10_000 });
+    result.model_card = { text: await page.locator("#card-text").textContent(), url: result.offline_page.card_link };
+    await page.click("#card-dialog button");
+  }
   result.images = {};
   for (const path of job.images) {
     const answer = await pick(path);
+    answer.page = await shown(page);
     const bytes = readFileSync(path).toString("base64");
     answer.tensors = await page.evaluate(async ({ bytes, name, sizes }) => {
       const file = new File([Uint8Array.from(atob(bytes), (c) => c.charCodeAt(0))], name);
@@ -102,14 +237,17 @@ try {
     }, { bytes, name: basename(path), sizes: job.sizes });
     result.images[path] = answer;
   }
+  if (job.race) result.race = await race(job.race);
   if (job.screenshot) await page.screenshot({ path: job.screenshot, fullPage: true });
   if (job.bad) result.bad = await pick(job.bad);
   result.page = await shown(page);
+  if (job.swap_model) result.swap_model = await swapModel(job.swap_model);
   result.variants = {};
   for (const variant of job.variants || []) result.variants[variant.name] = await runVariant(variant);
 } catch (error) {
   result.failure = String(error.stack || error);
 } finally {
   await browser.close();
+  proxy.close();
 }
 process.stdout.write(JSON.stringify(result));

@@ -1,6 +1,9 @@
-// npm run setup: copy onnxruntime-web's WASM build from node_modules into vendor/ and draw the PNG app icons.
-// Run after `npm ci`; both outputs are ignored by git (the .wasm alone is ~12 MB).
-import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+// npm run setup: copy onnxruntime-web's WASM build from node_modules into vendor/, write vendor/ort.json (its version
+// and each file's size and sha256: the app requests the runtime under URLs versioned by these hashes, which lets the
+// service worker serve it from its cache without asking the server), and draw the PNG app icons.
+// Run after `npm ci`; the outputs are ignored by git (the .wasm alone is ~14 MB).
+import { createHash } from "node:crypto";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
@@ -11,7 +14,15 @@ const dist = join(root, "node_modules", "onnxruntime-web", "dist");
 const ORT_FILES = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"];
 
 mkdirSync(join(root, "vendor"), { recursive: true });
-for (const file of ORT_FILES) copyFileSync(join(dist, file), join(root, "vendor", file));
+const files = {};
+for (const file of ORT_FILES) {
+  copyFileSync(join(dist, file), join(root, "vendor", file));
+  const bytes = readFileSync(join(root, "vendor", file));
+  files[file] = { bytes: bytes.length, sha256: createHash("sha256").update(bytes).digest("hex") };
+}
+const { version } = JSON.parse(readFileSync(join(dist, "..", "package.json"), "utf8"));
+writeFileSync(join(root, "vendor", "ort.json"),
+  JSON.stringify({ package: "onnxruntime-web", version, files }, null, 2) + "\n");
 
 const CRC_TABLE = Uint32Array.from({ length: 256 }, (_, n) => {
   let c = n;
@@ -57,4 +68,4 @@ function iconPng(size) {
 }
 
 for (const size of [192, 512]) writeFileSync(join(root, `icon-${size}.png`), iconPng(size));
-console.log(`vendor/: ${ORT_FILES.join(", ")}; icon-192.png, icon-512.png`);
+console.log(`vendor/: ${ORT_FILES.join(", ")}, ort.json (onnxruntime-web ${version}); icon-192.png, icon-512.png`);

@@ -22,7 +22,8 @@ import org.json.JSONObject
  * `runs` timed ones; p50/p90 are numpy's linear percentiles. It writes bench.json with the same fields as
  * bench.json (device, threads_all, runs, warmup, batch, image_size, rows) to getExternalFilesDir(null), i.e.
  * /sdcard/Android/data/org.bmcell.demo/files/, and logs "BMCELL_BENCH done <path>" (tag bmcell).
- * On failure it writes bench.error.txt there instead and logs "BMCELL_BENCH failed: <reason>".
+ * On failure — any throwable: a bad bundle, a full disk, no native library for the ABI, out of memory — it shows
+ * the reason, writes bench.error.txt there instead (when it can) and logs "BMCELL_BENCH failed: <reason>".
  *
  * It runs in its own process (AndroidManifest.xml): each load here resizes ExecuTorch's process-wide threadpool.
  */
@@ -52,10 +53,15 @@ class BenchmarkActivity : ComponentActivity() {
                 val report = benchmark(runs, warmup)
                 val out = writeAtomically(File(dir, BENCH_JSON), report.toString(2))
                 "BMCELL_BENCH done ${out.absolutePath}".also { Log.i(TAG, it) }
-            } catch (error: Exception) {
-                val reason = error.message ?: error.toString()
-                writeAtomically(File(dir, BENCH_ERROR), reason + "\n")
-                "BMCELL_BENCH failed: $reason".also { Log.e(TAG, it) }
+            } catch (error: Throwable) { // nothing may escape this thread: it would kill the process silently
+                val reason = failureMessage("Cannot benchmark", error, Build.SUPPORTED_ABIS.toList())
+                val written = try {
+                    writeAtomically(File(dir, BENCH_ERROR), reason + "\n")
+                    ""
+                } catch (again: Throwable) {
+                    " (and ${BENCH_ERROR} could not be written: ${again.message})"
+                }
+                "BMCELL_BENCH failed: $reason$written".also { Log.e(TAG, it, error) }
             }
             runOnUiThread { if (!isDestroyed) view.text = message }
         }
@@ -113,9 +119,13 @@ class BenchmarkActivity : ComponentActivity() {
     }
 
     private fun writeAtomically(target: File, text: String): File {
-        val partial = File(target.parentFile, "${target.name}.partial")
-        partial.writeText(text)
-        check(partial.renameTo(target)) { "cannot write ${target.path}" }
+        val partial = File(target.parentFile, "${target.name}.${android.os.Process.myPid()}.partial")
+        try {
+            partial.writeText(text) // IOException on a full disk: reported by the caller
+            check(partial.renameTo(target)) { "cannot write ${target.path}" }
+        } finally {
+            partial.delete()
+        }
         return target
     }
 }

@@ -45,7 +45,7 @@ class Classifier private constructor(val info: ModelInfo, private val module: Mo
         }
     }
 
-    /** Raw logits for one preprocessed image (Preprocessing.toTensor's output). */
+    /** Raw logits for one preprocessed image (PreprocessCore.toTensor's output). */
     fun logits(input: FloatArray): FloatArray {
         val size = info.imageSize.toLong()
         require(input.size.toLong() == 3 * size * size) { "input has ${input.size} values, expected 3x${size}x$size" }
@@ -58,10 +58,10 @@ class Classifier private constructor(val info: ModelInfo, private val module: Mo
     }
 
     /**
-     * The k most probable classes, most probable first, with model.json's calibrated probabilities
-     * (softmax(logits / temperature)), and whether the top one is below its threshold (Confidence.kt).
+     * The k most probable classes (all of them by default), most probable first, with model.json's calibrated
+     * probabilities (softmax(logits / temperature)), and whether the top one is below its threshold (Confidence.kt).
      */
-    fun classify(input: FloatArray, k: Int = 3): Answer = answer(logits(input), info.classes, info.confidence, k)
+    fun classify(input: FloatArray, k: Int = info.classes.size): Answer = answer(logits(input), info.classes, info.confidence, k)
 
     override fun close() = module.destroy()
 }

@@ -1,9 +1,12 @@
 package org.bmcell.demo
 
+import android.app.AlertDialog
 import android.content.Intent
 import android.net.Uri
 import android.os.Bundle
 import android.os.SystemClock
+import android.util.Log
+import android.view.View
 import android.widget.Button
 import android.widget.ImageView
 import android.widget.TextView
@@ -15,15 +18,23 @@ import java.util.Locale
 
 /**
  * Pick a photo (Android photo picker), open any file, or take a photo (CameraX); show the answer — the top class, or
- * "uncertain — check by eye" when its calibrated probability is below model.json's threshold — then the top 3.
+ * "uncertain — check by eye" when its calibrated probability is below model.json's threshold — then every class's
+ * probability, the inference time and the centre square the model saw. The header names the model, its precision,
+ * the bmcell version and its measured validation accuracy (model.json's "model" block), and opens its model card.
+ *
+ * Every failure ends as a message on screen: the inference thread (Engine) hands anything thrown there back here.
  */
 class MainActivity : ComponentActivity() {
 
+    private lateinit var modelTitle: TextView
     private lateinit var modelStatus: TextView
+    private lateinit var modelCardButton: Button
     private lateinit var answer: TextView
     private lateinit var result: TextView
     private lateinit var modelInput: ImageView
     private lateinit var buttons: List<Button>
+    private var modelCard: String? = null
+    private var latest = 0 // the newest classification (UI thread only); an older one finishing later is dropped
 
     private val pickImage = registerForActivityResult(ActivityResultContracts.PickVisualMedia()) { uri ->
         if (uri != null) classify(uri)
@@ -35,14 +46,16 @@ class MainActivity : ComponentActivity() {
         val path = outcome.data?.getStringExtra(CameraActivity.EXTRA_PATH)
         when {
             outcome.resultCode == RESULT_OK && path != null -> classify(Uri.fromFile(File(path)))
-            else -> outcome.data?.getStringExtra(CameraActivity.EXTRA_ERROR)?.let { result.text = it }
+            else -> outcome.data?.getStringExtra(CameraActivity.EXTRA_ERROR)?.let { showFailure(it) }
         }
     }
 
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_main)
+        modelTitle = findViewById(R.id.model_title)
         modelStatus = findViewById(R.id.model_status)
+        modelCardButton = findViewById(R.id.model_card)
         answer = findViewById(R.id.answer)
         result = findViewById(R.id.result)
         modelInput = findViewById(R.id.model_input)
@@ -52,27 +65,58 @@ class MainActivity : ComponentActivity() {
         buttons = listOf(pick, open, camera)
 
         pick.setOnClickListener {
-            pickImage.launch(
-                PickVisualMediaRequest.Builder().setMediaType(ActivityResultContracts.PickVisualMedia.ImageOnly).build()
-            )
+            launch {
+                pickImage.launch(
+                    PickVisualMediaRequest.Builder().setMediaType(ActivityResultContracts.PickVisualMedia.ImageOnly).build()
+                )
+            }
         }
-        open.setOnClickListener { openFile.launch(arrayOf("*/*")) } // any file: shows how bad input is reported
-        camera.setOnClickListener { takePhoto.launch(Intent(this, CameraActivity::class.java)) }
+        open.setOnClickListener { launch { openFile.launch(arrayOf("*/*")) } } // any file: shows how bad input is reported
+        camera.setOnClickListener { launch { takePhoto.launch(Intent(this, CameraActivity::class.java)) } }
+        modelCardButton.setOnClickListener { showModelCard() }
 
-        Engine.submit(this) { classifier, error ->
-            val text = classifier?.let { describe(it.info) } ?: error.orEmpty()
+        val assetManager = assets
+        Engine.submit(this, failed = { message -> onUi { modelStatus.text = message } }) { classifier, error ->
+            val info = classifier?.info
+            val title = info?.let { modelHeadline(it.model, it.name, it.precision, it.bmcellVersion) }.orEmpty()
+            val text = info?.let { describe(it) } ?: error.orEmpty()
+            val card = info?.let { ModelBundle.readModelCard(assetManager, it) }
             onUi {
+                modelTitle.text = title
+                modelTitle.visibility = if (title.isEmpty()) View.GONE else View.VISIBLE
                 modelStatus.text = text
+                modelCard = card
+                modelCardButton.visibility = if (card == null) View.GONE else View.VISIBLE
                 buttons.forEach { it.isEnabled = classifier != null }
             }
         }
     }
 
+    /** Start a picker or the camera; a device without the activity it needs gets a message, not a crash. */
+    private fun launch(start: () -> Unit) {
+        try {
+            start()
+        } catch (error: RuntimeException) { // ActivityNotFoundException: no photo picker, file manager or camera app
+            showFailure(failureMessage("Cannot open it", error))
+        }
+    }
+
+    private fun showModelCard() {
+        val card = modelCard ?: return
+        AlertDialog.Builder(this)
+            .setTitle(R.string.model_card)
+            .setMessage(card)
+            .setPositiveButton(android.R.string.ok, null)
+            .show()
+    }
+
     private fun describe(info: ModelInfo): String {
         val size = info.imageSize
-        return "Model ${info.name} (${info.bytes / 1024} KiB, sha256 ${info.sha256.take(12)}… verified), " +
+        val facts = info.model
+        return "Artefact ${info.name} (${info.bytes / 1024} KiB, sha256 ${info.sha256.take(12)}… verified), " +
             "${size}x$size input, ${info.classes.size} classes: ${info.classes.joinToString(", ")}" +
-            (info.bmcellVersion?.let { "; bmcell $it" } ?: "") + ". " + describe(info.confidence)
+            (facts?.arch?.let { "; architecture $it" } ?: "") + (facts?.epoch?.let { ", epoch $it" } ?: "") +
+            (facts?.parity?.let { "; parity with the reference: $it" } ?: "") + ". " + describe(info.confidence)
     }
 
     private fun describe(rule: ConfidenceRule?): String = if (rule == null) {
@@ -84,56 +128,76 @@ class MainActivity : ComponentActivity() {
     }
 
     private fun classify(uri: Uri) {
+        val mine = ++latest
         answer.text = ""
         result.text = "Classifying…"
         val resolver = contentResolver
-        Engine.submit(this) { classifier, error ->
+        val failed = { message: String -> onUi { if (mine == latest) showFailure(message) } }
+        Engine.submit(this, failed) { classifier, error ->
             if (classifier == null) {
-                onUi { result.text = error }
+                failed(error ?: "No model is loaded.")
                 return@submit
             }
-            try {
-                val prepared = Preprocessing.prepare(resolver, uri, classifier.info.preprocessing)
+            val info = classifier.info
+            val names = info.model?.classNames.orEmpty()
+            val prepared = try {
                 val start = SystemClock.elapsedRealtimeNanos()
-                val outcome = classifier.classify(prepared.tensor, k = 3)
-                val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
+                Preprocessing.prepare(resolver, uri, info.preprocessing) to msSince(start)
+            } catch (bad: BadImageError) {
+                failed("Cannot use this file: ${bad.message}")
+                return@submit
+            } catch (error: Throwable) { // OutOfMemoryError, an unexpected decoder exception…
+                Log.e(TAG, "preprocessing failed", error)
+                failed(failureMessage("Cannot use this file", error))
+                return@submit
+            }
+            val (input, preprocessingMs) = prepared
+            try {
+                val start = SystemClock.elapsedRealtimeNanos()
+                val outcome = classifier.classify(input.tensor, k = info.classes.size) // every class
+                val inferenceMs = msSince(start)
                 val best = outcome.top.first()
                 val headline = if (outcome.uncertain) UNCERTAIN_TEXT else
-                    String.format(Locale.US, "%s  %.1f %%", best.label, 100 * best.probability)
-                val why = classifier.info.confidence?.takeIf { outcome.uncertain }?.let {
-                    String.format(Locale.US, "The most probable class, %s (%.1f %%), is below this model's threshold " +
-                        "of %.1f %%.", best.label, 100 * best.probability, 100 * it.threshold)
+                    "${displayName(best.label, names)}  ${percent(best.probability.toDouble())}"
+                val why = info.confidence?.takeIf { outcome.uncertain }?.let {
+                    String.format(Locale.US, "The most probable class, %s (%s), is below this model's threshold " +
+                        "of %.1f %%.", displayName(best.label, names), percent(best.probability.toDouble()),
+                        100 * it.threshold)
                 }
-                val lines = listOfNotNull(why, "Class probabilities:") + outcome.top.mapIndexed { i, p ->
-                    String.format(Locale.US, "%d. %s  %.1f %%", i + 1, p.label, 100 * p.probability)
-                }
-                val crop = prepared.crop.toBitmap()
-                val footer = String.format(Locale.US, "%dx%d picture → %dx%d input; forward %.1f ms",
-                    prepared.sourceWidth, prepared.sourceHeight, crop.width, crop.height, ms)
+                val lines = listOfNotNull(why, "Class probabilities:") + probabilityLines(outcome.top, names)
+                val crop = input.crop.toBitmap()
+                val reduced = if (input.sampleSize > 1) {
+                    " (decoded at 1/${input.sampleSize}: more than ${Preprocessing.EXACT_MAX_PIXELS / 1_000_000} megapixels)"
+                } else ""
+                val footer = String.format(Locale.US, "%dx%d picture%s → %dx%d input; %s",
+                    input.sourceWidth, input.sourceHeight, reduced, crop.width, crop.height,
+                    timingLine(inferenceMs, preprocessingMs))
                 onUi {
+                    if (mine != latest) return@onUi // a newer picture was chosen meanwhile: its result is the one shown
                     modelInput.setImageBitmap(crop)
                     answer.text = headline
                     answer.setTextColor(if (outcome.uncertain) UNCERTAIN_COLOR else CONFIDENT_COLOR)
                     result.text = (lines + "" + footer).joinToString("\n")
                 }
-            } catch (bad: BadImageError) {
-                onUi {
-                    modelInput.setImageDrawable(null)
-                    answer.text = ""
-                    result.text = "Cannot use this file: ${bad.message}"
-                }
-            } catch (failure: RuntimeException) {
-                onUi {
-                    answer.text = ""
-                    result.text = "Inference failed: ${failure.message}"
-                }
+            } catch (error: Throwable) { // ExecuTorch's forward failing, OutOfMemoryError…
+                Log.e(TAG, "inference failed", error)
+                failed(failureMessage("Inference failed", error))
             }
         }
     }
 
+    private fun showFailure(message: String) {
+        modelInput.setImageDrawable(null)
+        answer.text = ""
+        result.text = message
+    }
+
+    private fun msSince(startNanos: Long): Double = (SystemClock.elapsedRealtimeNanos() - startNanos) / 1e6
+
     private fun onUi(block: () -> Unit) = runOnUiThread { if (!isDestroyed) block() }
 
     private companion object {
+        const val TAG = "bmcell"
         val UNCERTAIN_COLOR = 0xFFB26A00.toInt() // amber: look at the cell yourself
         val CONFIDENT_COLOR = 0xFF222222.toInt()
     }

@@ -2,8 +2,10 @@ package org.bmcell.demo
 
 import android.content.Context
 import android.content.res.AssetManager
+import android.os.Process
 import java.io.File
 import java.io.FileNotFoundException
+import java.io.IOException
 import java.security.MessageDigest
 import org.json.JSONArray
 import org.json.JSONException
@@ -12,7 +14,8 @@ import org.json.JSONObject
 /**
  * The model bundle that `bmcell export RUN --target android --app android_demo` writes into
  * app/src/main/assets/bmcell_model/: model.pte (the program), model.json (what this app needs: file, sha256,
- * bytes, classes in output order, input contract, preprocessing, confidence) and manifest.json (the export manifest).
+ * bytes, classes in output order, input contract, preprocessing, confidence, and a "model" block with what the
+ * screen shows about the model), manifest.json (the export manifest) and, for a released model, MODEL_CARD.md.
  *
  * Everything about the model — class names, input size, preprocessing — comes from model.json; nothing is
  * typed into the app.
@@ -20,19 +23,7 @@ import org.json.JSONObject
 const val BUNDLE_DIR = "bmcell_model"
 const val INSTALL_HINT = "run `bmcell export RUN --target android --app android_demo`, then rebuild and reinstall the app"
 
-/** A bundle that is missing, malformed or fails its integrity check; the message says why and what to do. */
-class BundleError(message: String) : Exception(message)
-
-/** model.json's "preprocessing": how to turn a decoded RGB picture into the input tensor. */
-data class PreprocessingSpec(
-    val resizeShorterSideTo: Int,
-    val centerCrop: Int,
-    val interpolation: String,
-    val antialias: Boolean,
-    val scale: Float,
-    val mean: FloatArray?, // null for bmcell exports: normalisation is inside the graph
-    val std: FloatArray?,
-)
+// BundleError is in Messages.kt, PreprocessingSpec in PreprocessCore.kt (plain Kotlin, tested on a JVM).
 
 /** model.json, checked: the app refuses a bundle whose contract it does not implement. */
 data class ModelInfo(
@@ -47,13 +38,18 @@ data class ModelInfo(
     val precision: String?, // from manifest.json's entry for this artefact, when there is one
     val runtime: String?,
     val bmcellVersion: String?,
+    val model: ModelFacts?, // model.json's "model" block; null in bundles exported before it existed
 )
 
 object ModelBundle {
 
     /** Read and check model.json (and manifest.json for precision/runtime) from the APK's assets. */
     fun readInfo(assets: AssetManager): ModelInfo {
-        val files = assets.list(BUNDLE_DIR)?.toSet().orEmpty()
+        val files = try {
+            assets.list(BUNDLE_DIR)?.toSet().orEmpty()
+        } catch (error: IOException) {
+            throw BundleError("Cannot list assets/$BUNDLE_DIR (${error.message}); $INSTALL_HINT.")
+        }
         if ("model.json" !in files) {
             throw BundleError("No model installed: assets/$BUNDLE_DIR/model.json is missing. To add one, $INSTALL_HINT.")
         }
@@ -72,18 +68,43 @@ object ModelBundle {
 
     /**
      * Copy the program out of the APK (ExecuTorch loads from a file path) and check it against model.json:
-     * byte count, then sha256. A mismatch is refused, never loaded.
+     * byte count, then sha256. A mismatch is refused, never loaded. The copy goes to a temporary file of this
+     * process's own (the app's main process and the benchmark's `:bench` process may install at the same time),
+     * is checked there, and only then renamed over the target, so the target is always a complete, verified copy.
      */
     fun install(context: Context, info: ModelInfo): File {
-        val dir = File(context.filesDir, BUNDLE_DIR).apply { mkdirs() }
-        val target = File(dir, info.file)
-        val partial = File(dir, "${info.file}.partial")
-        context.assets.open("$BUNDLE_DIR/${info.file}").use { input ->
-            partial.outputStream().use { output -> input.copyTo(output) }
+        val dir = File(context.filesDir, BUNDLE_DIR)
+        if (!dir.isDirectory && !dir.mkdirs()) {
+            throw BundleError("Cannot create ${dir.path} (is the storage full? free some space and restart the app)")
         }
-        if (!partial.renameTo(target)) throw BundleError("Cannot write ${target.path} (is the storage full?)")
-        verify(target, info)
+        removeStalePartials(dir)
+        val target = File(dir, info.file)
+        val partial = File(dir, "${info.file}.${Process.myPid()}.partial")
+        try {
+            try {
+                context.assets.open("$BUNDLE_DIR/${info.file}").use { input ->
+                    partial.outputStream().use { output -> input.copyTo(output) }
+                }
+            } catch (error: FileNotFoundException) {
+                throw BundleError("assets/$BUNDLE_DIR/${info.file} is missing or unreadable (${error.message}); $INSTALL_HINT.")
+            } catch (error: IOException) {
+                throw BundleError("Cannot copy ${info.file} to the app's storage (${error.message}): is the storage " +
+                    "full? Free some space and restart the app.")
+            }
+            verify(partial, info)
+            if (!partial.renameTo(target)) {
+                throw BundleError("Cannot write ${target.path} (is the storage full? free some space and restart the app)")
+            }
+        } finally {
+            partial.delete() // after a failure; after the rename there is nothing left to delete
+        }
         return target
+    }
+
+    /** Temporary copies left by a process that was killed while copying (an hour old: no copy takes that long). */
+    private fun removeStalePartials(dir: File) {
+        val old = System.currentTimeMillis() - 3_600_000L
+        dir.listFiles()?.filter { it.name.endsWith(".partial") && it.lastModified() < old }?.forEach { it.delete() }
     }
 
     /** Refuse a file whose size or sha256 differs from model.json. */
@@ -93,7 +114,11 @@ object ModelBundle {
             throw BundleError("Refusing to load ${info.file}: it has $bytes bytes but model.json says ${info.bytes} " +
                 "(truncated or replaced after export); $INSTALL_HINT.")
         }
-        val actual = sha256(file)
+        val actual = try {
+            sha256(file)
+        } catch (error: IOException) {
+            throw BundleError("Cannot read ${file.path} back (${error.message}); free some space and restart the app.")
+        }
         if (!actual.equals(info.sha256, ignoreCase = true)) {
             throw BundleError("Refusing to load ${info.file}: its sha256 ${actual.take(12)}… does not match " +
                 "model.json's ${info.sha256.take(12)}… (the file changed after export); $INSTALL_HINT.")
@@ -117,8 +142,20 @@ object ModelBundle {
         JSONObject(assets.open("$BUNDLE_DIR/$name").bufferedReader().use { it.readText() })
     } catch (error: FileNotFoundException) {
         throw BundleError("assets/$BUNDLE_DIR/$name is missing; $INSTALL_HINT.")
+    } catch (error: IOException) {
+        throw BundleError("Cannot read assets/$BUNDLE_DIR/$name (${error.message}); $INSTALL_HINT.")
     } catch (error: JSONException) {
         throw BundleError("assets/$BUNDLE_DIR/$name is not valid JSON (${error.message}); $INSTALL_HINT.")
+    }
+
+    /** The model card beside model.json (its "model"."model_card"), or null when there is none or it is unreadable. */
+    fun readModelCard(assets: AssetManager, info: ModelInfo): String? {
+        val name = info.model?.modelCard ?: return null
+        return try {
+            assets.open("$BUNDLE_DIR/$name").bufferedReader().use { it.readText() }
+        } catch (error: IOException) {
+            null
+        }
     }
 
     /** model.json → ModelInfo, refusing anything this app's Preprocessing does not implement. */
@@ -136,6 +173,14 @@ object ModelBundle {
                 "export the ExecuTorch target (--target android).")
         }
 
+        // What the program outputs (export/apps.py; absent in older bundles): ExecuTorch programs output logits, and
+        // this app applies softmax(logits / temperature) itself; probabilities would be softmaxed twice.
+        val output = if (json.isNull("output")) "logits" else json.optString("output", "logits")
+        if (output != "logits") {
+            throw BundleError("model.json says the program outputs $output, but this app needs logits; export the " +
+                "ExecuTorch target (--target android).")
+        }
+
         val pre = json.getJSONObject("preprocessing")
         val spec = PreprocessingSpec(
             resizeShorterSideTo = pre.getInt("resize_shorter_side_to"),
@@ -146,8 +191,12 @@ object ModelBundle {
             mean = floatsOrNull(pre, "mean"),
             std = floatsOrNull(pre, "std"),
         )
-        if (spec.interpolation != "bilinear") {
-            throw BundleError("model.json asks for ${spec.interpolation} resizing; this app implements bilinear only.")
+        if (spec.interpolation != "bilinear" || !spec.antialias) {
+            throw BundleError("model.json asks for ${spec.interpolation} resizing" +
+                (if (spec.antialias) "" else " without antialiasing") + "; this app implements antialiased bilinear only.")
+        }
+        if (!spec.scale.isFinite() || spec.scale <= 0f || spec.resizeShorterSideTo < 1) {
+            throw BundleError("model.json's preprocessing has an unusable scale ${spec.scale} or size ${spec.resizeShorterSideTo}.")
         }
         if (spec.centerCrop != size || spec.resizeShorterSideTo < size) {
             throw BundleError("model.json's preprocessing (resize ${spec.resizeShorterSideTo}, crop ${spec.centerCrop}) " +
@@ -175,6 +224,34 @@ object ModelBundle {
             precision = entry?.optString("precision")?.takeIf { it.isNotEmpty() },
             runtime = entry?.optString("runtime")?.takeIf { it.isNotEmpty() },
             bmcellVersion = json.optString("bmcell_version").takeIf { it.isNotEmpty() },
+            model = parseModelFacts(json),
+        )
+    }
+
+    /**
+     * model.json's "model" block (what the screen shows about the model), read leniently: absent, null or not an
+     * object (bundles exported before it) → null; a missing or mistyped field → null for that field only.
+     */
+    fun parseModelFacts(json: JSONObject): ModelFacts? {
+        val block = json.optJSONObject("model") ?: return null
+        fun text(key: String): String? =
+            if (block.isNull(key)) null else (block.opt(key) as? String)?.takeIf { it.isNotEmpty() }
+        fun number(key: String): Double? =
+            if (block.isNull(key)) null else (block.opt(key) as? Number)?.toDouble()?.takeIf { it.isFinite() }
+        val names = block.optJSONObject("class_names")
+        val classNames = names?.keys()?.asSequence()
+            ?.mapNotNull { key -> (names.opt(key) as? String)?.takeIf { it.isNotEmpty() }?.let { key to it } }
+            ?.toMap().orEmpty()
+        return ModelFacts(
+            name = text("name"),
+            arch = text("arch"),
+            precision = text("precision"),
+            epoch = number("epoch")?.toInt(),
+            valAccuracy = number("val_accuracy"),
+            artefactValAccuracy = number("artefact_val_accuracy"),
+            parity = text("parity"),
+            modelCard = text("model_card"),
+            classNames = classNames,
         )
     }
 

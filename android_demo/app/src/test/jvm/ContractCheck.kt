@@ -1,0 +1,101 @@
+package org.bmcell.demo
+
+import java.io.File
+import java.nio.ByteBuffer
+import java.nio.ByteOrder
+import java.security.MessageDigest
+
+// The JVM side of tests/test_android_jvm.py: runs the app's plain-Kotlin files (PreprocessCore.kt, Confidence.kt,
+// Messages.kt) on jobs Python prepared, one job per line of a tab-separated file, and prints one result line per
+// job (tab-separated, the job's id first). Python compares them with the reference (bmcell.core.data.images.load_rgb,
+// bmcell.core.data.transforms.unit_transform, tests/contract/preprocessing.json). Not part of the Gradle build.
+//
+//   unit    ID PATH W H SIZE                     interleaved RGB bytes → unit_transform(SIZE): writes OUT/ID.crop
+//                                                 (3xSxS uint8) and OUT/ID.tensor (float32 little-endian), prints
+//                                                 their sha256
+//   rgba    ID PATH W H ROWBYTES ORIENTATION SIZE  RGBA bytes as decoded → upright RGB on white, then as unit (SIZE > 0)
+//                                                 or, with SIZE 0, the upright picture itself: OUT/ID.rgb, its W, H
+//   softmax ID TEMPERATURE LOGITS                 softmax(logits / temperature) in double: the 17-digit values
+//   answer  ID TEMPERATURE THRESHOLD LOGITS       the top labels (c0, c1, … by logit index) and "uncertain"/"answered"
+//   rule    ID TEMPERATURE THRESHOLD              confidenceRule: "ok" or "refused" and the message
+//   percent ID P                                  percent(P)
+//   name    ID LABEL [FULL]                       displayName(LABEL, {LABEL: FULL})
+//   failure ID KIND                               failureMessage("Doing", a throwable of that kind, [arm64-v8a])
+//
+// A value "null" is Kotlin null, a number is a Double, anything else a String (as model.json may hold).
+
+fun main(args: Array<String>) {
+    require(args.size == 2) { "usage: ContractCheck JOBS_FILE OUT_DIR" }
+    val out = File(args[1]).apply { mkdirs() }
+    File(args[0]).readLines().filter { it.isNotBlank() }.forEach { line ->
+        val f = line.split('\t')
+        val id = f[1]
+        val result: List<String> = try {
+            when (f[0]) {
+                "unit" -> unit(id, readRgb(f[2], f[3].toInt(), f[4].toInt()), f[5].toInt(), out)
+                "rgba" -> {
+                    val width = f[3].toInt()
+                    val height = f[4].toInt()
+                    val upright = PreprocessCore.uprightRgb(File(f[2]).readBytes(), width, height, f[5].toInt(), f[6].toInt())
+                    val size = f[7].toInt()
+                    if (size > 0) unit(id, upright, size, out) else {
+                        File(out, "$id.rgb").writeBytes(upright.rgb)
+                        listOf(sha256(upright.rgb), upright.width.toString(), upright.height.toString())
+                    }
+                }
+                "softmax" -> softmax(logits(f[3]), f[2].toDouble()).map { it.toString() }
+                "answer" -> {
+                    val scores = logits(f[4])
+                    val rule = confidenceRule(value(f[2]), value(f[3]), null)
+                    val answer = answer(scores, List(scores.size) { "c$it" }, rule, scores.size)
+                    listOf(if (answer.uncertain) "uncertain" else "answered", answer.top.joinToString(",") { it.label })
+                }
+                "rule" -> try {
+                    val rule = confidenceRule(value(f[2]), value(f[3]), null)
+                    listOf("ok", rule.temperature.toString(), rule.threshold.toString())
+                } catch (error: IllegalArgumentException) {
+                    listOf("refused", error.message.orEmpty())
+                }
+                "percent" -> listOf(percent(f[2].toDouble()))
+                "name" -> listOf(displayName(f[2], if (f.size > 3) mapOf(f[2] to f[3]) else emptyMap()))
+                "failure" -> listOf(failureMessage("Doing", throwable(f[2]), listOf("arm64-v8a")))
+                else -> error("unknown job ${f[0]}")
+            }
+        } catch (error: Exception) {
+            listOf("error", "${error.javaClass.simpleName}: ${error.message}")
+        }
+        println((listOf(id) + result).joinToString("\t") { it.replace('\t', ' ').replace('\n', ' ') })
+    }
+}
+
+private fun readRgb(path: String, width: Int, height: Int) = RgbImage(width, height, File(path).readBytes())
+
+private fun unit(id: String, image: RgbImage, size: Int, out: File): List<String> {
+    val spec = PreprocessingSpec(size, size, "bilinear", true, (1.0 / 255).toFloat(), null, null)
+    val unit = PreprocessCore.unitTensor(image, spec)
+    val crop = PreprocessCore.chwBytes(unit.crop)
+    val tensor = ByteBuffer.allocate(4 * unit.tensor.size).order(ByteOrder.LITTLE_ENDIAN)
+    tensor.asFloatBuffer().put(unit.tensor)
+    File(out, "$id.crop").writeBytes(crop)
+    File(out, "$id.tensor").writeBytes(tensor.array())
+    return listOf(sha256(crop), sha256(tensor.array()))
+}
+
+private fun sha256(bytes: ByteArray): String =
+    MessageDigest.getInstance("SHA-256").digest(bytes).joinToString("") { "%02x".format(it) }
+
+private fun logits(text: String) = text.split(',').map { it.toFloat() }.toFloatArray()
+
+private fun value(text: String): Any? = if (text == "null") null else text.toDoubleOrNull() ?: text
+
+private fun throwable(kind: String): Throwable = when (kind) {
+    "io" -> java.io.IOException("No space left on device")
+    "link" -> UnsatisfiedLinkError("dlopen failed: library \"libexecutorch.so\" not found")
+    "wrapped-link" -> RuntimeException("static initializer failed", UnsatisfiedLinkError("no executorch in java.library.path"))
+    "oom" -> OutOfMemoryError("Failed to allocate a 201326604 byte allocation")
+    "bundle" -> BundleError("Refusing to load model.pte: its sha256 does not match")
+    "bad-image" -> BadImageError("not an image Android can decode")
+    "runtime" -> IllegalStateException("the model returned 3 scores but model.json lists 8 classes")
+    "no-message" -> NullPointerException()
+    else -> error("unknown throwable kind $kind")
+}
