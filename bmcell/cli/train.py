@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
+from bmcell.core.checkpoint import RESUME_FILE
 from bmcell.core.config import RUNTIME_ONLY, ConfigError, TrainConfig, option_help, overrides_from, resolve_config
 from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.distributed import process_group
 from bmcell.core.engine import fit
+from bmcell.core.run_folder import SYNTHETIC_DATA, check_out_folder, read_config
 
-DEFAULT_SYNTH_FOLDER = "synthetic-data"
+DEFAULT_SYNTH_FOLDER = SYNTHETIC_DATA
+
+
+def _differs(key: str, saved, given) -> bool:
+    """Whether an option given to --resume differs from the run's value (--data compared as a folder)."""
+    if key == "data" and saved is not None:
+        return Path(given).absolute() != Path(saved).absolute()
+    return saved != given
 
 
 def _resumed_config(out: Path, overrides: dict) -> TrainConfig:
-    """The run's saved configuration; explicit options must agree with it (bar runtime-only ones)."""
-    path = out / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"--resume: {path} not found; is {out} a bmcell run folder?")
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    """The run's saved configuration; explicit options must agree with it (bar runtime-only ones). --out is where
+    the run is, never compared: a run folder can be moved, copied or reached by another path."""
+    saved = read_config(out)
     conflicts = {k: (saved.get(k), v) for k, v in overrides.items()
-                 if v is not None and k not in RUNTIME_ONLY and saved.get(k) != v}
+                 if v is not None and k not in RUNTIME_ONLY and k != "out" and _differs(k, saved.get(k), v)}
     if conflicts:
         details = ", ".join(f"{k}: run has {old!r}, given {new!r}" for k, (old, new) in conflicts.items())
         raise ConfigError(f"--resume continues the run as it was configured; drop these options: {details}")
@@ -68,6 +74,7 @@ def train(
     outlier_exposure: Optional[float] = typer.Option(None, help=option_help("outlier_exposure")),
     balance_sources: Optional[bool] = typer.Option(None, "--balance-sources/--no-balance-sources",
                                                    help=option_help("balance_sources")),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=option_help("compile")),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of these settings; options given here win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
     verbose: bool = VERBOSE,
@@ -77,10 +84,16 @@ def train(
     overrides = overrides_from(locals())
 
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
+    check_out_folder(Path(cfg.out), resume)  # before anything is written there
+    if cfg.data is not None and not resume:  # a run resumed from another working directory still finds its data
+        cfg = TrainConfig(**(cfg.to_dict() | {"data": str(Path(cfg.data).absolute())}))
     with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun
         if cfg.data is None:
             with dist.main_first():
                 cfg = TrainConfig(**(cfg.to_dict() | {"data": str(default_synthetic_data(Path(cfg.out)))}))
+        if resume and dist.is_main and not (Path(cfg.out) / RESUME_FILE).is_file():
+            console.print(f"nothing to resume in {cfg.out}: no epoch was saved ({RESUME_FILE} is absent); training "
+                          "starts at epoch 1 with the run's configuration and split")
         with other_libraries_logged(Path(cfg.out), verbose or not dist.is_main):
             best = fit(cfg, resume=resume, console=console, dist=dist)
     if dist.is_main:

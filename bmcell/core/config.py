@@ -64,6 +64,9 @@ class TrainConfig:
                                       "they fall under the abstention threshold; 0: off.")
     balance_sources: bool = setting(False, "In a `bmcell combine` folder, draw each source of a class equally "
                                     "often, however many images it has.")
+    compile: bool = setting(False, "Compile the training step with torch.compile (forward and backward; CUDA graphs "
+                            "on CUDA): faster steps after a one-time compile of a minute or more. Off by default "
+                            "until `bmcell bench-train` has measured it faster on the GPU in use.", runtime=True)
 
     def __post_init__(self) -> None:
         checks = {

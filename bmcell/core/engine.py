@@ -34,11 +34,20 @@ SYNC_EVERY = 10  # optimizer steps between reading the loss back from the device
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW with no weight decay on biases and normalisation weights."""
+    """AdamW with no weight decay on biases and normalisation weights; the fused kernel when the model is on CUDA."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    on_cuda = next(model.parameters()).is_cuda
     return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, fused=on_cuda or None)
+
+
+def compiled_for_training(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model under torch.compile for training steps: forward and backward compiled together (AOTAutograd +
+    Inductor), and on CUDA replayed as CUDA graphs ("reduce-overhead"), which training's fixed batch shape allows
+    (a ragged last batch is dropped). The optimizer step stays outside the graph (fused AdamW on CUDA). Evaluation
+    keeps the eager model: its last batch may be smaller."""
+    return torch.compile(model, mode="reduce-overhead" if device.type == "cuda" else None)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
@@ -178,6 +187,8 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
     state = RunState(**load_resume_state(run_dir, model, optimizer)) if from_state else RunState()
     trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if dist.enabled else model
+    if config.compile:  # checkpoints, evaluation and the resume state keep using the eager `model` (same weights)
+        trained = compiled_for_training(trained, device)
     history = read_history(run_dir, state.epoch)
 
     with dist.main_first():  # the decoded-image cache is written once
