@@ -142,20 +142,21 @@ def combine_train_metrics(per_rank: list[dict]) -> dict:
 @torch.no_grad()
 def predict_logits(model: nn.Module, loader: Iterable, device: torch.device,
                    progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Float32 logits and targets for every batch of a loader."""
+    """Float32 logits and targets for every batch of a loader, kept on the device until the end (one copy to the
+    host per evaluation, not one wait per batch)."""
     model.eval()
     task = progress.add_task("evaluate", total=len(loader), loss=float("nan"), ips=0.0) if progress else None
     logits, targets = [], []
     for images, batch_targets in loader:
         with _autocast(device):
             batch_logits = model(images.to(device, memory_format=torch.channels_last))
-        logits.append(batch_logits.float().cpu())
+        logits.append(batch_logits.float())
         targets.append(batch_targets)
         if progress:
             progress.update(task, advance=1)
     if progress:
         progress.remove_task(task)
-    return torch.cat(logits).numpy(), torch.cat(targets).cpu().numpy()
+    return torch.cat(logits).cpu().numpy(), torch.cat(targets).cpu().numpy()
 
 
 def evaluate_logits(logits: np.ndarray, targets: np.ndarray, classes: list[str]) -> dict:
