@@ -15,7 +15,7 @@ from bmcell.core.fileio import atomic_write_json
 from bmcell.core.reports import markdown_cell
 from export.formats import FORMATS
 from export.formats.base import Runner
-from export.golden import read_golden
+from export.golden import read_export_golden
 from export.manifest import read_manifest, verify_artefact
 
 BENCH_JSON = "bench.json"
@@ -70,8 +70,7 @@ def run_bench(export_dir: Path, eager: torch.nn.Module, runs: int = 50, warmup: 
     """Benchmark eager PyTorch and every artefact that runs here; write bench.json, bench.md and bench.png."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    inputs, _, _ = read_golden(export_dir / manifest["golden"]["file"],
-                               manifest["source_checkpoint"]["weights_sha256"])
+    inputs, _, _ = read_export_golden(export_dir, manifest)
     example = inputs[:1]
     parity_path = export_dir / "parity.json"
     parity = {r["name"]: r for r in json.loads(parity_path.read_text())["artefacts"]} if parity_path.is_file() else {}

@@ -14,7 +14,7 @@ from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.device import device_description
 from bmcell.core.evaluation import unit_logits
 from bmcell.core.fileio import atomic_write_bytes, sha256_path
-from export.manifest import ManifestError
+from export.manifest import ManifestError, verify_file
 
 GOLDEN = "golden.safetensors"
 
@@ -37,6 +37,11 @@ def write_golden(path: Path, inputs: torch.Tensor, logits: np.ndarray, names: li
             "tf32": "off"}
 
 
+def _another_model(path: Path, found: object, expected: str) -> ManifestError:
+    return ManifestError(f"{path} holds reference logits of another model (weights sha256 "
+                         f"{str(found)[:12]}... != {expected[:12]}...)")
+
+
 def read_golden(path: Path, expected_source_sha256: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """float32 [0, 1] inputs, reference logits and provenance, refusing a golden set of another model."""
     try:
@@ -46,6 +51,26 @@ def read_golden(path: Path, expected_source_sha256: str) -> tuple[np.ndarray, np
     except (SafetensorError, OSError) as error:
         raise ManifestError(f"{path}: unreadable golden set ({error})") from None
     if info.get("source_weights_sha256") != expected_source_sha256:
-        raise ManifestError(f"{path} holds reference logits of another model (weights sha256 "
-                            f"{str(info.get('source_weights_sha256'))[:12]}... != {expected_source_sha256[:12]}...)")
+        raise _another_model(path, info.get("source_weights_sha256"), expected_source_sha256)
     return (pixels.float() / 255).numpy(), logits.numpy(), info
+
+
+def read_export_golden(export_dir: Path, manifest: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """An export folder's golden set (read_golden), refused unless its bytes still have the sha256 the manifest
+    records: an altered input pixel or reference logit would otherwise be blamed on the artefacts."""
+    entry, source = manifest["golden"], manifest["source_checkpoint"]["weights_sha256"]
+    path = Path(export_dir) / entry["file"]
+    try:
+        verify_file(export_dir, entry["file"], entry["sha256"], "golden set",
+                    "its inputs or reference logits changed after export, so no artefact can be judged against "
+                    "it; export the checkpoint again")
+    except ManifestError:
+        try:  # a golden set of another model (the commonest mix-up) is named as such
+            with safe_open(str(path), framework="pt") as handle:
+                found = (handle.metadata() or {}).get("source_weights_sha256")
+        except (SafetensorError, OSError):
+            found = None
+        if found is not None and found != source:
+            raise _another_model(path, found, source) from None
+        raise
+    return read_golden(path, source)

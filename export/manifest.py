@@ -8,11 +8,12 @@ from pathlib import Path
 
 from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.errors import BmcellError
-from bmcell.core.fileio import sha256_path
+from bmcell.core.fileio import atomic_write_json, json_digest, sha256_path
 from bmcell.core.versions import installed_versions
 from export.formats.base import ExportFormat
 
 MANIFEST = "manifest.json"
+DIGEST_KEY = "manifest_sha256"  # sha256 of the manifest's canonical JSON without this key (fileio.json_digest)
 FORMAT = "bmcell-export"
 FORMAT_VERSION = 1
 TOOLS = ("bmcell", "torch", "torchvision", "timm", "executorch", "torchao", "onnx", "onnxruntime", "onnxscript",
@@ -86,8 +87,14 @@ def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict) 
     }
 
 
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Write manifest.json atomically with the digest of its own content under DIGEST_KEY."""
+    atomic_write_json(path, manifest | {DIGEST_KEY: json_digest(manifest, DIGEST_KEY)})
+
+
 def read_manifest(export_dir: Path) -> dict:
-    """Read and validate an export folder's manifest."""
+    """Read and validate an export folder's manifest, refusing one edited after export (its digest no longer
+    matches) or one written before manifests carried a digest."""
     path = Path(export_dir) / MANIFEST
     if not path.is_file():
         raise ManifestError(f"{export_dir} has no {MANIFEST}; is it a folder written by `bmcell export`?")
@@ -95,21 +102,35 @@ def read_manifest(export_dir: Path) -> dict:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ManifestError(f"{path}: not valid JSON ({error})") from None
-    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT \
+            or manifest.get("format_version") != FORMAT_VERSION:
         raise ManifestError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} manifest")
+    if DIGEST_KEY not in manifest:
+        raise ManifestError(f"{path} has no {DIGEST_KEY}: it was written by an older bmcell, whose manifests could "
+                            "not be checked for edits; export the checkpoint again")
+    if manifest[DIGEST_KEY] != json_digest(manifest, DIGEST_KEY):
+        raise ManifestError(f"{path} was edited after export (its {DIGEST_KEY} does not match its content): the "
+                            "input contract, classes or checksums it states can no longer be trusted; restore it or "
+                            "export the checkpoint again")
     missing = [k for k in ("classes", "image_size", "source_checkpoint", "golden", "artefacts") if k not in manifest]
     if missing:
         raise ManifestError(f"{path}: lacks {missing}")
     return manifest
 
 
+def verify_file(export_dir: Path, file: str, sha256: str, what: str,
+                consequence: str = "it changed after export; re-export it") -> Path:
+    """export_dir/file, after checking it exists and still has the sha256 the manifest records; errors name it."""
+    path = Path(export_dir) / file
+    if not path.exists():
+        raise ManifestError(f"{what}: {path} is missing")
+    actual = sha256_path(path)
+    if actual != sha256:
+        raise ManifestError(f"{what}: {path.name} does not match its sha256 in the manifest "
+                            f"({actual[:12]}... != {sha256[:12]}...): {consequence}")
+    return path
+
+
 def verify_artefact(export_dir: Path, entry: dict) -> Path:
     """The artefact's path, after checking it exists and still has the manifest's sha256."""
-    path = Path(export_dir) / entry["file"]
-    if not path.exists():
-        raise ManifestError(f"{entry['name']}: {path} is missing")
-    actual = sha256_path(path)
-    if actual != entry["sha256"]:
-        raise ManifestError(f"{entry['name']}: {path.name} does not match its sha256 in the manifest "
-                            f"({actual[:12]}... != {entry['sha256'][:12]}...): it changed after export; re-export it")
-    return path
+    return verify_file(export_dir, entry["file"], entry["sha256"], entry["name"])

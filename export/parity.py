@@ -14,7 +14,7 @@ from bmcell.core.fileio import atomic_write_json
 from bmcell.core.reports import markdown_cell
 from export.formats import FORMATS
 from export.formats.base import ExportFormat, Runner
-from export.golden import read_golden
+from export.golden import read_export_golden
 from export.manifest import ManifestError, read_manifest, verify_artefact
 
 PARITY_JSON = "parity.json"
@@ -122,8 +122,7 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
     """Check every artefact in an export folder; validation is (inputs, targets, reference accuracy) or None."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
-    source = manifest["source_checkpoint"]["weights_sha256"]
-    inputs, reference, info = read_golden(export_dir / manifest["golden"]["file"], source)
+    inputs, reference, info = read_export_golden(export_dir, manifest)
     rows = []
     for entry in manifest["artefacts"]:
         row = {"name": entry["name"], "precision": entry["precision"], "file": entry["file"]}

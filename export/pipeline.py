@@ -14,10 +14,10 @@ import bmcell
 from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.device import select_device
 from bmcell.core.errors import BmcellError
-from bmcell.core.fileio import atomic_write_json, staged_folder
+from bmcell.core.fileio import staged_folder
 from export.formats.base import ExportFormat, ExportInputs
 from export.golden import GOLDEN, reference_logits, write_golden
-from export.manifest import MANIFEST, artefact_entry, build_manifest, confidence_contract
+from export.manifest import MANIFEST, artefact_entry, build_manifest, confidence_contract, write_manifest
 from export.samples import balanced_pick, checkpoint_split, load_unit_images
 from export.wrapper import NormalizedClassifier
 
@@ -97,5 +97,5 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
             f"calibration: {len(train)} training images")
         with torch.no_grad():
             artefacts = [_export_one(fmt, inputs, staging, image_size, log) for fmt in formats]
-        atomic_write_json(staging / MANIFEST, build_manifest(checkpoint, artefacts, golden))
+        write_manifest(staging / MANIFEST, build_manifest(checkpoint, artefacts, golden))
     return out / MANIFEST

@@ -10,7 +10,7 @@ import pytest
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import sha256_path
 from export.apps import APPS, app_target, install_bundle
-from export.manifest import FORMAT, FORMAT_VERSION, preprocessing_contract
+from export.manifest import FORMAT, FORMAT_VERSION, preprocessing_contract, write_manifest
 
 CLASSES = ["lymphocyte", "neutrophil"]
 
@@ -32,7 +32,7 @@ def fake_export(folder: Path, names: list[str], passed: list[str] = ()) -> Path:
                 "arch": "mobilevit_xs", "golden": {}, "artefacts": artefacts,
                 "source_checkpoint": {"weights_sha256": "ab" * 32, "path": str(release / "best.json"), "epoch": 7,
                                       "metrics": {"accuracy": 0.9, "balanced_accuracy": 0.8, "macro_f1": 0.85}}}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(folder / "manifest.json", manifest)
     rows = [{"name": n, "status": "pass" if n in passed else "fail", "val_accuracy": 0.875} for n in names]
     (folder / "parity.json").write_text(json.dumps({"artefacts": rows}))
     return folder

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from importlib.metadata import version
+from pathlib import Path
 
 import pytest
 import torch
 
+from bmcell.core import fileio
 from bmcell.core.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -15,6 +19,7 @@ from bmcell.core.checkpoint import (
     save_checkpoint,
     save_resume_state,
 )
+from bmcell.core.fileio import DiskFullError, atomic_write_bytes
 from bmcell.core.models import build_model
 
 META = {"arch": "mobilevit_xxs", "classes": ["a", "b", "c"], "image_size": 64, "mean": [0, 0, 0], "std": [1, 1, 1]}
@@ -100,3 +105,60 @@ def test_resume_state_round_trip(tmp_path):
     original, restored = optimizer.state_dict()["state"], fresh_optimizer.state_dict()["state"]
     assert original.keys() == restored.keys()
     assert all(torch.equal(original[k]["exp_avg_sq"], restored[k]["exp_avg_sq"]) for k in original)
+
+
+class Killed(BaseException):
+    """A kill -9 at one exact point: nothing after it runs (no cleanup an Exception would trigger)."""
+
+
+def _killed_at(monkeypatch, dest_name: str) -> None:
+    """os.replace onto a file called dest_name is where the process dies."""
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if Path(dst).name == dest_name:
+            raise Killed(f"killed before {dest_name} was replaced")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+@pytest.mark.parametrize(("dies_before", "survivor"), [("best.safetensors", "old"), ("best.json", "new")])
+def test_a_kill_between_weights_and_metadata_leaves_one_whole_best(saved, monkeypatch, dies_before, survivor):
+    run_dir, old = saved
+    torch.manual_seed(1)
+    new = build_model("mobilevit_xxs", 3)
+    _killed_at(monkeypatch, dies_before)
+    with pytest.raises(Killed):
+        save_checkpoint(run_dir, "best", new, META | {"epoch": 2})
+    monkeypatch.undo()
+    loaded = load_checkpoint(run_dir)  # finishes the interrupted save when its weights were already in place
+    expected = {"old": old, "new": new}[survivor]
+    assert all(torch.equal(loaded.state_dict[k], v) for k, v in expected.state_dict().items())
+    assert loaded.meta.get("epoch") == (2 if survivor == "new" else None)
+    assert load_checkpoint(run_dir / "best.safetensors").weights_sha256 == loaded.weights_sha256
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.json", "best.safetensors"]
+
+
+def test_a_stale_pending_metadata_is_never_used(saved):
+    run_dir, _ = saved
+    pending = run_dir / ".best.json.next"
+    meta = json.loads((run_dir / "best.json").read_text())
+    pending.write_text(json.dumps(meta | {"weights": {"file": "best.safetensors", "sha256": "0" * 64}}))
+    assert load_checkpoint(run_dir).weights_sha256 == meta["weights"]["sha256"]
+    assert pending.exists()  # left alone: it describes weights that were never written
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "last.safetensors"
+    target.write_bytes(b"previous")
+
+    def no_space(descriptor):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileio.os, "fsync", no_space)
+    with pytest.raises(DiskFullError, match=r"no space left .* last\.safetensors \(3\.0 MB needed, .* free\)"):
+        atomic_write_bytes(target, b"x" * 3_000_000)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["last.safetensors"]

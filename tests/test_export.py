@@ -199,3 +199,63 @@ def test_core_ml_is_held_to_calibrated_probabilities_and_must_declare_them():
         "outputs logits, but coreml-int8 must output probabilities"]
     assert not structure_failures(FORMATS["coreml-int8"], declared | {"output_kind": "probabilities"},
                                   ["a", "b", "c"], 64)
+
+
+def _golden_tensor_offsets(path) -> dict[str, tuple[int, int]]:
+    """Where each tensor's bytes lie in a safetensors file: {name: (start, end)} from the start of the file."""
+    header_length = int.from_bytes(path.read_bytes()[:8], "little")
+    header = json.loads(path.read_bytes()[8:8 + header_length])
+    return {name: (8 + header_length + start, 8 + header_length + end)
+            for name, (start, end) in ((k, v["data_offsets"]) for k, v in header.items() if k != "__metadata__")}
+
+
+@pytest.mark.parametrize("alteration", ["eight-logit-signs", "one-input-pixel"])
+def test_altered_golden_set_is_named_not_blamed_on_the_artefacts(exported, tmp_path, alteration):
+    """An altered golden set (the sign of 8 reference logits, or one input pixel) is refused before any artefact is
+    judged, naming golden.safetensors, instead of failing onnx-fp32 on "max relative error"."""
+    import torch
+
+    from export.bench import run_bench
+    from export.manifest import ManifestError
+
+    folder, _ = exported
+    copy = shutil.copytree(folder, tmp_path / "export")
+    golden = copy / "golden.safetensors"
+    data = bytearray(golden.read_bytes())
+    offsets = _golden_tensor_offsets(golden)
+    if alteration == "eight-logit-signs":
+        start = offsets["logits"][0]
+        for i in range(8):
+            data[start + 4 * i + 3] ^= 0x80  # float32 little-endian: the sign bit is in the last byte
+    else:
+        data[offsets["inputs"][0] + 1000] ^= 0x01
+    golden.write_bytes(bytes(data))
+    result = runner.invoke(app, ["parity", str(copy), "--golden-only"])
+    assert result.exit_code == 2, result.output
+    assert "golden.safetensors" in result.output and "changed after export" in result.output
+    assert "onnx-fp32" not in result.output and "relative error" not in result.output
+    with pytest.raises(ManifestError, match="golden.safetensors"):
+        run_bench(copy, torch.nn.Identity())
+
+
+def test_edited_or_undigested_manifest_is_refused(exported, tmp_path):
+    """manifest.json carries the digest of its own content: a field no checksum covers (the input contract's "kind")
+    edited by hand is refused, and so is a manifest without the digest (an older export)."""
+    from bmcell.core.fileio import json_digest
+    from export.manifest import DIGEST_KEY
+
+    folder, _ = exported
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest[DIGEST_KEY] == json_digest(manifest, DIGEST_KEY)
+    copy = shutil.copytree(folder, tmp_path / "edited")
+    edited = json.loads(json.dumps(manifest))
+    entry = next(a for a in edited["artefacts"] if a["input"]["kind"] == "tensor")
+    entry["input"]["kind"] = "teosor"
+    (copy / "manifest.json").write_text(json.dumps(edited, indent=2))
+    result = runner.invoke(app, ["parity", str(copy), "--golden-only"])
+    assert result.exit_code == 2 and "manifest.json was edited after export" in result.output, result.output
+    older = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    (copy / "manifest.json").write_text(json.dumps(older, indent=2))
+    result = runner.invoke(app, ["parity", str(copy), "--golden-only"])
+    assert result.exit_code == 2 and f"no {DIGEST_KEY}" in result.output and "export the checkpoint again" in \
+        result.output, result.output

@@ -76,3 +76,29 @@ def test_unreadable_path_is_named(tmp_path):
         load_rgb(tmp_path)  # a folder cannot be read as a file
     with pytest.raises(BadImageError, match="unreadable"):
         load_rgb(tmp_path / "missing.jpg")
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width x height 1-bit pixels (its header is all Pillow reads before its size checks)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [9_000, 12_000, 20_000], ids=["81M", "144M", "400M"])
+def test_decompression_bomb_limit_is_ours_at_every_size(side):
+    """One limit, MAX_PIXELS, whatever Pillow's own guard would have said (a warning above its 89,478,485 pixels,
+    an error above 178,956,970): the message states our number and the image's size."""
+    from bmcell.core.data.images import MAX_PIXELS
+
+    with pytest.raises(BadImageError) as refused:
+        decode_rgb(_png_header(side, side), "huge.png")
+    message = str(refused.value)
+    assert f"{MAX_PIXELS:,}-pixel limit" in message and "decompression bomb" in message, message
+    assert f"{side}x{side}" in message or f"{side * side:,}" in message, message
+    assert "89478485" not in message and "178956970" not in message and "128,000,000" not in message

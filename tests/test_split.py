@@ -102,3 +102,29 @@ def test_given_split_warns_about_duplicates_across_sides_and_unused_entries(tmp_
     assignment = {"a/1.jpg": "train", "a/2.jpg": "val", "b/3.jpg": "train", "b/gone.jpg": "val"}
     _, warnings = given_split(records, assignment, tmp_path / "s.csv")
     assert any("byte-identical" in w for w in warnings) and any("1 file(s)" in w for w in warnings)
+
+
+def test_a_path_listed_as_train_and_then_val_is_an_error_naming_both_lines(tmp_path):
+    """The later row used to win silently; now both lines are named. The same path twice in the same subset is
+    taken once, without a word."""
+    csv_file = tmp_path / "split.csv"
+    csv_file.write_text("path,subset\na/1.jpg,train\nb/2.jpg,val\na/1.jpg,val\nb/2.jpg,val\n")
+    with pytest.raises(DatasetError) as refused:
+        read_assignment(csv_file)
+    message = str(refused.value)
+    assert "'a/1.jpg' is 'train' on line 2 and 'val' on line 4" in message and "b/2.jpg" not in message, message
+    csv_file.write_text("path,subset\na/1.jpg,train\nb/2.jpg,val\na/1.jpg,train\n")
+    assert read_assignment(csv_file) == {"a/1.jpg": "train", "b/2.jpg": "val"}
+
+
+def test_a_split_row_outside_the_data_folder_is_named_in_its_warning(tmp_path):
+    records = [ImageRecord("a/1.jpg", "a", "s1"), ImageRecord("b/2.jpg", "b", "s2")]
+    assignment = {"a/1.jpg": "train", "b/2.jpg": "val", "../secret/x.jpg": "train", "/etc/passwd": "val",
+                  "a/gone.jpg": "val"}
+    chosen, warnings = given_split(records, assignment, tmp_path / "s.csv")
+    assert chosen == {"a/1.jpg": "train", "b/2.jpg": "val"}
+    outside = next(w for w in warnings if "outside the data folder" in w)
+    assert "'../secret/x.jpg'" in outside and "'/etc/passwd'" in outside and "2 path(s)" in outside, warnings
+    # Rows that are merely absent or unusable are counted, not named: unusable files were named by the bad-files
+    # warning already, and naming them twice clutters the output.
+    assert any("1 file(s)" in w and "a/gone.jpg" not in w for w in warnings), warnings

@@ -205,3 +205,170 @@ def test_quickstart_runs_the_whole_job(tmp_path):
     for noise in ("Warning", "Failed to load", "Running MIL", "passes/s", "ops/s", "INFO:"):
         assert noise not in result.output, result.output
     assert "Running MIL" in (tmp_path / "qs" / LOG_FILE).read_text()  # coremltools' progress bars, kept
+
+
+def test_predict_table_clamps_top_k_and_shows_the_distinguishing_end_of_each_path(tmp_path):
+    """`predict --top-k 999` draws one column per class of the model (as --json gives), not 999; on an 80-column
+    terminal the image column keeps the end of each path that tells the images apart."""
+    from bmcell.cli.predict import distinguishing_ends
+    from bmcell.jobs.release import DEFAULT_MODEL
+
+    paths = ["a/x/cell.jpg", "b/x/cell.jpg", "c/y/other.jpg"]
+    assert distinguishing_ends(paths, 30) == paths
+    assert distinguishing_ends(paths, 12) == ["a/x/cell.jpg", "b/x/cell.jpg", "…/other.jpg"]
+    assert distinguishing_ends(["/data/x/slide_0001.jpg", "/data/x/slide_0002.jpg"], 8) == ["…001.jpg", "…002.jpg"]
+    if not (DEFAULT_MODEL / "best.json").is_file():
+        pytest.skip("the released model is absent")
+    classes = json.loads((DEFAULT_MODEL / "best.json").read_text())["classes"]
+    folder = tmp_path / "a-long-folder-name-for-one-microscope-session" / "slides-of-the-second-of-may-2024"
+    folder.mkdir(parents=True)
+    images = []
+    for i in range(3):
+        images.append(folder / f"slide_A_field_{i:03d}_cell.jpg")
+        images[-1].write_bytes(jpeg_bytes(i))
+    shown = subprocess.run([sys.executable, "-m", "bmcell", "predict", *map(str, images), "--top-k", "999"],
+                           check=False, capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"},
+                           timeout=300)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    assert max(map(len, lines)) <= 80, shown.stdout
+    header = " ".join(lines[:4])
+    assert f"#{len(classes)}" in header and f"#{len(classes) + 1}" not in header, shown.stdout
+    for image in images:
+        rows = [line for line in lines if f"field_{image.name[14:17]}_cell.jpg" in line]
+        assert len(rows) == 1, shown.stdout  # each image's row names it, and names no other
+
+
+@pytest.mark.slow
+def test_a_full_disk_stops_training_with_what_to_do(synthetic_data, tmp_path, monkeypatch):
+    import errno
+
+    from bmcell.core import fileio
+    from bmcell.core.checkpoint import load_checkpoint
+
+    class HalfWritten:  # the disk fills up half-way through a write
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    last_writes = []
+
+    def open_on_a_filling_disk(path, mode="r", *args, **kwargs):
+        handle = open(path, mode, *args, **kwargs)  # noqa: SIM115 - fileio's own `with` closes it
+        if Path(path).name == ".last.safetensors.tmp":
+            last_writes.append(path)
+            if len(last_writes) == 2:  # epoch 2's last checkpoint
+                return HalfWritten(handle)
+        return handle
+
+    run = tmp_path / "run"
+    monkeypatch.setattr(fileio, "open", open_on_a_filling_disk, raising=False)
+    full = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(run), "--epochs", "2", *TINY_ARGS])
+    monkeypatch.undo()
+    output = full.output.replace("\n", " ")
+    assert full.exit_code == 2, output
+    assert "Traceback" not in output and "saving epoch 2 stopped: no space left" in output, output
+    assert "to write last.safetensors" in output and "MB needed" in output and "free" in output, output
+    assert "last.json (epoch 1)" in output and f"bmcell train --out {run} --resume` continues at epoch 2" in output
+    assert not list(run.rglob("*.tmp")) and not list(run.rglob("*.next"))
+    assert load_checkpoint(run / "last.json").epoch == 1
+    assert load_checkpoint(run).build_model() is not None
+
+    resumed = runner.invoke(app, ["train", "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert _epochs(run) == [1, 2] and load_checkpoint(run / "last.json").epoch == 2
+
+
+def test_a_moved_run_resumes_where_it_is(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    moved = tmp_path / "elsewhere" / "runA"
+    shutil.copytree(tiny_run, moved)
+    recorded = json.loads((tiny_run / "config.json").read_text())
+    monkeypatch.chdir(moved.parent)  # another working directory, another path to the same run
+    resumed = runner.invoke(app, ["train", "--out", "runA", "--resume", "--workers", "0"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((moved / "config.json").read_text()) == recorded | {"out": "runA"}
+    assert json.loads((tiny_run / "config.json").read_text()) == recorded  # the original is left as it was
+    again = runner.invoke(app, ["train", "--out", str(moved), "--resume", "--workers", "0", "--data",
+                                recorded["data"], "--epochs", str(recorded["epochs"])])
+    assert again.exit_code == 0, again.output
+
+
+def test_a_moved_run_takes_its_synthetic_cells_along(tmp_path):
+    from bmcell.core.run_folder import SYNTHETIC_DATA, read_config
+
+    old, new = tmp_path / "old" / "run", tmp_path / "new" / "run"
+    new.mkdir(parents=True)
+    (new / "config.json").write_text(json.dumps({"out": str(old), "data": str(old / SYNTHETIC_DATA), "epochs": 2}))
+    assert read_config(new) == {"out": str(new), "data": str(new / SYNTHETIC_DATA), "epochs": 2}
+
+
+def test_a_refused_start_leaves_the_folder_usable(synthetic_copy, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from bmcell.core.run_folder import check_out_folder
+
+    evil, garbage, other = tmp_path / "evil.pt", tmp_path / "garbage.safetensors", tmp_path / "other.safetensors"
+    evil.write_bytes(b"\x80\x04\x95 a pickle")
+    garbage.write_bytes(b"not safetensors at all")
+    save_file({"fc.weight": torch.zeros(2, 2)}, str(other))
+    (synthetic_copy / "platelet" / "empty.jpg").write_bytes(b"")
+    run = tmp_path / "run"
+    refusals = {("--weights", str(evil)): "only .safetensors", ("--weights", str(garbage)): "cannot read",
+                ("--weights", str(other)): "does not fit", ("--strict",): "--strict",
+                ("--label-map", str(tmp_path / "nope.yaml")): "label map", ("--split", str(tmp_path / "nope.csv")): "split"}
+    for options, message in refusals.items():
+        refused = runner.invoke(app, ["train", "--data", str(synthetic_copy), "--out", str(run), *options, *TINY_ARGS])
+        assert refused.exit_code == 2 and message in refused.output, (options, refused.output)
+        assert {p.name for p in run.iterdir()} <= {LOG_FILE}, options  # no config.json, split.json, bad_files.txt
+        check_out_folder(run, resume=False)  # the corrected command may use the same folder
+
+
+def test_an_unrelated_folder_is_refused_before_anything_is_written(synthetic_data, tmp_path):
+    from bmcell.core.run_folder import SYNTHETIC_DATA, check_out_folder
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "metrics.jsonl").write_text("epoch,loss\n1,0.5\n")
+    (theirs / "notes.txt").write_text("mine")
+    before = {p.name: p.read_bytes() for p in theirs.iterdir()}
+    for data in (["--data", str(synthetic_data)], []):  # without --data nothing is synthesized there either
+        refused = runner.invoke(app, ["train", *data, "--out", str(theirs), "--epochs", "1", *TINY_ARGS])
+        assert refused.exit_code == 2, refused.output
+        assert "not a bmcell run" in refused.output and "metrics.jsonl, notes.txt" in refused.output
+        assert {p.name: p.read_bytes() for p in theirs.iterdir()} == before
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    not_a_folder = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(a_file), *TINY_ARGS])
+    assert not_a_folder.exit_code == 2 and "is a file" in not_a_folder.output
+    ours = tmp_path / "ours"  # what an earlier attempt of ours leaves before a run starts is not unrelated
+    (ours / SYNTHETIC_DATA).mkdir(parents=True)
+    (ours / LOG_FILE).write_text("=== an earlier attempt\n")
+    check_out_folder(ours, resume=False)
+
+
+@pytest.mark.slow
+def test_resuming_a_run_with_no_saved_epoch_says_so(synthetic_data, tmp_path):
+    from bmcell.core.config import TrainConfig
+    from bmcell.core.run_folder import start_or_resume
+
+    run = tmp_path / "run"  # as a kill during epoch 1 leaves it: configuration and split, no epoch saved
+    start_or_resume(TrainConfig(out=str(run), data=str(synthetic_data), epochs=1, **TINY), False, print)
+    resumed = runner.invoke(app, ["train", "--out", str(run), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert "nothing to resume" in resumed.output and "starts at epoch 1" in resumed.output
+    assert _epochs(run) == [1]

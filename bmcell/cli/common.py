@@ -18,12 +18,12 @@ import typer
 from rich.console import Console
 
 from bmcell.core.errors import BmcellError
+from bmcell.core.run_folder import LOG_FILE
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 EXIT_USAGE = 2
-LOG_FILE = "bmcell.log"
 VERBOSE = typer.Option(False, "--verbose", help="Show other libraries' warnings, progress bars and log lines "
                        f"(by default they go to {LOG_FILE} in the output folder).")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,7 +16,14 @@ from torch import nn
 
 from bmcell.core.confidence import Confidence
 from bmcell.core.errors import BmcellError
-from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, sha256_bytes
+from bmcell.core.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    json_digest,
+    replace_file,
+    sha256_bytes,
+    sha256_path,
+)
 from bmcell.core.models import build_model
 from bmcell.core.versions import installed_versions
 
@@ -35,26 +43,56 @@ def _cpu_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
 
 
+def _pending(json_path: Path) -> Path:
+    """Where save_checkpoint puts a checkpoint's new metadata until its weights are in place."""
+    return json_path.with_name(f".{json_path.name}.next")
+
+
 def save_checkpoint(run_dir: Path, name: str, model: nn.Module, meta: dict) -> Path:
-    """Write <name>.safetensors then <name>.json (which records the weights' sha256); returns the JSON path."""
+    """Write <name>.safetensors and <name>.json (which records the weights' sha256); returns the JSON path.
+    A kill at any moment leaves one whole checkpoint under the name, the previous or the new one: the new metadata
+    is written aside first (.<name>.json.next), then the weights replace the old ones, then the metadata moves into
+    place; load_checkpoint finishes a save that was stopped between the last two steps."""
     run_dir = Path(run_dir)
-    weights_path = run_dir / f"{name}.safetensors"
+    weights_path, json_path = run_dir / f"{name}.safetensors", run_dir / f"{name}.json"
     data = save_safetensors_bytes(_cpu_tensors(model.state_dict()), metadata={"format": FORMAT})
-    atomic_write_bytes(weights_path, data)
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
                "weights": {"file": weights_path.name, "sha256": sha256_bytes(data)},
                "versions": installed_versions(CHECKPOINT_PACKAGES),
                "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     payload["metadata_sha256"] = metadata_digest(payload)
-    json_path = run_dir / f"{name}.json"
-    atomic_write_json(json_path, payload)
+    pending = _pending(json_path)
+    atomic_write_json(pending, payload)
+    try:
+        atomic_write_bytes(weights_path, data)
+    except BaseException:  # the old weights are untouched, so the old metadata still describes them
+        pending.unlink(missing_ok=True)
+        raise
+    replace_file(pending, json_path)
     return json_path
+
+
+def _finish_interrupted_save(json_path: Path) -> None:
+    """Move a checkpoint's pending metadata into place when the weights beside it are the ones it describes (the
+    save was stopped after writing the weights); a stale or broken one is left alone and never used."""
+    pending = _pending(json_path)
+    if not pending.is_file():
+        return
+    try:
+        meta = json.loads(pending.read_text(encoding="utf-8"))
+        weights = json_path.parent / meta["weights"]["file"]
+        whole = (meta.get("metadata_sha256") == metadata_digest(meta) and weights.is_file()
+                 and sha256_path(weights) == meta["weights"]["sha256"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return
+    if whole:
+        with contextlib.suppress(OSError):  # a read-only folder: the metadata in place is then refused as stale
+            replace_file(pending, json_path)
 
 
 def metadata_digest(meta: dict) -> str:
     """sha256 of the metadata's canonical JSON, without the digest itself: edits after saving are detected."""
-    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
-    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return json_digest(meta, "metadata_sha256")
 
 
 @dataclass(frozen=True)
@@ -177,12 +215,14 @@ def names_a_checkpoint(path: Path) -> bool:
 
 
 def resolve_checkpoint(path: Path) -> Path:
-    """The metadata JSON for a run folder (its best checkpoint), a .json or a .safetensors path."""
+    """The metadata JSON for a run folder (its best checkpoint), a .json or a .safetensors path (finishing a save
+    of it that a kill interrupted)."""
     path = Path(path)
     if path.is_dir():
         path = path / "best.json"
     elif path.suffix == ".safetensors":
         path = path.with_suffix(".json")
+    _finish_interrupted_save(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint metadata {path} not found; pass a run folder, NAME.json or NAME.safetensors")
     return path

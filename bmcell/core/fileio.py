@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -10,16 +11,79 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from bmcell.core.errors import BmcellError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)  # a full disk, or a full quota
+
+
+class DiskFullError(BmcellError):
+    """A write that ran out of disk space (or quota); the file it would have replaced is as it was."""
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an error is the disk (or the user's quota) running out of space."""
+    return isinstance(error, DiskFullError) or (isinstance(error, OSError) and error.errno in NO_SPACE)
+
+
+def format_bytes(count: float) -> str:
+    """A byte count for people: 512 B, 4.9 MB, 1.2 GB."""
+    for unit in ("B", "kB", "MB"):
+        if count < 1000:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} GB"
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free space for this user on the disk holding folder, or None when it cannot be read."""
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def disk_full(path: Path, needed: int) -> DiskFullError:
+    """The error for a write of `needed` bytes to path that found no space: what, where, how much."""
+    path = Path(path)
+    free = free_bytes(path.parent)
+    return DiskFullError(f"no space left on the disk of {path.parent} to write {path.name} "
+                         f"({format_bytes(needed)} needed, {'?' if free is None else format_bytes(free)} free)")
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside folder durable (a no-op where folders cannot be opened, e.g. Windows)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to a temporary file beside path, flush to disk, then rename over path."""
+    """Write bytes to a temporary file beside path, flush to disk, then rename over path. On any failure (a full
+    disk included: DiskFullError) the temporary file is removed and path is left as it was."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if is_disk_full(error):
+            raise disk_full(path, len(data)) from error
+        raise
+    _fsync_folder(path.parent)
+
+
+def replace_file(source: Path, dest: Path) -> None:
+    """Rename source over dest and make the rename durable."""
+    os.replace(source, dest)
+    _fsync_folder(Path(dest).parent)
 
 
 def atomic_write_json(path: Path, payload: dict) -> bytes:
@@ -73,3 +137,10 @@ def staged_folder(dest: Path, replace: bool = False) -> Iterator[Path]:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
+
+
+def json_digest(payload: dict, exclude_key: str) -> str:
+    """sha256 of a JSON document's canonical form (sorted keys, no whitespace) without its own digest field
+    exclude_key: a document that records json_digest under exclude_key can tell when it was edited afterwards."""
+    body = {key: value for key, value in payload.items() if key != exclude_key}
+    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())

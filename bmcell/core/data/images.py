@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from bmcell.core.errors import BmcellError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 MAX_PIXELS = 64_000_000  # a cell crop is far smaller; anything bigger is treated as a decompression bomb
+# Pillow's own guard (a warning above MAX_IMAGE_PIXELS, an error above twice that) uses the same number wherever
+# bmcell opens an image, and decode_rgb answers both with our message: one limit, stated as MAX_PIXELS.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
 class BadImageError(BmcellError):
@@ -40,20 +44,25 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode image bytes fully into RGB, raising BadImageError with the reason."""
+def _too_many_pixels(name: str, size: str | None) -> BadImageError:
+    """The refusal of an image over MAX_PIXELS, with its size when known."""
+    return BadImageError(f"{name}: {f'{size} pixels' if size else 'the image'} exceeds the {MAX_PIXELS:,}-pixel "
+                         "limit (possible decompression bomb); crop or downscale it first")
+
+
+def decode_rgb(data: bytes, name: str = "<bytes>") -> Image.Image:
+    """Decode image bytes fully into RGB, raising BadImageError with the reason; an image of more than MAX_PIXELS
+    pixels is refused from its header, before it is decoded."""
     if not data:
         raise BadImageError(f"{name}: empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above MAX_PIXELS in Image.open; our check below gives the message, with the size
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
             width, height = image.size
-            if width * height > max_pixels:
-                raise BadImageError(
-                    f"{name}: {width}x{height} pixels exceeds the {max_pixels:,}-pixel limit "
-                    "(possible decompression bomb); crop or downscale it first"
-                )
+            if width * height > MAX_PIXELS:
+                raise _too_many_pixels(name, f"{width}x{height}")
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
@@ -61,16 +70,17 @@ def decode_rgb(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS)
         raise
     except UnidentifiedImageError:
         raise BadImageError(f"{name}: not an image Pillow can read (jpg, png, tif, bmp, webp expected)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImageError(f"{name}: decompression bomb refused ({error})") from None
+    except Image.DecompressionBombError as error:  # Pillow refuses twice MAX_PIXELS in Image.open, before our check
+        count = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_many_pixels(name, f"{int(count[1]):,}" if count else None) from None
     except (OSError, SyntaxError, ValueError) as error:
         raise BadImageError(f"{name}: cannot decode ({error}); the file may be truncated or corrupt") from None
 
 
-def load_rgb(path: Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def load_rgb(path: Path) -> Image.Image:
     """Read and fully decode an image file into RGB, raising BadImageError with the reason."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
         raise BadImageError(f"{path}: unreadable ({error.strerror or error})") from None
-    return decode_rgb(data, str(path), max_pixels)
+    return decode_rgb(data, str(path))

@@ -6,7 +6,7 @@ import csv
 import json
 import random
 from collections import defaultdict
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from bmcell.core.data.folder import DatasetError, ImageRecord
 from bmcell.core.fileio import atomic_write_json, sha256_bytes
@@ -39,13 +39,32 @@ def stratified_split(records: list[ImageRecord], val_fraction: float, seed: int)
 SUBSETS = ("train", "val")
 
 
+def _assignment(entries: list[tuple[str, str, str]], source: Path) -> dict[str, str]:
+    """path -> subset from (path, subset, where it is listed) entries. A path listed twice with different subsets is
+    an error naming both places; listed twice with the same subset, it is taken once."""
+    assignment: dict[str, str] = {}
+    first: dict[str, str] = {}
+    conflicts = []
+    for path, subset, where in entries:
+        if path in assignment and assignment[path] != subset:
+            conflicts.append(f"{path!r} is '{assignment[path]}' on {first[path]} and '{subset}' on {where}")
+            continue
+        assignment.setdefault(path, subset)
+        first.setdefault(path, where)
+    if conflicts:
+        raise DatasetError(f"{source} lists {len(conflicts)} path(s) on both sides: " + "; ".join(conflicts[:5])
+                           + ("; ..." if len(conflicts) > 5 else "") + ". List each image once, in one subset")
+    return assignment
+
+
 def _read_assignment_csv(path: Path) -> dict[str, str]:
     """path -> subset from a CSV file with (at least) the columns path and subset."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if not {"path", "subset"} <= set(reader.fieldnames or ()):
             raise DatasetError(f"{path}: a split CSV needs the columns path,subset (found {reader.fieldnames})")
-        return {row["path"].strip(): row["subset"].strip() for row in reader}
+        entries = [(row["path"].strip(), row["subset"].strip(), f"line {reader.line_num}") for row in reader]
+    return _assignment(entries, path)
 
 
 def read_assignment(path: Path) -> dict[str, str]:
@@ -57,13 +76,21 @@ def read_assignment(path: Path) -> dict[str, str]:
         assignment = _read_assignment_csv(path)
     else:
         try:
-            assignment = {f["path"]: f["subset"] for f in read_split(path)["files"]}
+            files = read_split(path)["files"]
+            entries = [(f["path"], f["subset"], f"file entry {i + 1}") for i, f in enumerate(files)]
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise DatasetError(f"{path}: not a bmcell split.json; give one, or a CSV with columns path,subset") from None
+        assignment = _assignment(entries, path)
     odd = sorted({subset for subset in assignment.values() if subset not in SUBSETS})
     if odd:
         raise DatasetError(f"{path}: subsets must be 'train' or 'val', found {odd}")
     return assignment
+
+
+def _outside(path: str) -> bool:
+    """True for a split-file path that is absolute or climbs out of the data folder."""
+    return PurePosixPath(path).is_absolute() or PureWindowsPath(path).is_absolute() \
+        or ".." in PurePosixPath(path.replace("\\", "/")).parts
 
 
 def given_split(records: list[ImageRecord], assignment: dict[str, str], source: Path) -> tuple[dict[str, str], list[str]]:
@@ -81,9 +108,15 @@ def given_split(records: list[ImageRecord], assignment: dict[str, str], source: 
     straddling = sum(len(s) > 1 for s in sides.values())
     warnings = [f"the split file {source} puts {straddling} set(s) of byte-identical images on both sides"] \
         if straddling else []
-    unused = len(set(assignment) - set(chosen))
-    if unused:
-        warnings.append(f"{unused} file(s) of the split file {source} are not usable images of this data; ignored")
+    unused = sorted(set(assignment) - set(chosen))
+    outside = [path for path in unused if _outside(path)]
+    if outside:
+        warnings.append(f"the split file {source} lists {len(outside)} path(s) outside the data folder, ignored: "
+                        + ", ".join(repr(path) for path in outside[:5]) + (", ..." if len(outside) > 5 else ""))
+    missing = [path for path in unused if not _outside(path)]
+    if missing:
+        warnings.append(f"{len(missing)} file(s) of the split file {source} are not usable images of this data "
+                        "(not in the folder, or unusable and named in the warning above); ignored")
     return chosen, warnings
 
 
