@@ -87,6 +87,7 @@ class _NativeStderr:
         """Point descriptor 2 back at the terminal."""
         self.shown.flush()
         os.dup2(self.saved_fd, 2)
+        os.close(self.saved_fd)
         self.shown.close()
 
 

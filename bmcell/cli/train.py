@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -14,9 +15,6 @@ from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.distributed import process_group
 from bmcell.core.engine import fit
 from bmcell.core.run_folder import SYNTHETIC_DATA, check_out_folder, read_config
-
-DEFAULT_SYNTH_FOLDER = SYNTHETIC_DATA
-
 
 def _differs(key: str, saved, given) -> bool:
     """Whether an option given to --resume differs from the run's value (--data compared as a folder)."""
@@ -39,7 +37,7 @@ def _resumed_config(out: Path, overrides: dict) -> TrainConfig:
 
 def default_synthetic_data(out: Path) -> Path:
     """Synthesize the embedded default dataset inside the run folder (once) and return its path."""
-    folder = out / DEFAULT_SYNTH_FOLDER
+    folder = out / SYNTHETIC_DATA
     if not folder.is_dir():
         counts = write_synthetic_dataset(folder)
         console.print(f"no --data given: synthesized {sum(counts.values())} cell images into {folder}")
@@ -86,11 +84,11 @@ def train(
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
     check_out_folder(Path(cfg.out), resume)  # before anything is written there
     if cfg.data is not None and not resume:  # a run resumed from another working directory still finds its data
-        cfg = TrainConfig(**(cfg.to_dict() | {"data": str(Path(cfg.data).absolute())}))
+        cfg = replace(cfg, data=str(Path(cfg.data).absolute()))
     with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun
         if cfg.data is None:
             with dist.main_first():
-                cfg = TrainConfig(**(cfg.to_dict() | {"data": str(default_synthetic_data(Path(cfg.out)))}))
+                cfg = replace(cfg, data=str(default_synthetic_data(Path(cfg.out))))
         if resume and dist.is_main and not (Path(cfg.out) / RESUME_FILE).is_file():
             console.print(f"nothing to resume in {cfg.out}: no epoch was saved ({RESUME_FILE} is absent); training "
                           "starts at epoch 1 with the run's configuration and split")

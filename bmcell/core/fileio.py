@@ -70,14 +70,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if is_disk_full(error):
             raise disk_full(path, len(data)) from error
         raise
-    _fsync_folder(path.parent)
 
 
 def replace_file(source: Path, dest: Path) -> None:

@@ -51,10 +51,10 @@ def images_per_second(batches: EpochBatches, step: Callable[[torch.Tensor, torch
 
 
 def bench_path(config: TrainConfig, data: PreparedData, cache_dir: Path, steps: int, warmup: int,
-               compiled: bool = False) -> dict:
+               gflop_per_image: float, compiled: bool = False) -> dict:
     """Set-up time (decoding the cache, on the device path), data-only and training images/s of config's data path,
     eager or with the compiled training step (its first step, which compiles, timed on its own), and the share of
-    the device's bf16 peak the training FLOPs reach (forward + backward taken as 3x the forward's FLOPs)."""
+    the device's bf16 peak the training FLOPs (gflop_per_image per image) reach."""
     device = select_device(config.device)
     start = time.perf_counter()
     batches = make_batches(config, data, device, cache_dir=cache_dir)
@@ -62,7 +62,6 @@ def bench_path(config: TrainConfig, data: PreparedData, cache_dir: Path, steps: 
     data_only = images_per_second(batches, lambda images, _: images.to(device, non_blocking=True), device,
                                   steps, warmup)
     model = build_model(config.arch, len(data.classes)).to(device, memory_format=torch.channels_last).train()
-    gflop_per_image = 3 * count_flops(build_model(config.arch, len(data.classes)), config.image_size) / 1e9
     optimizer = make_optimizer(model, config)
     stepped = compiled_for_training(model, device) if compiled else model
     images, targets = next(iter(batches.train(0)))
@@ -85,11 +84,14 @@ def measure_training_speed(config: TrainConfig, data: PreparedData, cache_dir: P
     """One row per data path (PATHS) with the eager step, then (compiled) the device path with the compiled step,
     measured one after the other with the same settings."""
     runs = [(path, False) for path in PATHS] + ([("device", True)] if compiled else [])
+    # forward + backward taken as 3x the forward's FLOPs, counted once on CPU for every row
+    gflop_per_image = 3 * count_flops(build_model(config.arch, len(data.classes)), config.image_size) / 1e9
     rows = []
     for path, compile_step in runs:
         log(f"measuring the {path} path, {'compiled' if compile_step else 'eager'} step: {warmup} warm-up + "
             f"{steps} timed steps of {config.batch_size} images")
-        rows.append(bench_path(replace(config, data_path=path), data, cache_dir, steps, warmup, compile_step))
+        rows.append(bench_path(replace(config, data_path=path), data, cache_dir, steps, warmup, gflop_per_image,
+                               compile_step))
     return rows
 
 
