@@ -81,18 +81,59 @@ def model_card_source(manifest: dict) -> Path | None:
     return card if card.is_file() else None
 
 
+def same_answers(export_dir: Path, name: str) -> bool:
+    """True when parity ran the artefact and it gave the float model's answer (a class or "uncertain") on every
+    golden image."""
+    row = parity_row(export_dir, name)
+    return row is not None and row.get("answer_changes") == 0
+
+
 def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) -> dict:
-    """The manifest entry to install. auto: int8 when exported and passed parity, else float."""
+    """The manifest entry to install. auto: int8 when exported, passed parity and answers as the float model does
+    on every golden image, else float. An int8 artefact whose answers differ is refused even when asked for: the
+    confidence rule was fitted on the float model, and the app would answer where `bmcell predict` is uncertain."""
     entries = {entry["name"]: entry for entry in manifest["artefacts"]}
     if precision == "auto":
-        int8 = app.int8_artefact in entries and passed_parity(export_dir, app.int8_artefact)
+        int8 = app.int8_artefact in entries and passed_parity(export_dir, app.int8_artefact) \
+            and same_answers(export_dir, app.int8_artefact)
         wanted = app.int8_artefact if int8 else app.float_artefact
     else:
         wanted = app.int8_artefact if precision == "int8" else app.float_artefact
     if wanted not in entries:
         raise BmcellError(f"{export_dir} has no {wanted} artefact (it has {', '.join(entries) or 'none'}); "
                           f"export it first, e.g. `bmcell export RUN --target ... --quantize all`")
+    row = parity_row(export_dir, wanted) or {}
+    if row.get("status") == "fail":
+        raise BmcellError(f"{wanted} failed parity ({'; '.join(row.get('failures', []))}): not installed; see "
+                          f"{export_dir / 'parity.md'}")
+    changes = row.get("answer_changes") or 0
+    if wanted == app.int8_artefact and changes:
+        raise BmcellError(f"{wanted} answers differently from the float model on {changes} golden image(s) "
+                          f"({export_dir / 'parity.md'}): installing it would make the app answer where `bmcell "
+                          "predict` says uncertain, or the reverse; use --app-precision float (or auto)")
     return entries[wanted]
+
+
+def precision_words(entry: dict, parity: dict) -> str:
+    """The precision an app runs, in words a technician reads: full precision, or a compact version and whether
+    it was seen to give the full model's answers."""
+    if entry["precision"] == "fp32":
+        return "full-precision version"
+    kind = {"int8": "compact 8-bit version", "fp16": "half-precision version"}.get(entry["precision"],
+                                                                                  entry["precision"])
+    if parity.get("answer_changes") == 0 and parity.get("status") == "pass":
+        return f"{kind}: gives the full model's answers on all {parity['golden_images']} reference cells checked"
+    return f"{kind}: not checked against the full model on this machine"
+
+
+def lab_scores(source_folder: Path) -> list[dict]:
+    """Per lab, what the released model scored at release (release.json's crosslab rows): set, images, accuracy;
+    empty for a checkpoint that is not a release or was measured on no other lab."""
+    path = source_folder / "release.json"
+    if not path.is_file():
+        return []
+    crosslab = json.loads(path.read_text(encoding="utf-8")).get("crosslab") or {}
+    return [{"set": name, "images": row["images"], "accuracy": row["accuracy"]} for name, row in crosslab.items()]
 
 
 def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> dict:
@@ -101,6 +142,7 @@ def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> d
     size = manifest["image_size"]
     source = manifest["source_checkpoint"]
     parity = parity_row(export_dir, entry["name"]) or {}
+    parity.setdefault("golden_images", manifest["golden"]["count"])
     return {"name": entry["name"], "file": app.file, "sha256": entry["sha256"], "bytes": entry["bytes"],
             "classes": manifest["classes"], "image_size": size, "input": entry["input"],
             "output": entry.get("output", {}).get("name", "logits"),
@@ -112,7 +154,8 @@ def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> d
                       "artefact_val_accuracy": parity.get("val_accuracy"),
                       "parity": parity.get("status", "not checked"),
                       "model_card": MODEL_CARD if model_card_source(manifest) else None,
-                      "class_names": CLASS_NAMES}}
+                      "class_names": CLASS_NAMES, "precision_words": precision_words(entry, parity),
+                      "scores": lab_scores(Path(source["path"]).parent)}}
 
 
 def _copy(source: Path, destination: Path) -> None:

@@ -49,7 +49,8 @@ def preprocessing_contract(image_size: int) -> dict:
 
 
 CONFIDENCE_RULE = ("probabilities = softmax(logits / temperature); answer the top class only when its probability "
-                   ">= threshold, otherwise 'uncertain - check by eye'")
+                   ">= threshold, otherwise 'uncertain - check by eye'; an answer below confident_from is shown as "
+                   "low confidence")
 
 
 def confidence_contract(checkpoint: Checkpoint) -> dict | None:
@@ -58,7 +59,8 @@ def confidence_contract(checkpoint: Checkpoint) -> dict | None:
     if confidence is None:
         return None
     return {"temperature": confidence.temperature, "threshold": confidence.threshold,
-            "coverage_target": confidence.coverage_target, "fitted_on": confidence.fitted_on, "rule": CONFIDENCE_RULE}
+            "confident_from": (1 + confidence.threshold) / 2, "coverage_target": confidence.coverage_target,
+            "fitted_on": confidence.fitted_on, "rule": CONFIDENCE_RULE}
 
 
 def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list[str], seconds: float) -> dict:

@@ -117,12 +117,35 @@ def expected_output(fmt: ExportFormat, reference: np.ndarray, manifest: dict) ->
     return softmax(reference, (manifest.get("confidence") or {}).get("temperature", 1.0))
 
 
+def answers(output: np.ndarray, output_kind: str, confidence: dict | None) -> np.ndarray:
+    """What an app shows for each image under the manifest's confidence rule: the top class's index, or -1 for
+    "uncertain" (calibrated top probability below the threshold); without a rule, always the top class."""
+    temperature, threshold = (confidence["temperature"], confidence["threshold"]) if confidence else (1.0, 0.0)
+    probabilities = output if output_kind == "probabilities" else softmax(output, temperature)
+    return np.where(probabilities.max(1) >= threshold, probabilities.argmax(1), -1)
+
+
+def answer_changes(fmt: ExportFormat, reference: np.ndarray, output: np.ndarray, manifest: dict,
+                   names: list[str]) -> dict:
+    """The golden images on which the artefact's answer (a class or "uncertain") differs from the float
+    reference's, which `bmcell predict` gives: count and, for the first few, the image and both answers."""
+    confidence = manifest.get("confidence")
+    expected = answers(reference, "logits", confidence)
+    found = answers(output, fmt.output_kind, confidence)
+    label = ["uncertain", *manifest["classes"]]  # index -1 reads label[0]
+    changed = np.flatnonzero(expected != found)
+    return {"answer_changes": int(len(changed)),
+            "changed_answers": [{"image": names[i], "reference": label[expected[i] + 1],
+                                 "artefact": label[found[i] + 1]} for i in changed[:5]]}
+
+
 def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float] | None,
                log: Callable[[str], None] = print) -> dict:
     """Check every artefact in an export folder; validation is (inputs, targets, reference accuracy) or None."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
     inputs, reference, info = read_export_golden(export_dir, manifest)
+    names = json.loads(info.get("images", "[]")) or [str(i) for i in range(len(inputs))]
     rows = []
     for entry in manifest["artefacts"]:
         row = {"name": entry["name"], "precision": entry["precision"], "file": entry["file"]}
@@ -137,7 +160,9 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
                         "declared": declared, "failures": failures}
             else:
                 run = fmt.load(path)
-                numbers = agreement(expected_output(fmt, reference, manifest), run(inputs))
+                output = run(inputs)
+                numbers = agreement(expected_output(fmt, reference, manifest), output) \
+                    | answer_changes(fmt, reference, output, manifest, names)
                 if validation is not None:
                     val_inputs, val_targets, reference_accuracy = validation
                     numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets)
@@ -168,17 +193,21 @@ def parity_markdown(report: dict) -> str:
     golden = report["golden"]
     lines = [f"# Parity against the float32 reference ({golden['count']} golden images, reference on "
              f"{golden['device']}, TF32 {golden['tf32']})", "",
-             "| artefact | precision | status | max abs err | max rel err | SQNR dB | top-1 agree | val acc | drop (pts) | notes |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "| artefact | precision | status | max abs err | max rel err | SQNR dB | top-1 agree | answers changed "
+             "| val acc | drop (pts) | notes |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
 
     for row in report["artefacts"]:
         notes = "; ".join(row.get("failures", [])) or row.get("reason", "")
         lines.append(f"| {row['name']} | {row['precision']} | {row['status']} | {markdown_cell(row, 'max_abs_error', '.2e')} | "
                      f"{markdown_cell(row, 'max_relative_error', '.2e')} | {markdown_cell(row, 'sqnr_db', '.1f')} | "
-                     f"{markdown_cell(row, 'top1_agreement', '.4f')} | {markdown_cell(row, 'val_accuracy', '.4f')} | "
+                     f"{markdown_cell(row, 'top1_agreement', '.4f')} | {markdown_cell(row, 'answer_changes', 'd')} | "
+                     f"{markdown_cell(row, 'val_accuracy', '.4f')} | "
                      f"{markdown_cell(row, 'accuracy_drop_points', '.2f')} | {notes} |")
     if report["validation"]:
         lines += ["", f"Validation split: {report['validation']['images']} images, reference accuracy "
                       f"{report['validation']['reference_accuracy']:.4f}."]
-    lines += ["", "Tiers: " + json.dumps(report["tiers"])]
+    lines += ["", "Answers changed: golden images on which the artefact's answer under the confidence rule (a class, "
+                  "or \"uncertain\") differs from the float model's, i.e. from `bmcell predict`; an app installs an "
+                  "int8 artefact only when there are none.", "", "Tiers: " + json.dumps(report["tiers"])]
     return "\n".join(lines) + "\n"

@@ -18,10 +18,8 @@ from bmcell.core.fileio import staged_folder
 from export.formats.base import ExportFormat, ExportInputs
 from export.golden import GOLDEN, reference_logits, write_golden
 from export.manifest import MANIFEST, artefact_entry, build_manifest, confidence_contract, write_manifest
-from export.samples import balanced_pick, checkpoint_split, load_unit_images
+from export.samples import ExportImages, load_unit_images
 from export.wrapper import NormalizedClassifier
-
-MIN_GOLDEN = 64
 
 
 def folded_model(checkpoint: Checkpoint) -> NormalizedClassifier:
@@ -42,11 +40,10 @@ def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
     }
 
 
-def validation_set(checkpoint: Checkpoint, data: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    """The checkpoint's whole validation split as [0, 1] inputs and targets, with the reference's accuracy."""
-    records = checkpoint_split(checkpoint, data).val
-    inputs = load_unit_images(data, records, checkpoint.image_size)
-    targets = np.array([checkpoint.classes.index(r.label) for r in records])
+def validation_set(checkpoint: Checkpoint, images: ExportImages) -> tuple[np.ndarray, np.ndarray, float]:
+    """The validation images as [0, 1] inputs and targets, with the float reference's accuracy on them."""
+    inputs = load_unit_images(images.root, images.validation, checkpoint.image_size)
+    targets = np.array([checkpoint.classes.index(r.label) for r in images.validation])
     reference = reference_logits(checkpoint, inputs, select_device("auto"))
     return inputs.numpy(), targets, float(np.mean(reference.argmax(1) == targets))
 
@@ -62,39 +59,31 @@ def _export_one(fmt: ExportFormat, inputs: ExportInputs, staging: Path, image_si
         raise
     except Exception as error:  # a converter's own failure: name the format, keep the cause
         raise BmcellError(f"export to {fmt.name} failed: {type(error).__name__}: {error}") from error
+    inputs.exported[fmt.name] = path
     entry = artefact_entry(fmt, path, image_size, inputs.classes, time.perf_counter() - start)
     log(f"  {fmt.name:<18} {entry['bytes'] / 1e6:8.2f} MB  {entry['export_seconds']:6.1f} s  {path.name}")
     return entry
 
 
-def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: Path, data: Path,
-                      calibration_count: int, golden_count: int, log: Callable[[str], None] = print) -> Path:
+def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: Path, images: ExportImages,
+                      log: Callable[[str], None] = print) -> Path:
     """Write every format, the golden set and manifest.json into out (built aside, moved in when complete)."""
     if not formats:
         raise BmcellError("no format selected: check --target and --quantize")
-    if golden_count < MIN_GOLDEN:
-        raise BmcellError(f"the golden set needs at least {MIN_GOLDEN} images, got {golden_count}")
     if out.exists() and any(out.iterdir()):
         raise BmcellError(f"{out} exists and is not empty; choose another --out or remove it")
     image_size = checkpoint.image_size
-    split = checkpoint_split(checkpoint, data)  # read and checked once
-    train = balanced_pick(split.train, calibration_count)
-    golden_records = balanced_pick(split.val, golden_count)
-    if len(golden_records) < MIN_GOLDEN:
-        golden_records += balanced_pick(split.train, MIN_GOLDEN - len(golden_records), 1)
-        log(f"the validation split has fewer than {MIN_GOLDEN} images: the golden set is topped up from training "
-            f"to {len(golden_records)} images" + (" (the whole dataset)" if len(golden_records) < MIN_GOLDEN else ""))
-    golden_inputs = load_unit_images(data, golden_records, image_size)
+    golden_inputs = load_unit_images(images.root, images.golden, image_size)
     inputs = ExportInputs(model=folded_model(checkpoint), example=golden_inputs[:1],
-                          calibration=load_unit_images(data, train, image_size), classes=checkpoint.classes,
-                          metadata=embedded_metadata(checkpoint),
+                          calibration=load_unit_images(images.root, images.calibration, image_size),
+                          classes=checkpoint.classes, metadata=embedded_metadata(checkpoint),
                           temperature=checkpoint.confidence.temperature if checkpoint.confidence else 1.0)
     with staged_folder(out) as staging:
         device = select_device("auto")
         golden = write_golden(staging / GOLDEN, golden_inputs, reference_logits(checkpoint, golden_inputs, device),
-                              [r.path for r in golden_records], checkpoint.weights_sha256, device)
-        log(f"golden set: {len(golden_records)} images, reference logits on {golden['device']} (TF32 off); "
-            f"calibration: {len(train)} training images")
+                              [r.path for r in images.golden], checkpoint.weights_sha256, device)
+        log(f"images from {images.origin}: golden set {len(images.golden)} (reference logits on {golden['device']}, "
+            f"TF32 off), int8 calibration {len(images.calibration)}")
         with torch.no_grad():
             artefacts = [_export_one(fmt, inputs, staging, image_size, log) for fmt in formats]
         write_manifest(staging / MANIFEST, build_manifest(checkpoint, artefacts, golden))

@@ -108,3 +108,19 @@ def released_data(tmp_path_factory) -> Path:
     if folder is None:
         pytest.skip("real-data test skipped: the released model's training data is absent under ../shared/data")
     return folder
+
+
+@pytest.fixture(scope="session")
+def released_export(tmp_path_factory):
+    """`bmcell export --target android --target web` of the released model as on a fresh clone: no checkpoint and no
+    data folder given (its own sample set), parity on; (export folder, CLI result). Shared by the released-model
+    and web-app tests."""
+    from typer.testing import CliRunner
+
+    from bmcell.cli.main import app
+    from bmcell.jobs.release import DEFAULT_MODEL
+
+    if not (DEFAULT_MODEL / "best.json").is_file():
+        pytest.skip(f"no released model in {DEFAULT_MODEL}")
+    out = tmp_path_factory.mktemp("released-export") / "export"
+    return out, CliRunner().invoke(app, ["export", "--target", "android", "--target", "web", "--out", str(out)])

@@ -15,8 +15,11 @@ from export.manifest import FORMAT, FORMAT_VERSION, preprocessing_contract, writ
 CLASSES = ["lymphocyte", "neutrophil"]
 
 
-def fake_export(folder: Path, names: list[str], passed: list[str] = ()) -> Path:
-    """An export folder with small stand-in artefacts, a manifest and (optionally) a parity report."""
+def fake_export(folder: Path, names: list[str], passed: list[str] | None = None,
+                changed: dict[str, int] | None = None) -> Path:
+    """An export folder with small stand-in artefacts, a manifest and a parity report in which the artefacts in
+    passed (default: all) pass, and those in changed answer differently from the float model on that many golden
+    images."""
     folder.mkdir()
     artefacts = []
     for name in names:
@@ -29,11 +32,14 @@ def fake_export(folder: Path, names: list[str], passed: list[str] = ()) -> Path:
     release.mkdir(parents=True)
     (release / "MODEL_CARD.md").write_text("# cells-v1\n")
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "classes": CLASSES, "image_size": 64,
-                "arch": "mobilevit_xs", "golden": {}, "artefacts": artefacts,
+                "arch": "mobilevit_xs", "golden": {"count": 64}, "artefacts": artefacts,
                 "source_checkpoint": {"weights_sha256": "ab" * 32, "path": str(release / "best.json"), "epoch": 7,
                                       "metrics": {"accuracy": 0.9, "balanced_accuracy": 0.8, "macro_f1": 0.85}}}
     write_manifest(folder / "manifest.json", manifest)
-    rows = [{"name": n, "status": "pass" if n in passed else "fail", "val_accuracy": 0.875} for n in names]
+    passed = names if passed is None else passed
+    rows = [{"name": n, "status": "pass" if n in passed else "fail", "val_accuracy": 0.875,
+             "answer_changes": (changed or {}).get(n, 0), "failures": [] if n in passed else ["SQNR 9.0 dB < 15.0 dB"]}
+            for n in names]
     (folder / "parity.json").write_text(json.dumps({"artefacts": rows}))
     return folder
 
@@ -50,7 +56,7 @@ def fake_app(folder: Path, kind: str) -> Path:
                                                ("ios", "BmcellDemo", "model.mlpackage"), ("web", ".", "model.onnx")])
 def test_bundle_layout_and_model_json(tmp_path, kind, where, file):
     app = APPS[kind]
-    export = fake_export(tmp_path / "export", [app.float_artefact, app.int8_artefact], passed=[app.int8_artefact])
+    export = fake_export(tmp_path / "export", [app.float_artefact, app.int8_artefact])
     bundle = install_bundle(export, kind, fake_app(tmp_path / "app", kind))
     assert bundle == tmp_path / "app" / where / "bmcell_model"
     assert sorted(p.name for p in bundle.iterdir()) == sorted([file, "model.json", "manifest.json", "MODEL_CARD.md"])
@@ -65,16 +71,31 @@ def test_bundle_layout_and_model_json(tmp_path, kind, where, file):
     # What the app shows the user about the model: name, precision, measured accuracy, parity, card, class names.
     assert card["model"] == {"name": "cells-v1", "arch": "mobilevit_xs", "precision": "int8", "epoch": 7,
                              "val_accuracy": 0.9, "artefact_val_accuracy": 0.875, "parity": "pass",
-                             "model_card": "MODEL_CARD.md", "class_names": card["model"]["class_names"]}
+                             "model_card": "MODEL_CARD.md", "class_names": card["model"]["class_names"],
+                             "precision_words": "compact 8-bit version: gives the full model's answers on all 64 "
+                                                "reference cells checked", "scores": []}
     assert "immature granulocytes" in card["model"]["class_names"]["ig"]
 
 
 def test_auto_takes_float_unless_int8_passed_parity(tmp_path):
+    """auto installs int8 only when it passed parity; an artefact that failed parity is never installed."""
     export = fake_export(tmp_path / "export", ["onnx-fp32", "onnx-int8"], passed=["onnx-fp32"])
     bundle = install_bundle(export, "web", fake_app(tmp_path / "app", "web"))
+    model = json.loads((bundle / "model.json").read_text())
+    assert model["name"] == "onnx-fp32" and model["model"]["precision_words"] == "full-precision version"
+    with pytest.raises(BmcellError, match="onnx-int8 failed parity .SQNR 9.0 dB"):
+        install_bundle(export, "web", tmp_path / "app", "int8")
+    assert json.loads((bundle / "model.json").read_text())["name"] == "onnx-fp32"  # the bundle stays as it was
+
+
+def test_int8_that_answers_otherwise_than_the_float_model_is_not_installed(tmp_path):
+    """An int8 artefact within its tier that gives another answer (a class, or "uncertain") than the float model on
+    a golden image: auto installs float, and asking for int8 is refused, saying why."""
+    export = fake_export(tmp_path / "export", ["onnx-fp32", "onnx-int8"], changed={"onnx-int8": 2})
+    bundle = install_bundle(export, "web", fake_app(tmp_path / "app", "web"))
     assert json.loads((bundle / "model.json").read_text())["name"] == "onnx-fp32"
-    bundle = install_bundle(export, "web", tmp_path / "app", "int8")
-    assert json.loads((bundle / "model.json").read_text())["name"] == "onnx-int8"
+    with pytest.raises(BmcellError, match="answers differently from the float model on 2 golden"):
+        install_bundle(export, "web", tmp_path / "app", "int8")
 
 
 def test_reinstall_replaces_the_bundle_but_keeps_its_placeholder(tmp_path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from bmcell.core.config import TrainConfig
 from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.engine import fit
 from export.formats import FORMATS
+from export.golden import read_golden
 from export.parity import agreement, expected_output, judge, structure_failures
 from tests.conftest import TINY
 
@@ -259,3 +262,42 @@ def test_edited_or_undigested_manifest_is_refused(exported, tmp_path):
     result = runner.invoke(app, ["parity", str(copy), "--golden-only"])
     assert result.exit_code == 2 and f"no {DIGEST_KEY}" in result.output and "export the checkpoint again" in \
         result.output, result.output
+
+
+INT8 = ("onnx-int8", "ort-int8", "executorch-int8")
+VERDICT_KEYS = ("status", "top1_agreement", "answer_changes", "failures")
+
+
+def _int8_export(trained, out, env=None):
+    """The int8 artefacts of the trained model with parity on the golden set: {name: (identity, verdict)}, where
+    the identity is the file's sha256 or, for the ORT format (whose operator table ONNX Runtime writes in the order
+    of a per-process-seeded hash map), the sha256 of its outputs on the golden images."""
+    command = [sys.executable, "-m", "bmcell", "export", str(trained), "--target", "android", "--target", "onnx",
+               "--quantize", "int8", "--calib", "32", "--no-parity", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    parity = subprocess.run([sys.executable, "-m", "bmcell", "parity", str(out), "--golden-only"], capture_output=True,
+                            text=True, env=env)
+    assert parity.returncode in (0, 1), parity.stdout + parity.stderr
+    shas = {a["name"]: a["sha256"] for a in json.loads((out / "manifest.json").read_text())["artefacts"]}
+    inputs, _, _ = read_golden(out / "golden.safetensors", json.loads((out / "manifest.json").read_text())
+                               ["source_checkpoint"]["weights_sha256"])
+    shas["ort-int8"] = hashlib.sha256(FORMATS["ort-int8"].load(out / "model-ort-int8.ort")(inputs).tobytes()).hexdigest()
+    rows = {r["name"]: r for r in json.loads((out / "parity.json").read_text())["artefacts"]}
+    return {name: (shas[name], {key: rows[name][key] for key in VERDICT_KEYS}) for name in INT8}
+
+
+def test_int8_artefacts_and_verdicts_are_reproducible_across_runs_and_instruction_sets(exported, tmp_path):
+    """Two exports of one checkpoint give byte-identical int8 artefacts and the same parity verdicts, also when the
+    second runs PyTorch's kernels at another instruction set (ATEN_CPU_CAPABILITY=default: no AVX2/AVX-512;
+    oneDNN capped at SSE4.1), which moves the float activations the calibration sees by a few ulps."""
+    folder, _ = exported
+    trained = folder.parent
+    first = _int8_export(trained, tmp_path / "a")
+    again = _int8_export(trained, tmp_path / "b")
+    other_isa = _int8_export(trained, tmp_path / "c", os.environ | {"ATEN_CPU_CAPABILITY": "default",
+                                                                     "ONEDNN_MAX_CPU_ISA": "SSE41"})
+    assert again == first
+    assert other_isa == first
+    shas = {a["name"]: a["sha256"] for a in json.loads((folder / "manifest.json").read_text())["artefacts"]}
+    assert shas["onnx-int8"] == first["onnx-int8"][0] and shas["executorch-int8"] == first["executorch-int8"][0]

@@ -19,7 +19,9 @@ from bmcell.core.data.images import load_rgb
 from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.data.transforms import unit_transform
 from bmcell.core.engine import fit
+from bmcell.jobs.release import recorded_paths
 from export.golden import reference_logits
+from export.samples import SAMPLES_DIR, SAMPLES_FILE
 from tests.conftest import TINY
 
 runner = CliRunner()
@@ -70,6 +72,54 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
 
     again = runner.invoke(app, ["release", str(trained / "run"), "--name", "tiny-pbc", "--models-dir", str(models)])
     assert again.exit_code != 0 and "exists" in again.output
+
+
+def test_a_release_exports_from_its_own_samples_and_names_no_machine_path(trained, tmp_path):
+    """A release ships samples/ (int8 calibration, its golden set = the reference logits' images, more validation
+    images) with their licences, and records no path of this machine. With no data folder, export takes its images
+    from there and writes the same int8 artefact as an export from the training folder; a sample that changed or went
+    missing is refused by name, and a checkpoint with neither says what to pass."""
+    models = tmp_path / "models"
+    made = runner.invoke(app, ["release", str(trained / "run"), "--name", "t", "--models-dir", str(models),
+                               "--attribution", "Synthetic cells made by bmcell synth (CC0)."])
+    assert made.exit_code == 0, made.output
+    dest = models / "t"
+    assert recorded_paths(dest) == []
+    for file in dest.rglob("*"):
+        if file.suffix in (".json", ".md", ".csv"):
+            assert str(trained) not in file.read_text(encoding="utf-8") and "/tmp/" not in file.read_text(), file
+    checkpoint = load_checkpoint(dest)
+    assert checkpoint.meta["data"] is None and checkpoint.config["out"] is None
+    samples = json.loads((dest / SAMPLES_DIR / SAMPLES_FILE).read_text())
+    golden = json.loads((dest / "reference_logits.json").read_text())
+    assert [e["path"] for e in samples["validation"][:samples["golden"]]] == [i["path"] for i in golden["images"]]
+    assert len(samples["calibration"]) == 128 and 64 <= len(samples["validation"]) <= 128
+    assert "CC0" in (dest / SAMPLES_DIR / "README.md").read_text()
+
+    def export(*extra):
+        out = tmp_path / f"export-{len(list(tmp_path.glob('export-*')))}"
+        result = runner.invoke(app, ["export", str(dest), "--target", "onnx", "--quantize", "int8", "--no-parity",
+                                     "--out", str(out), *extra])
+        return out, result
+
+    from_samples, result = export()
+    assert result.exit_code == 0 and "sample set" in result.output, result.output
+    from_folder, result = export("--data", str(trained / "cells"))
+    assert result.exit_code == 0 and "training folder" in result.output, result.output
+    shas = [{a["name"]: a["sha256"] for a in json.loads((f / "manifest.json").read_text())["artefacts"]}
+            for f in (from_samples, from_folder)]
+    assert shas[0]["onnx-int8"] == shas[1]["onnx-int8"]  # (an .ort file's operator table is in hash order)
+
+    first = dest / SAMPLES_DIR / samples["calibration"][0]["path"]
+    first.write_bytes(first.read_bytes()[:-10])
+    _, changed = export()
+    assert changed.exit_code != 0 and "changed" in changed.output and first.name in changed.output
+    first.unlink()
+    _, missing = export()
+    assert missing.exit_code != 0 and "missing" in missing.output and "--data" in missing.output
+    shutil.rmtree(dest / SAMPLES_DIR)
+    _, none = export()
+    assert none.exit_code != 0 and "--data" in none.output and "Traceback" not in none.output
 
 
 def test_release_adopts_a_reference_logits_file_computed_elsewhere_only_when_it_checks_out(trained, tmp_path):

@@ -1,10 +1,12 @@
 """The web app in headless Chromium: the bytes a first visit and an online reload download (the runtime and the model
-once, then nothing), the "ready offline" line, the version line and the model card; then offline: its preprocessing
-against the contract vectors, its predictions against onnxruntime in Python, every class with full names, the time
-of each classification, the centre square the model sees, a large picture overtaken by a small one (only the latest
-result shown) and its error message for a file that is not an image; then, with model.json's "confidence" block
-replaced, its calibrated probabilities, its "uncertain — check by eye" answer below the threshold, and its refusal
-of an unusable block; and a model.json without the "model" block."""
+once, then nothing), the "ready offline" line, the header (version, precision and scores in plain words) and the
+model card rendered as HTML within a phone's width; then offline: its preprocessing against the contract vectors,
+its predictions against onnxruntime in Python, every class with full names, the time of each classification, the
+centre square the model sees, a large picture overtaken by a small one (only the latest result shown), its error
+messages for a file that is not an image and for a TIFF, and a main screen free of jargon with the answer right under
+the pickers; then, with model.json replaced, its calibrated probabilities, its confident, "low confidence" and
+"uncertain — check by eye" answers, its refusal of an unusable confidence block, the per-lab scores, a crafted model
+card (links, tables, nothing run as HTML), and a model.json without the "model" block."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from bmcell.core.config import TrainConfig
 from bmcell.core.engine import fit
 from bmcell.jobs.release import DEFAULT_MODEL
 from export.apps import install_bundle
-from tests.conftest import PBC, TINY, released_data_folder
+from tests.conftest import PBC, TINY
 from tests.contract.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
@@ -48,19 +50,19 @@ def missing_toolchain() -> str | None:
     return None
 
 
-def export_model(root: Path, synthetic_data: Path) -> Path:
-    """Export onnx-fp32 and onnx-int8 of the released model (its training data for the golden set and calibration),
-    or of a tiny model trained here when there is none; returns the export folder."""
-    released_data = released_data_folder(root) if RELEASED else None
-    if released_data is not None:
-        source = ["--data", str(released_data)]
-    else:
-        fit(TrainConfig(**TINY, out=str(root / "run"), data=str(synthetic_data), epochs=1))
-        source = [str(root / "run")]
-    result = CliRunner().invoke(app, ["export", *source, "--target", "web", "--quantize", "all", "--calib", "32",
-                                      "--no-parity", "--out", str(root / "export")])
+def export_model(root: Path, request: pytest.FixtureRequest, synthetic_data: Path) -> Path:
+    """onnx-fp32 and onnx-int8 of the released model (the session's export of it, from its own sample set), or of a
+    tiny model trained here when there is none, without a parity report (so that the int8 model installs whatever
+    parity said of it: these tests hold the browser to Python's onnxruntime, not to the tier); returns the folder."""
+    out = root / "export"
+    if RELEASED:
+        shutil.copytree(request.getfixturevalue("released_export")[0], out, ignore=shutil.ignore_patterns("parity.*"))
+        return out
+    fit(TrainConfig(**TINY, out=str(root / "run"), data=str(synthetic_data), epochs=1))
+    result = CliRunner().invoke(app, ["export", str(root / "run"), "--target", "web", "--quantize", "all", "--calib",
+                                      "32", "--no-parity", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    return root / "export"
+    return out
 
 
 def site_with(root: Path, name: str, export_dir: Path, precision: str) -> Path:
@@ -99,31 +101,87 @@ UNUSABLE_CONFIDENCE = {  # model.json "confidence" blocks the page must refuse, 
     "temperature_negative": ({"temperature": -1.0, "threshold": 0.5}, "temperature"),
     "threshold_above_one": ({"temperature": 1.0, "threshold": 1.5}, "threshold"),
     "threshold_missing": ({"temperature": 1.0}, "threshold"),
+    "confident_from_text": ({"temperature": 1.0, "threshold": 0.5, "confident_from": "high"}, "confident_from"),
+    "confident_from_below_threshold": ({"temperature": 1.0, "threshold": 0.5, "confident_from": 0.4}, "confident_from"),
+    "confident_from_above_one": ({"temperature": 1.0, "threshold": 0.5, "confident_from": 1.5}, "confident_from"),
 }
+# The "model" block's release facts in the calibrated variant: per-lab scores (with entries the page must ignore),
+# the precision in words, and full class names with brackets (an answer must not nest them).
+SCORES = [{"set": "chula", "images": 162, "accuracy": 0.691}, {"set": "pbc", "images": 1537, "accuracy": 0.975},
+          {"set": "many", "images": "lots", "accuracy": 0.5}, {"set": "", "images": 3, "accuracy": 0.5},
+          {"set": "over", "images": 10, "accuracy": 1.5}, {"set": "half", "images": 2.5, "accuracy": 0.5}, "junk"]
+SCORES_LINE = "Tested on 1,537 pbc cells: 97.5 % right · 162 chula cells: 69.1 % right"
+PRECISION_WORDS = {"int8": "compact 8-bit version", "fp16": "half-precision version", "fp32": "full-precision version"}
+RELEASE_WORDS = "compact 8-bit version, gives the same answers as the full model on all 64 reference cells"
+# A model card using every construct the page renders, a wide table, an unsafe link and HTML that must stay text.
+CRAFTED_CARD = """# Crafted card
+
+Plain text with **bold words**, *italic words*, `code_name`, a [safe link](https://example.org/card), an
+[unsafe link](javascript:window.injected=1) and <img src=x onerror="window.injected=2"> as text.
+
+## A wide table
+
+| set | images | accuracy | balanced accuracy | macro-F1 | majority baseline | answered | accuracy answered |
+|---|---:|---:|---:|---:|---:|---:|---:|
+| a_very_long_laboratory_name | 1537 | 0.975 | 0.980 | 0.977 | 0.195 | 0.997 | 0.976 |
+
+### Notes
+
+- first item
+- second item with **bold**
+#### Small heading
+models/a_long_unbroken_path/without_any_spaces/in_it/mobilevit_xs-pbc8-chula/best.safetensors/and_more_of_it
+"""
+CRAFTED_HEADINGS = ["Crafted card", "A wide table", "Notes", "Small heading"]
+
+
+def three_levels(tops: dict[str, float]) -> tuple[str, str, str]:
+    """The most and the least confident reference images, and the one in between farthest from both."""
+    sure, unsure = max(tops, key=tops.get), min(tops, key=tops.get)
+    middle = max((name for name in tops if name not in (sure, unsure)),
+                 key=lambda name: min(tops[name] - tops[unsure], tops[sure] - tops[name]))
+    return sure, middle, unsure
 
 
 def confidence_variants(bundle: Path, images: dict[str, Path], root: Path) -> tuple[list[dict], dict]:
-    """The browser jobs that replace model.json's confidence block, and what the calibrated one should do: at
-    CONFIDENCE_TEMPERATURE, a threshold halfway between the most and the least confident reference image's top
-    probability, so the first is answered and the second is "uncertain"."""
+    """The browser jobs that replace model.json, and what the calibrated ones should do. "calibrated": at
+    CONFIDENCE_TEMPERATURE, a threshold halfway between the least and the middle confident reference image's top
+    probability and confident_from halfway between the middle and the most confident one's, so the three get an
+    "uncertain", a "low" and a "confident" answer; with release facts (SCORES, RELEASE_WORDS, bracketed class names).
+    "defaults": as an older export writes it (no confident_from, scores or precision_words), with a threshold that
+    puts the middle image between it and the default confident_from, (1 + threshold) / 2."""
     card = json.loads((bundle / "model.json").read_text())
     tops = {name: float(python_probabilities(bundle, path, CONFIDENCE_TEMPERATURE).max())
             for name, path in images.items()}
-    sure, unsure = max(tops, key=tops.get), min(tops, key=tops.get)
-    threshold = (tops[sure] + tops[unsure]) / 2
-    assert tops[sure] - tops[unsure] > 2e-3, tops  # far from the threshold compared with browser vs Python (1e-4)
-    calibrated = {"temperature": CONFIDENCE_TEMPERATURE, "threshold": threshold, "coverage_target": 0.95,
-                  "fitted_on": "validation split (test)",
+    sure, middle, unsure = three_levels(tops)
+    threshold, confident_from = (tops[unsure] + tops[middle]) / 2, (tops[middle] + tops[sure]) / 2
+    default_threshold = (max(2 * tops[middle] - 1, 0) + tops[middle]) / 2
+    # far from each limit compared with browser vs Python (1e-4)
+    assert min(tops[middle] - tops[unsure], tops[sure] - tops[middle]) > 4e-3, tops
+    assert min(tops[middle] - default_threshold, (1 + default_threshold) / 2 - tops[middle]) > 2e-3, tops
+    calibrated = {"temperature": CONFIDENCE_TEMPERATURE, "threshold": threshold, "confident_from": confident_from,
+                  "coverage_target": 0.95, "fitted_on": "validation split (test)",
                   "rule": "probabilities = softmax(logits / temperature); answer the top class only when its "
                           "probability >= threshold, otherwise 'uncertain - check by eye'"}
-    variants = [{"name": "calibrated", "model_json": card | {"confidence": calibrated},
-                 "images": [str(images[sure]), str(images[unsure])], "screenshot": str(root / "uncertain-phone.png")},
-                {"name": "no_confidence", "model_json": card | {"confidence": None}, "images": [str(images[sure])]}]
+    release = card["model"] | {"scores": SCORES, "precision_words": RELEASE_WORDS,
+                               "class_names": {label: f"{label} (full name, in brackets)" for label in card["classes"]}}
+    older_model = {key: value for key, value in card["model"].items() if key not in ("scores", "precision_words")}
+    paths = [str(images[name]) for name in (sure, middle, unsure)]
+    variants = [{"name": "calibrated", "model_json": card | {"confidence": calibrated, "model": release},
+                 "images": paths, "screenshot": str(root / "uncertain-phone.png")},
+                {"name": "defaults", "images": [str(images[middle])], "screenshot": str(root / "low-phone.png"),
+                 "model_json": card | {"confidence": {"temperature": CONFIDENCE_TEMPERATURE,
+                                                      "threshold": default_threshold},
+                                       "model": older_model | {"precision": "int8"}}},
+                {"name": "no_confidence", "model_json": card | {"confidence": None}, "images": [str(images[sure])]},
+                {"name": "crafted_card", "model_json": card | {"model": card["model"] | {"model_card": "MODEL_CARD.md"}},
+                 "model_card": CRAFTED_CARD}]
     variants += [{"name": name, "model_json": card | {"confidence": block}}
                  for name, (block, _) in UNUSABLE_CONFIDENCE.items()]
     older = {key: value for key, value in card.items() if key not in ("model", "bmcell_version")}
     variants.append({"name": "no_model_block", "model_json": older, "images": [str(images[sure])]})
-    return variants, {"sure": images[sure], "unsure": images[unsure], "threshold": threshold, "tops": tops}
+    return variants, {"sure": images[sure], "middle": images[middle], "unsure": images[unsure], "threshold": threshold,
+                      "confident_from": confident_from, "default_threshold": default_threshold, "tops": tops}
 
 
 def race_images(root: Path) -> dict[str, str]:
@@ -142,8 +200,20 @@ def race_images(root: Path) -> dict[str, str]:
     return {"large": str(root / "large.jpg"), "small": str(root / "wide.png")}
 
 
+def bad_files(root: Path, picture: Path) -> dict[str, Path]:
+    """Files the page must refuse with a message: text named .jpg, and a TIFF of a good picture (the CLI reads it,
+    browsers do not)."""
+    from PIL import Image
+
+    notes = root / "notes.jpg"
+    notes.write_text("not a picture")
+    with Image.open(picture) as image:
+        image.convert("RGB").save(root / "cell.tif")
+    return {"not_image": notes, "tiff": root / "cell.tif"}
+
+
 @pytest.fixture(scope="module")
-def browser_runs(tmp_path_factory, synthetic_data):
+def browser_runs(tmp_path_factory, request, synthetic_data):
     """The released model (or a tiny one) in copies of web_demo, in headless Chromium: the float model on every
     reference image with the golden tensors, a non-image and a screenshot, then with model.json's confidence block
     replaced (calibrated, null, unusable, no "model" block); the int8 model on the same images. Both count the bytes
@@ -154,19 +224,21 @@ def browser_runs(tmp_path_factory, synthetic_data):
             pytest.fail(f"BMCELL_REQUIRE_BROWSER is set but the browser tool chain is incomplete: {reason}")
         pytest.skip(f"browser test skipped: {reason}")
     root = tmp_path_factory.mktemp("web")
-    export_dir = export_model(root, synthetic_data)
+    export_dir = export_model(root, request, synthetic_data)
     images = reference_images(PBC if PBC.is_dir() else None)
-    bad = root / "notes.jpg"
-    bad.write_text("not a picture")
+    bad = bad_files(root, next(iter(images.values())))
     float_site = site_with(root, "web_float", export_dir, "float")
     variants, expected = confidence_variants(float_site / "bmcell_model", images, root)
     race = race_images(root)
     report = run_browser(float_site, {"images": [str(p) for p in images.values()], "sizes": list(SIZES),
-                                      "bad": str(bad), "screenshot": str(root / "offline-phone.png"),
-                                      "race": race, "variants": variants})
+                                      "bad": [str(path) for path in bad.values()],
+                                      "screenshot": str(root / "offline-phone.png"),
+                                      "card_screenshot": str(root / "card-phone.png"), "race": race,
+                                      "variants": variants})
     ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(root / "offline-phone.png", ARTIFACTS / "offline-phone.png")
-    shutil.copy(root / "uncertain-phone.png", ARTIFACTS / "uncertain-phone.png")
+    for screenshot in ("offline-phone.png", "uncertain-phone.png", "low-phone.png", "card-phone.png"):
+        if (root / screenshot).is_file():  # card-phone.png only when the model has a card
+            shutil.copy(root / screenshot, ARTIFACTS / screenshot)
     int8_site = site_with(root, "web_int8", export_dir, "int8")
     int8_report = run_browser(int8_site, {"images": [str(p) for p in images.values()], "sizes": [],
                                           "swap_model": {"site": str(int8_site),
@@ -175,6 +247,7 @@ def browser_runs(tmp_path_factory, synthetic_data):
             "int8": (int8_report, images, int8_site / "bmcell_model"),
             "confidence": (report["variants"], expected, float_site / "bmcell_model"),
             "race": (report["race"], race, float_site / "bmcell_model"),
+            "bad": (report["bad"], bad),
             "sites": {"float": (report, float_site), "int8": (int8_report, int8_site)}}
 
 
@@ -230,21 +303,33 @@ def test_web_demo_works_offline_and_matches_python(browser_run):
     assert f"/bmcell_model/model.onnx?v={card['sha256'][:16]}" in cached
     assert report["offline_model"] == "onnx-fp32"
     assert max(check_images(browser_run, "generated/")) == 0
-    assert "not an image" in report["bad"]["error"]
     assert (ARTIFACTS / "offline-phone.png").stat().st_size > 10_000
     confidence = json.loads((bundle / "model.json").read_text())["confidence"]
-    assert ("no calibrated confidence" in report["page"]["note"]) == (confidence is None)
+    assert ("uncalibrated" in report["page"]["note"]) == (confidence is None)
+
+
+def test_web_demo_explains_files_it_cannot_read(browser_runs):
+    """A text file named .jpg is "not an image"; a TIFF (which `bmcell predict` reads) is named as such, with what
+    to do instead: convert it to PNG or JPEG, or use `bmcell predict`."""
+    answers, files = browser_runs["bad"]
+    assert "not an image" in answers[str(files["not_image"])]["error"]
+    tiff = answers[str(files["tiff"])]
+    assert tiff["error"].startswith("cell.tif: TIFF"), tiff
+    for words in ("not read", "PNG or JPEG", "bmcell predict"):
+        assert words in tiff["error"], tiff["error"]
+    assert tiff["page"]["status_class"] == "error" and tiff["page"]["status"] == tiff["error"]
 
 
 def test_web_demo_answers_above_the_threshold_and_is_uncertain_below(browser_runs):
-    """model.json's temperature is applied (probabilities as Python's softmax(logits / T)), the image above the
-    threshold gets its class as the answer, the one below it "uncertain — check by eye" with the classes secondary."""
+    """model.json's temperature is applied (probabilities as Python's softmax(logits / T)), the image at or above
+    confident_from gets its class as a confident answer, the one below the threshold "uncertain — check by eye" with
+    the classes secondary."""
     variants, expected, bundle = browser_runs["confidence"]
     calibrated = variants["calibrated"]
     assert calibrated["error"] is None
     assert "calibrated (temperature 1.5)" in calibrated["page"]["details"]
     assert f"{100 * expected['threshold']:.1f} %" in calibrated["page"]["note"]
-    for path in (expected["sure"], expected["unsure"]):
+    for path in (expected["sure"], expected["middle"], expected["unsure"]):
         answer = calibrated["images"][str(path)]
         assert "error" not in answer, answer["error"]
         python = python_probabilities(bundle, path, CONFIDENCE_TEMPERATURE)
@@ -252,33 +337,61 @@ def test_web_demo_answers_above_the_threshold_and_is_uncertain_below(browser_run
         assert len(answer["page"]["top"].splitlines()) >= 3  # the class list is still there, under the answer
 
     sure = calibrated["images"][str(expected["sure"])]
-    assert sure["uncertain"] is False and sure["page"]["answer_class"] == "confident"
+    assert sure["uncertain"] is False and sure["level"] == "confident" and sure["page"]["answer_class"] == "confident"
     assert sure["page"]["answer"].startswith(sure["top"][0]["label"]), sure["page"]
-    assert "uncertain" not in sure["page"]["answer"].lower() and "uncertain" not in sure["page"]["status"].lower()
+    assert "uncertain" not in sure["page"]["answer"].lower() and "low confidence" not in sure["page"]["answer"]
     assert sure["page"]["top_class"] != "secondary"
 
     unsure = calibrated["images"][str(expected["unsure"])]
-    assert unsure["uncertain"] is True and unsure["page"]["answer_class"] == "uncertain"
+    assert unsure["uncertain"] is True and unsure["level"] == "uncertain"
+    assert unsure["page"]["answer_class"] == "uncertain"
     assert unsure["page"]["answer"].startswith("uncertain — check by eye"), unsure["page"]
-    assert "uncertain" in unsure["page"]["status"]
     assert unsure["page"]["top_class"] == "secondary"
     assert unsure["page"]["top-heading"] == "Class probabilities"
     assert (ARTIFACTS / "uncertain-phone.png").stat().st_size > 10_000
 
 
+def test_web_demo_marks_an_answer_between_threshold_and_confident_from_as_low_confidence(browser_runs):
+    """A top probability from the threshold up to confident_from: the class, in a box of its own that says "low
+    confidence — check by eye" and what a confident answer needs; confident_from defaults to (1 + threshold) / 2."""
+    variants, expected, _ = browser_runs["confidence"]
+    calibrated = variants["calibrated"]
+    note = calibrated["page"]["note"]
+    assert f"{100 * expected['confident_from']:.1f} %" in note and f"{100 * expected['threshold']:.1f} %" in note
+    assert f"confident from {100 * expected['confident_from']:.1f} %" in calibrated["page"]["details"]
+    low = calibrated["images"][str(expected["middle"])]
+    assert low["level"] == "low" and low["uncertain"] is False, low
+    assert low["page"]["answer_class"] == "low" and low["page"]["top_class"] != "secondary"
+    lines = low["page"]["answer"].splitlines()
+    assert lines[0].lower() == "low confidence — check by eye" and lines[1].startswith(low["top"][0]["label"]), lines
+    assert f"a confident answer needs {100 * expected['confident_from']:.1f} %" in lines[2], lines
+
+    defaults = variants["defaults"]
+    assert defaults["error"] is None
+    confident_from = (1 + expected["default_threshold"]) / 2
+    assert f"confident from {100 * confident_from:.1f} %" in defaults["page"]["details"]
+    answer = defaults["images"][str(expected["middle"])]
+    assert answer["level"] == "low" and answer["page"]["answer_class"] == "low", answer
+    assert f"a confident answer needs {100 * confident_from:.1f} %" in answer["page"]["answer"]
+    assert (ARTIFACTS / "low-phone.png").stat().st_size > 10_000
+
+
 def test_web_demo_without_calibrated_confidence_answers_as_before(browser_runs):
-    """confidence: null → temperature 1, never "uncertain", and a note that the model has no calibrated confidence."""
+    """confidence: null → temperature 1, never "uncertain" or "low", and a note that the percentages are
+    uncalibrated."""
     variants, expected, bundle = browser_runs["confidence"]
     plain = variants["no_confidence"]
-    assert plain["error"] is None and "no calibrated confidence" in plain["page"]["note"]
+    assert plain["error"] is None and "uncalibrated" in plain["page"]["note"]
     answer = plain["images"][str(expected["sure"])]
-    assert answer["uncertain"] is False and answer["page"]["answer_class"] == "confident"
+    assert answer["uncertain"] is False and answer["level"] == "confident"
+    assert answer["page"]["answer_class"] == "confident"
     np.testing.assert_allclose(answer["probabilities"], python_probabilities(bundle, expected["sure"], 1.0), atol=1e-4)
 
 
 @pytest.mark.parametrize("name", sorted(UNUSABLE_CONFIDENCE))
 def test_web_demo_refuses_an_unusable_confidence_block(browser_runs, name):
-    """A temperature that is not a finite number > 0, or a threshold outside [0, 1], is refused on screen."""
+    """A temperature that is not a finite number > 0, a threshold outside [0, 1] or a confident_from outside
+    [threshold, 1] is refused on screen."""
     variants, _, _ = browser_runs["confidence"]
     refused = variants[name]
     word = UNUSABLE_CONFIDENCE[name][1]
@@ -351,28 +464,130 @@ def test_web_demo_downloads_runtime_and_model_once(browser_runs, precision):
           f"reload {sum(entry['bytes'] for entry in reload.values()):,} bytes")
 
 
-def test_web_demo_names_the_release_and_links_its_model_card(browser_run):
-    """The header: "Model NAME (PRECISION) · bmcell VERSION · X % on its validation images · model card", the card
-    readable offline; the sha256 check and the other technical facts under "Model details"."""
-    report, _, bundle = browser_run
-    card = json.loads((bundle / "model.json").read_text())
-    model = card["model"]
-    page = report["offline_page"]
-    expected = f"Model {model['name']} ({model['precision']}) · bmcell {card['bmcell_version']}"
-    accuracy = model["artefact_val_accuracy"] or model["val_accuracy"]
-    if accuracy is not None:
-        expected += f" · {100 * accuracy:.1f} % on its validation images"
-    if model["model_card"]:
-        expected += " · model card"
-        assert page["card_link"].endswith(f"/bmcell_model/{model['model_card']}")
-        assert report["model_card"]["text"] == (bundle / model["model_card"]).read_text(encoding="utf-8")
-        assert f"/bmcell_model/{model['model_card']}" in report["cached"]
+def expected_header(model: dict) -> tuple[str, str]:
+    """The precision and scores lines app.js shows for model.json's "model" block: precision_words (else words for
+    the precision), and the well-formed per-lab scores, largest set first (else the overall accuracy)."""
+    def fraction(value) -> bool:
+        return type(value) in (int, float) and 0 <= value <= 1
+
+    scores = sorted((score for score in model.get("scores") or [] if isinstance(score, dict)
+                     and isinstance(score.get("set"), str) and score["set"] and type(score.get("images")) is int
+                     and score["images"] > 0 and fraction(score.get("accuracy"))), key=lambda score: -score["images"])
+    if scores:
+        line = "Tested on " + " · ".join(f"{score['images']:,} {score['set']} cells: {100 * score['accuracy']:.1f} % "
+                                         "right" for score in scores)
     else:
-        assert page["card_link"] is None
-    assert page["model"] == expected, page["model"]
-    assert "sha256" not in page["model"]
-    assert f"sha256 {card['sha256'][:12]}… verified" in page["details"]
-    assert "onnxruntime-web" in page["details"] and card["name"] in page["details"]
+        accuracy = next((value for value in (model.get("artefact_val_accuracy"), model.get("val_accuracy"))
+                         if fraction(value)), None)
+        line = "" if accuracy is None else f"Right on {100 * accuracy:.1f} % of its test images"
+    words = model.get("precision_words") or PRECISION_WORDS.get(model.get("precision"), "")
+    return words, line
+
+
+def test_web_demo_names_the_release_and_links_its_model_card(browser_runs):
+    """The header: "Model NAME · bmcell VERSION · model card", the precision in words, the accuracy in plain words
+    (per lab when model.json has scores), the card readable offline; the sha256 check and the other technical facts
+    under "Model details". Both the float and the int8 app."""
+    for precision in ("float", "int8"):
+        report, _, bundle = browser_runs[precision]
+        card = json.loads((bundle / "model.json").read_text())
+        model = card["model"]
+        page = report["offline_page"]
+        expected = f"Model {model['name']} · bmcell {card['bmcell_version']}"
+        if model["model_card"]:
+            expected += " · model card"
+            assert page["card_link"].endswith(f"/bmcell_model/{model['model_card']}")
+            assert f"/bmcell_model/{model['model_card']}" in report["cached"]
+        else:
+            assert page["card_link"] is None
+        assert page["model"] == expected, page["model"]
+        assert (page["precision"], page["scores"]) == expected_header(model), page
+        assert "sha256" not in page["model"]
+        assert f"sha256 {card['sha256'][:12]}… verified" in page["details"]
+        assert "onnxruntime-web" in page["details"] and card["name"] in page["details"]
+
+
+def test_web_demo_shows_per_lab_scores_and_the_precision_in_words(browser_runs):
+    """model.json's scores, per lab, largest set first, malformed entries ignored; precision_words as given. An
+    older model.json (no scores, no precision_words): the overall accuracy and words for its precision."""
+    variants, _, bundle = browser_runs["confidence"]
+    page = variants["calibrated"]["page"]
+    assert page["scores"] == SCORES_LINE and page["precision"] == RELEASE_WORDS, page
+    model = json.loads((bundle / "model.json").read_text())["model"]
+    page = variants["defaults"]["page"]
+    assert page["precision"] == "compact 8-bit version", page
+    assert page["scores"] == expected_header(model | {"scores": None})[1] != "", page
+
+
+def assert_fits_a_phone(card: dict) -> None:
+    """The model card dialog at a 390 px viewport: nothing outside a table's scrolling box wider than the screen."""
+    assert card["viewport"] == 390 and card["page_width"] <= 390, card
+    assert card["dialog"]["left"] >= 0 and card["dialog"]["right"] <= 390, card["dialog"]
+    assert card["dialog"]["scroll_width"] <= card["dialog"]["client_width"], card["dialog"]
+    assert card["rightmost"] <= 390, card["rightmost"]
+    assert all(table["right"] <= 390 for table in card["tables"]), card["tables"]
+
+
+def test_web_demo_renders_the_model_card_as_html_within_a_phone_screen(browser_runs):
+    """The released model's card (when it has one) and a crafted one: headings, paragraphs, lists and tables as HTML
+    (no <pre>, no Markdown marks left), wide tables scrolling in their own box, the dialog within 390 px; only
+    http(s) links become links (new tab, rel=noopener) and HTML in the card stays text."""
+    report, _, bundle = browser_runs["float"]
+    model = json.loads((bundle / "model.json").read_text())["model"]
+    if model["model_card"]:
+        markdown = (bundle / model["model_card"]).read_text(encoding="utf-8")
+        card = report["model_card"]
+        headings = [re.sub(r"[*`]", "", line.lstrip("#").strip()) for line in markdown.splitlines()
+                    if re.match(r"#{1,4}\s", line)]
+        assert card["headings"] == headings, card["headings"]
+        assert card["tags"].get("table", 0) == len(re.findall(r"(?m)^\|(\s*:?-+:?\s*\|)+\s*$", markdown))
+        assert "pre" not in card["tags"] and "**" not in card["text"] and "|---" not in card["text"], card["tags"]
+        assert_fits_a_phone(card)
+        assert (ARTIFACTS / "card-phone.png").stat().st_size > 10_000
+
+    crafted = browser_runs["confidence"][0]["crafted_card"]["model_card"]
+    assert crafted["headings"] == CRAFTED_HEADINGS
+    tags = crafted["tags"]
+    for tag, count in {"h2": 1, "h3": 1, "h4": 1, "h5": 1, "table": 1, "th": 8, "td": 8, "ul": 1, "li": 2,
+                       "strong": 2, "em": 1, "code": 1, "a": 1}.items():
+        assert tags.get(tag) == count, (tag, tags)
+    assert "pre" not in tags and "img" not in tags and crafted["injected"] is None, tags
+    assert crafted["links"] == [{"text": "safe link", "href": "https://example.org/card", "rel": "noopener",
+                                 "target": "_blank"}]
+    text = crafted["text"]
+    assert "unsafe link" in text and "javascript:" not in text and '<img src=x onerror="window.injected=2">' in text
+    assert "**" not in text and "`" not in text and "|---" not in text
+    assert_fits_a_phone(crafted)
+    assert crafted["tables"][0]["scroll_width"] > crafted["tables"][0]["client_width"]  # it scrolls, within 390 px
+
+
+MAIN_SCREEN = ("model", "precision", "scores", "status", "offline", "answer", "timing", "note", "top-heading", "top",
+               "caption")
+JARGON = ("(int8)", "(fp32)", "top-1", "validation split", "validation images", "calibrated probability")
+
+
+def answer_pages(browser_runs) -> list[dict]:
+    """What the page showed after each classification: float and int8 apps, and the calibrated variants."""
+    variants = browser_runs["confidence"][0]
+    runs = [browser_runs["float"][0], browser_runs["int8"][0], variants["calibrated"], variants["defaults"]]
+    return [answer["page"] for run in runs for answer in run["images"].values()]
+
+
+def test_web_demo_main_screen_speaks_plainly_with_the_answer_under_the_pickers(browser_runs):
+    """No jargon on the main screen (precision codes, "top-1", "validation split", "calibrated probability"); after a
+    classification the answer comes right under the pickers (no status line repeating it, the offline line further
+    down); no brackets nested after a class name ("((" or ") (")."""
+    pages = answer_pages(browser_runs)
+    pages += [browser_runs["float"][0]["first_page"], browser_runs["int8"][0]["offline_page"]]
+    for page in pages:
+        screen = "\n".join(page[key] for key in MAIN_SCREEN)
+        assert not [word for word in JARGON if word in screen], screen
+    for page in answer_pages(browser_runs):
+        order = page["order"]
+        assert page["status"] == "" and order[:2] == ["pick", "answer"], order
+        assert order.index("offline") > order.index("top"), order
+        for key in ("answer", "top", "note"):
+            assert "((" not in page[key] and ") (" not in page[key] and ")(" not in page[key], page[key]
 
 
 def test_web_demo_without_the_model_block_still_runs(browser_runs):
@@ -382,6 +597,7 @@ def test_web_demo_without_the_model_block_still_runs(browser_runs):
     older = variants["no_model_block"]
     assert older["error"] is None
     assert older["page"]["model"] == "Model onnx-fp32" and older["page"]["card_link"] is None
+    assert older["page"]["precision"] == older["page"]["scores"] == ""
     answer = older["images"][str(expected["sure"])]
     assert "error" not in answer and answer["page"]["answer"].startswith(answer["top"][0]["label"])
 

@@ -30,6 +30,8 @@ async function fetchOk(url, init) {
 }
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)}\u00a0MB`;
+const isFraction = (value) => typeof value === "number" && value >= 0 && value <= 1;
+const isObject = (value) => Boolean(value) && typeof value === "object" && !Array.isArray(value);
 /** A probability for the class list: one decimal, and "<0.1 %" rather than "0.0 %" for tiny ones. */
 const percent = (p) => (100 * p < 0.05 ? "<0.1\u00a0%" : `${(100 * p).toFixed(1)}\u00a0%`); // no break before the %
 const plainPercent = (p) => `${(100 * p).toFixed(1)}\u00a0%`;
@@ -89,29 +91,34 @@ async function loadRuntime(facts) {
 
 /**
  * model.json's "confidence": null (or absent, from older exports) for a model without calibrated confidence, else
- * {temperature, threshold, ...}: probabilities = softmax(logits / temperature), and a top probability below
- * threshold is shown as "uncertain". A block the app cannot apply is refused, like a preprocessing it does not do.
+ * {temperature, threshold, confident_from, ...}: probabilities = softmax(logits / temperature); a top probability
+ * below threshold is shown as "uncertain", one below confident_from (default (1 + threshold) / 2 when absent or
+ * null) as a low-confidence answer. A block the app cannot apply is refused, like a preprocessing it does not do.
  */
 function confidenceRule(card) {
   const confidence = card.confidence ?? null;
   if (confidence === null) return null;
-  if (typeof confidence !== "object" || Array.isArray(confidence)) {
+  if (!isObject(confidence)) {
     throw new Error(`model.json's confidence must be null or an object, not ${JSON.stringify(confidence)}; ` +
       "reinstall the model with bmcell export --app");
   }
   const { temperature, threshold } = confidence;
+  const confidentFrom = confidence.confident_from ?? (1 + threshold) / 2;
   const problems = [];
   if (typeof temperature !== "number" || !Number.isFinite(temperature) || temperature <= 0) {
     problems.push(`temperature ${JSON.stringify(temperature)} (must be a finite number > 0)`);
   }
-  if (typeof threshold !== "number" || !(threshold >= 0 && threshold <= 1)) {
+  if (!isFraction(threshold)) {
     problems.push(`threshold ${JSON.stringify(threshold)} (must be a number from 0 to 1)`);
+  } else if (!isFraction(confidentFrom) || confidentFrom < threshold) {
+    problems.push(`confident_from ${JSON.stringify(confidentFrom)} (must be a number from the threshold, ` +
+      `${threshold}, to 1)`);
   }
   if (problems.length) {
     throw new Error(`model.json's confidence has an unusable ${problems.join(" and ")}: refusing the model; ` +
       "reinstall it with bmcell export --app");
   }
-  return confidence;
+  return { ...confidence, confident_from: confidentFrom };
 }
 
 /** model.json, checked: the preprocessing contract this app implements and a usable confidence block. */
@@ -151,18 +158,35 @@ async function loadSession(card) {
   return { session: await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] }), bytes: bytes.byteLength };
 }
 
+/** How the header names a precision when model.json's "model" block has no precision_words. */
+const PRECISION_WORDS = new Map([
+  ["int8", "compact 8-bit version"], ["fp16", "half-precision version"], ["fp32", "full-precision version"],
+]);
+
+/**
+ * model.json's "scores": the accuracy measured on each lab's images at release, [{set, images, accuracy}], the
+ * largest set first; entries without a set name, a whole number of images > 0 and an accuracy in [0, 1] are dropped.
+ */
+function labScores(scores) {
+  if (!Array.isArray(scores)) return [];
+  return scores.filter((score) => isObject(score) && typeof score.set === "string" && score.set &&
+    Number.isInteger(score.images) && score.images > 0 && isFraction(score.accuracy))
+    .sort((a, b) => b.images - a.images);
+}
+
 /** What model.json's "model" block (export/apps.py; absent in older exports) says, each fact null when unknown. */
 function modelFacts(card) {
-  const info = card.model && typeof card.model === "object" && !Array.isArray(card.model) ? card.model : {};
+  const info = isObject(card.model) ? card.model : {};
   const text = (value) => (typeof value === "string" && value ? value : null);
-  const fraction = (value) => (typeof value === "number" && value >= 0 && value <= 1 ? value : null);
-  const names = info.class_names && typeof info.class_names === "object" ? info.class_names : {};
+  const fraction = (value) => (isFraction(value) ? value : null);
+  const names = isObject(info.class_names) ? info.class_names : {};
   return {
-    name: text(info.name) ?? text(card.name) ?? "unnamed", precision: text(info.precision), arch: text(info.arch),
+    name: text(info.name) ?? text(card.name) ?? "unnamed", arch: text(info.arch),
+    precisionWords: text(info.precision_words) ?? PRECISION_WORDS.get(info.precision) ?? null,
     epoch: Number.isInteger(info.epoch) ? info.epoch : null, version: text(card.bmcell_version),
     accuracy: fraction(info.artefact_val_accuracy) ?? fraction(info.val_accuracy),
     checkpointAccuracy: fraction(info.val_accuracy), artefactAccuracy: fraction(info.artefact_val_accuracy),
-    parity: text(info.parity), cardUrl: assets.modelCard(card),
+    scores: labScores(info.scores), parity: text(info.parity), cardUrl: assets.modelCard(card),
     classNames: Object.fromEntries(Object.entries(names).filter(([, name]) => text(name))),
   };
 }
@@ -174,12 +198,38 @@ function classLabel(model, label) {
   return full.startsWith(label) ? full : `${label} — ${full}`;
 }
 
-/** The header: "Model NAME (PRECISION) · bmcell VERSION · 97.5 % on its validation images · model card". */
+/** A new element holding children: strings (added as text, never parsed as HTML) or nodes. */
+function element(tag, ...children) {
+  const node = document.createElement(tag);
+  node.append(...children);
+  return node;
+}
+
+/** Set a header line's text, hidden when there is none. */
+function showLine(id, text) {
+  $(id).textContent = text ?? "";
+  $(id).hidden = !text;
+}
+
+/**
+ * How well the model did, in plain words: "Tested on 1,537 pbc cells: 97.5 % right · 162 chula cells: 69.1 % right"
+ * from the per-lab scores, else "Right on 89.5 % of its test images", else null.
+ */
+function scoresLine(facts) {
+  if (facts.scores.length) {
+    return "Tested on " + facts.scores.map(({ set, images, accuracy }) =>
+      `${images.toLocaleString("en")} ${set} cells: ${plainPercent(accuracy)} right`).join(" · ");
+  }
+  return facts.accuracy === null ? null : `Right on ${plainPercent(facts.accuracy)} of its test images`;
+}
+
+/** The header: "Model NAME · bmcell VERSION · model card", the precision in words, then how well it did. */
 function showVersionLine(model) {
   const { facts } = model;
-  const parts = [`Model ${facts.name}${facts.precision ? ` (${facts.precision})` : ""}`];
+  const parts = [`Model ${facts.name}`];
   if (facts.version) parts.push(`bmcell ${facts.version}`);
-  if (facts.accuracy !== null) parts.push(`${plainPercent(facts.accuracy)} on its validation images`);
+  showLine("precision", facts.precisionWords);
+  showLine("scores", scoresLine(facts));
   const line = $("model");
   line.replaceChildren(parts.join(" · "));
   if (facts.cardUrl) {
@@ -213,24 +263,106 @@ function showDetails(model, runtimeFacts) {
   }
   if (facts.parity) rows.push(`parity with the trained model: ${facts.parity}`);
   rows.push(confidence ? `calibrated (temperature ${Number(confidence.temperature.toPrecision(4))}), threshold ` +
-    `${plainPercent(confidence.threshold)}` : "no calibrated confidence");
+    `${plainPercent(confidence.threshold)}, confident from ${plainPercent(confidence.confident_from)}` +
+    (typeof confidence.fitted_on === "string" ? `, fitted on: ${confidence.fitted_on}` : "")
+    : "no calibrated confidence");
   rows.push(`onnxruntime-web ${runtimeFacts.version} (WebAssembly, 1 thread)`);
-  $("details-list").replaceChildren(...rows.map((row) => {
-    const item = document.createElement("li");
-    item.textContent = row;
-    return item;
-  }));
+  $("details-list").replaceChildren(...rows.map((row) => element("li", row)));
   $("details").hidden = false;
 }
 
-async function showModelCard(url) {
-  let text;
-  try {
-    text = await (await fetchOk(url)).text();
-  } catch (error) {
-    text = `The model card could not be read (${error.message}).`;
+// The model card's Markdown, rendered as DOM nodes whose text is always set as text (never parsed as HTML):
+// headings (# to ####), paragraphs, bullet lists, tables and, inside them, `code`, **bold**, *italic* and links.
+const INLINE = /`([^`]+)`|\*\*(.+?)\*\*|\*([^*\s](?:[^*]*[^*\s])?)\*|\[([^\]]+)\]\(([^()\s]+)\)/g;
+const TABLE_SEPARATOR = /^\s*\|(\s*:?-+:?\s*\|)+\s*$/;
+
+/** A Markdown link: an <a> opening a new tab for http(s) URLs; any other URL leaves its text as plain text. */
+function linkNodes(text, url) {
+  const children = inlineNodes(text);
+  if (!/^https?:\/\//i.test(url)) return children;
+  const anchor = element("a", ...children);
+  Object.assign(anchor, { href: url, rel: "noopener", target: "_blank" });
+  return [anchor];
+}
+
+/** One line's inline Markdown as strings and nodes. */
+function inlineNodes(text) {
+  const nodes = [];
+  let end = 0;
+  for (const match of text.matchAll(INLINE)) {
+    const [whole, code, bold, italic, linkText, url] = match;
+    nodes.push(text.slice(end, match.index));
+    if (code !== undefined) nodes.push(element("code", code));
+    else if (bold !== undefined) nodes.push(element("strong", ...inlineNodes(bold)));
+    else if (italic !== undefined) nodes.push(element("em", ...inlineNodes(italic)));
+    else nodes.push(...linkNodes(linkText, url));
+    end = match.index + whole.length;
   }
-  $("card-text").textContent = text;
+  nodes.push(text.slice(end));
+  return nodes;
+}
+
+/** The cells of a table row "| a | b |". */
+const tableCells = (line) => line.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((cell) => cell.trim());
+
+/** A Markdown table (header line, separator line, body lines) in a container that scrolls sideways when wide. */
+function tableNode([header, separator, ...body]) {
+  const align = tableCells(separator).map((cell) => (cell.endsWith(":") ? (cell.startsWith(":") ? "center" : "right")
+    : ""));
+  const row = (line, tag) => element("tr", ...tableCells(line).map((text, column) => {
+    const cell = element(tag, ...inlineNodes(text));
+    cell.style.textAlign = align[column] ?? "";
+    return cell;
+  }));
+  const scroller = element("div", element("table", element("thead", row(header, "th")),
+    element("tbody", ...body.map((line) => row(line, "td")))));
+  scroller.className = "table-scroll";
+  return scroller;
+}
+
+/** Markdown as a list of block nodes; a plain line continues the paragraph or list item above it. */
+function markdownNodes(markdown) {
+  const lines = markdown.replace(/\r\n?/g, "\n").split("\n");
+  const nodes = [];
+  let open = null; // the paragraph or list item a plain line continues
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    const heading = /^(#{1,4})\s+(.*)$/.exec(line);
+    const bullet = /^[-*+]\s+(.*)$/.exec(line);
+    if (!line) {
+      open = null;
+    } else if (heading) {
+      nodes.push(element(`h${heading[1].length + 1}`, ...inlineNodes(heading[2])));
+      open = null;
+    } else if (line.startsWith("|") && TABLE_SEPARATOR.test(lines[i + 1] ?? "")) {
+      let last = i + 2;
+      while (last < lines.length && lines[last].trim().startsWith("|")) last++;
+      nodes.push(tableNode(lines.slice(i, last)));
+      i = last - 1;
+      open = null;
+    } else if (bullet) {
+      if (nodes.at(-1)?.tagName !== "UL") nodes.push(element("ul"));
+      open = element("li", ...inlineNodes(bullet[1]));
+      nodes.at(-1).append(open);
+    } else if (open) {
+      open.append(" ", ...inlineNodes(line));
+    } else {
+      open = element("p", ...inlineNodes(line));
+      nodes.push(open);
+    }
+  }
+  return nodes;
+}
+
+/** Open the model card (Markdown) rendered in the page's dialog. */
+async function showModelCard(url) {
+  let nodes;
+  try {
+    nodes = markdownNodes(await (await fetchOk(url)).text());
+  } catch (error) {
+    nodes = [element("p", `The model card could not be read (${error.message}).`)];
+  }
+  $("card-text").replaceChildren(...nodes);
   $("card-dialog").showModal();
 }
 
@@ -258,11 +390,21 @@ function runModel(model, feeds, isStale) {
 }
 
 /**
- * Classify one file: {probabilities, top: every class [{label, probability}], most probable first, uncertain,
+ * How sure an answer with top probability p is: "uncertain" below the threshold, "low" below confident_from, else
+ * "confident" (always "confident" without a confidence block).
+ */
+function confidenceLevel(confidence, p) {
+  if (confidence === null) return "confident";
+  if (p < confidence.threshold) return "uncertain";
+  return p < confidence.confident_from ? "low" : "confident";
+}
+
+/**
+ * Classify one file: {probabilities, top: every class [{label, probability}], most probable first, level, uncertain,
  * image: {width, height}, crop: the uint8 CHW pixels the model sees, timing: {decode_ms, preprocess_ms, model_ms,
  * total_ms}}, or null when isStale() says a newer picture was chosen meanwhile. probabilities are calibrated
- * (softmax of logits / temperature) when model.json has a confidence block, and uncertain is true when the top one
- * is below its threshold (always false without the block).
+ * (softmax of logits / temperature) when model.json has a confidence block; level is confidenceLevel's, and
+ * uncertain is true when it is "uncertain".
  */
 async function classify(model, file, isStale = () => false) {
   const start = performance.now();
@@ -280,10 +422,11 @@ async function classify(model, file, isStale = () => false) {
   const probabilities = softmax(logits, confidence ? confidence.temperature : 1);
   const top = probabilities.map((probability, i) => ({ label: model.card.classes[i], probability }))
     .sort((a, b) => b.probability - a.probability);
-  const uncertain = confidence !== null && top[0].probability < confidence.threshold;
+  const level = confidenceLevel(confidence, top[0].probability);
   const timing = { decode_ms: decoded - start, preprocess_ms: preprocessed - decoded, model_ms: ran.ms,
     total_ms: performance.now() - start };
-  return { probabilities, top, uncertain, image: { width: image.width, height: image.height }, crop: bytes, timing };
+  return { probabilities, top, level, uncertain: level === "uncertain", image: { width: image.width,
+    height: image.height }, crop: bytes, timing };
 }
 
 /** Draw the model's input (uint8 CHW, size x size) on the preview canvas: what the model sees. */
@@ -305,35 +448,37 @@ function drawCrop(bytes, size) {
 
 const ms = (value) => `${Math.round(value)}\u00a0ms`;
 
-/** The answer (a class, or "uncertain — check by eye"), what the model saw, the time, then every class. */
-function show(model, result, file) {
-  const [best] = result.top;
+/** The answer box, styled by level: a class, a class marked "low confidence", or "uncertain — check by eye". */
+function showAnswer(model, level, { label, probability }) {
+  const name = classLabel(model, label);
+  const { confidence } = model;
+  const lines = {
+    confident: () => [element("strong", name), element("span", percent(probability))],
+    low: () => [element("em", "low confidence — check by eye"), element("strong", name),
+      element("span", `${percent(probability)}; a confident answer needs ${plainPercent(confidence.confident_from)}`)],
+    uncertain: () => [element("strong", "uncertain — check by eye"), element("span", `most probable: ${name} at ` +
+      `${percent(probability)}, below the ${plainPercent(confidence.threshold)} this model needs to name a cell type`)],
+  }[level]();
   const answer = $("answer");
-  if (result.uncertain) {
-    answer.className = "uncertain";
-    answer.innerHTML = "<strong>uncertain — check by eye</strong><span></span>";
-    answer.querySelector("span").textContent = `the most probable class, ${classLabel(model, best.label)} ` +
-      `(${percent(best.probability)}), is below this model's threshold of ${plainPercent(model.confidence.threshold)}`;
-    setStatus("uncertain: below this model's threshold");
-  } else {
-    answer.className = "confident";
-    answer.innerHTML = "<strong></strong><span></span>";
-    answer.querySelector("strong").textContent = classLabel(model, best.label);
-    answer.querySelector("span").textContent = percent(best.probability);
-    setStatus(`top-1: ${best.label}`);
-  }
+  answer.className = level;
+  answer.replaceChildren(...lines);
   answer.hidden = false;
+}
+
+/** The answer, what the model saw, the time, then every class. */
+function show(model, result, file) {
+  showAnswer(model, result.level, result.top[0]);
+  setStatus(""); // the answer says it all
   const { timing } = result;
   $("timing").textContent = `Classified in ${ms(timing.total_ms)} on this device (reading the picture ` +
     `${ms(timing.decode_ms)}, resizing ${ms(timing.preprocess_ms)}, model ${ms(timing.model_ms)}).`;
   $("timing").hidden = false;
   $("top").className = result.uncertain ? "secondary" : "";
   $("top").replaceChildren(...result.top.map(({ label, probability }) => {
-    const item = document.createElement("li");
-    item.innerHTML = `<strong></strong> ${percent(probability)}<div class="bar"></div>`;
-    item.querySelector("strong").textContent = classLabel(model, label);
-    item.querySelector(".bar").style.width = `${(100 * probability).toFixed(1)}%`;
-    return item;
+    const bar = element("div");
+    bar.className = "bar";
+    bar.style.width = `${(100 * probability).toFixed(1)}%`;
+    return element("li", element("strong", classLabel(model, label)), ` ${percent(probability)}`, bar);
   }));
   $("top-heading").hidden = false;
   const size = model.card.image_size;
@@ -347,15 +492,17 @@ function show(model, result, file) {
   $("preview").hidden = false;
 }
 
-/** What the page says about the model's confidence, under the answer. */
+/** What the page says about the model's confidence, under the answer, in plain words. */
 function confidenceNote(confidence) {
   if (confidence === null) {
-    return "This model has no calibrated confidence: its probabilities are not calibrated and no answer is marked " +
-      "uncertain.";
+    return "This model's percentages are uncalibrated guesses: no answer is marked uncertain or low confidence, " +
+      "so check every answer by eye.";
   }
-  const fitted = typeof confidence.fitted_on === "string" ? ` Threshold fitted on: ${confidence.fitted_on}.` : "";
-  return `Answers only at a calibrated probability of ${plainPercent(confidence.threshold)} or more; below that: ` +
-    `uncertain — check by eye.${fitted}`;
+  const threshold = plainPercent(confidence.threshold);
+  const confidentFrom = plainPercent(confidence.confident_from);
+  const low = confidentFrom === threshold ? "" : `${threshold} to ${confidentFrom}: low confidence — check by eye; `;
+  return `The percentage says how sure the model is. From ${confidentFrom}: a confident answer; ${low}below ` +
+    `${threshold}: uncertain — check by eye.`;
 }
 
 let latestRun = 0; // only the latest picture's result is shown: an older run finishing later is dropped

@@ -32,6 +32,12 @@ export function rgbaToRgb(rgba) {
   return rgb;
 }
 
+/** Whether a file is a TIFF (or BigTIFF) by its first four bytes: most browsers cannot decode one. */
+async function isTiff(blob) {
+  const magic = String.fromCharCode(...new Uint8Array(await blob.slice(0, 4).arrayBuffer()));
+  return /^(II[*+]\0|MM\0[*+])$/.test(magic);
+}
+
 /** Decode a File/Blob with the browser into {width, height, rgb}, or throw BadImageError saying why. */
 export async function decodeRgb(blob, name = blob.name || "image") {
   if (!blob.size) throw new BadImageError(`${name}: empty file (0 bytes)`);
@@ -44,7 +50,10 @@ export async function decodeRgb(blob, name = blob.name || "image") {
       imageOrientation: "from-image", premultiplyAlpha: "none", colorSpaceConversion: "none",
     });
   } catch {
-    throw new BadImageError(`${name}: not an image this browser can read (jpg, png, webp or bmp expected)`);
+    throw new BadImageError(await isTiff(blob)
+      ? `${name}: TIFF pictures are not read by this browser (most browsers do not read TIFF); convert it to PNG or ` +
+        "JPEG first, or classify it on a computer with `bmcell predict`"
+      : `${name}: not an image this browser can read (jpg, png, webp or bmp expected)`);
   }
   const { width, height } = bitmap;
   if (width * height > MAX_PIXELS) {

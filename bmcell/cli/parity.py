@@ -10,6 +10,7 @@ import typer
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
 from bmcell.jobs.verify import source_checkpoint, verify_export
 from export.parity import failed_artefacts
+from export.samples import MIN_GOLDEN, export_images
 
 
 def exit_on_failure(report: dict) -> None:
@@ -24,12 +25,14 @@ def exit_on_failure(report: dict) -> None:
 def parity(
     export_dir: Path = typer.Argument(..., help="A folder written by `bmcell export`."),
     checkpoint: Optional[Path] = typer.Option(None, help="Source checkpoint (default: the one in the manifest)."),
-    data: Optional[Path] = typer.Option(None, help="Dataset folder (default: the one the checkpoint was trained on)."),
+    data: Optional[Path] = typer.Option(None, help="Dataset folder (default: the one the checkpoint was trained on, "
+                                        "else a released model's own sample set)."),
     golden_only: bool = typer.Option(False, "--golden-only", help="Only the golden set; no validation-split accuracy."),
     verbose: bool = VERBOSE,
 ) -> None:
     """Compare every artefact with the float32 reference: errors, SQNR, top-1 agreement, validation accuracy."""
     ckpt = None if golden_only else source_checkpoint(export_dir, checkpoint)
+    images = None if ckpt is None else export_images(ckpt, data, 0, MIN_GOLDEN, console.print)
     with other_libraries_logged(export_dir, verbose):
-        report = verify_export(export_dir, ckpt, data, console.print)
+        report = verify_export(export_dir, ckpt, images, console.print)
     exit_on_failure(report)

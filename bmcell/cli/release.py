@@ -23,12 +23,14 @@ def release(
         None, "--reference-logits", help="reference_logits.json computed elsewhere (e.g. on a GPU machine) for these "
         "weights; checked, then used."),
     note: str = typer.Option("", help="How it was trained (hardware, wall time, what was shortened)."),
+    attribution: str = typer.Option("", help="Licences and attribution of the training images, written beside the "
+                                    "sample images the release ships (samples/README.md)."),
     models_dir: Optional[Path] = typer.Option(None, help="Where released models live (default: the repo's models/)."),
 ) -> None:
     """Copy weights, metadata and split into models/NAME, evaluate on the validation split and on other labs'
     images, write reference logits for named images (reference_logits.json) and a model card from those numbers."""
     folder = load_checkpoint(checkpoint).data_folder(data)
     dest = package_release(checkpoint, name, folder, other, reference_images, note, models_dir or MODELS_DIR,
-                           console.print, reference_logits_file)
+                           console.print, reference_logits_file, attribution)
     console.print((dest / MODEL_CARD).read_text())
     console.print(f"released {dest}")

@@ -173,16 +173,25 @@ class Checkpoint:
         """What `bmcell adapt` re-estimated the BatchNorm statistics on, if it did."""
         return self.meta.get("adapted_on")
 
+    def recorded_data_folder(self) -> Path | None:
+        """The folder the checkpoint was trained on, when it records one and that folder is here (a released
+        model records none: its metadata holds no path of the machine it was trained on)."""
+        folder = self.meta.get("data")
+        return Path(folder) if folder and Path(folder).is_dir() else None
+
     def data_folder(self, override: Path | None = None) -> Path:
         """override, or the folder the checkpoint was trained on, which must still exist."""
         if override is not None:
             if not Path(override).is_dir():
                 raise CheckpointError(f"--data {override} is not a folder")
             return Path(override)
-        folder = Path(self.meta["data"])
-        if not folder.is_dir():
-            raise CheckpointError(f"{folder}, the folder {self.json_path} was trained on, is not there; pass --data DIR "
-                                  "(that folder, moved or rebuilt)")
+        if not self.meta.get("data"):
+            raise CheckpointError(f"{self.json_path} does not record the folder it was trained on (a released model "
+                                  "keeps no machine's paths); pass --data DIR, that folder")
+        folder = self.recorded_data_folder()
+        if folder is None:
+            raise CheckpointError(f"{self.meta['data']}, the folder {self.json_path} was trained on, is not there; "
+                                  "pass --data DIR (that folder, moved or rebuilt)")
         return folder
 
     @property

@@ -23,6 +23,7 @@ from export.bench import BENCH_JSON, bench_row, eager_loader, run_bench
 from export.formats import FORMATS
 from export.parity import run_parity
 from export.pipeline import export_checkpoint, folded_model, validation_set
+from export.samples import MIN_GOLDEN, folder_images
 
 COMPARE_JSON = "compare.json"
 COMPARE_MD = "compare.md"
@@ -49,8 +50,9 @@ def int8_latency(checkpoint: Checkpoint, data: Path, calib: int, runs: int, log:
     """Export the int8 artefacts of a checkpoint (once), check their parity and benchmark them against eager."""
     export_dir = checkpoint.run_dir / "export-int8"
     if not (export_dir / BENCH_JSON).is_file():
-        export_checkpoint(checkpoint, [FORMATS[name] for name in INT8_FORMATS], export_dir, data, calib, 64, log)
-        run_parity(export_dir, validation_set(checkpoint, data), log)
+        images = folder_images(checkpoint, data, calib, MIN_GOLDEN, log)
+        export_checkpoint(checkpoint, [FORMATS[name] for name in INT8_FORMATS], export_dir, images, log)
+        run_parity(export_dir, validation_set(checkpoint, images), log)
         run_bench(export_dir, folded_model(checkpoint), runs, 5, log)
     rows = json.loads((export_dir / BENCH_JSON).read_text())["rows"]
     eager, artefacts = rows[0], [r for r in rows[1:] if "p50_ms_all_threads" in r]

@@ -18,6 +18,7 @@ from bmcell.core.inference import Classifier
 from export.bench import BENCH_MD, run_bench
 from export.parity import PARITY_MD, failed_artefacts, run_parity
 from export.pipeline import export_checkpoint, folded_model, validation_set
+from export.samples import folder_images
 from export.targets import select_formats
 
 QUICK = {"arch": "mobilevit_xs", "image_size": 96, "epochs": 10, "batch_size": 32, "lr": 2e-3, "warmup_epochs": 1.0}
@@ -83,9 +84,10 @@ def run_quickstart(out: Path, epochs: int, console: Console, detail: Callable[[s
     export_dir = out / "run" / "export"
     formats = select_formats(["all"], "all")
     say(f"[bold]4/6[/] exporting {len(formats)} artefacts (every target, float and int8) to {export_dir}")
-    export_checkpoint(checkpoint, formats, export_dir, data, QUICK_EXPORT["calib"], QUICK_EXPORT["golden"], detail)
+    images = folder_images(checkpoint, data, QUICK_EXPORT["calib"], QUICK_EXPORT["golden"], detail)
+    export_checkpoint(checkpoint, formats, export_dir, images, detail)
     say("[bold]5/6[/] parity against the float32 reference")
-    parity = run_parity(export_dir, validation_set(checkpoint, data), detail)
+    parity = run_parity(export_dir, validation_set(checkpoint, images), detail)
     say(parity_summary(parity))
     say("[bold]6/6[/] latency (batch 1, this CPU)")
     bench = run_bench(export_dir, folded_model(checkpoint), QUICK_EXPORT["runs"], QUICK_EXPORT["warmup"], detail)

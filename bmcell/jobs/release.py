@@ -14,16 +14,27 @@ import numpy as np
 import torch
 
 from bmcell.core.checkpoint import Checkpoint, load_checkpoint
-from bmcell.core.crosslab import crosslab_report, markdown_table
+from bmcell.core.checkpoint import metadata_digest
+from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table
 from bmcell.core.data.folder import ImageRecord
 from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.sources import SOURCES_FILE
 from bmcell.core.device import device_description, select_device
 from bmcell.core.errors import BmcellError
 from bmcell.core.evaluation import evaluate_checkpoint, records_for
-from bmcell.core.fileio import atomic_write_json, staged_folder
+from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, sha256_path, staged_folder
+from bmcell.core.reports import markdown_report
 from export.golden import reference_logits
-from export.samples import balanced_pick, load_unit_images
+from export.samples import (
+    DEFAULT_CALIBRATION,
+    SAMPLES_DIR,
+    SAMPLES_FILE,
+    SAMPLES_FORMAT,
+    SAMPLES_VERSION,
+    balanced_pick,
+    checkpoint_split,
+    load_unit_images,
+)
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8-chula"
@@ -164,10 +175,135 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
     return "\n".join(lines)
 
 
+SAMPLE_VALIDATION = 128  # validation images a release ships: its golden set first, then more for accuracy
+SAMPLES_README = "README.md"
+
+
+def write_sample_set(checkpoint: Checkpoint, data: Path, golden: list[ImageRecord], folder: Path,
+                     attribution: str) -> dict:
+    """Copy the images an export needs into folder/samples (unchanged bytes, at their split paths): the int8
+    calibration images export picks from the training side, the golden set (the reference-logits images) and more
+    validation images, with samples.json (paths, labels, sha256) and a README naming their licences."""
+    split = checkpoint_split(checkpoint, data)
+    names = {r.path for r in golden}
+    extra = [r for r in balanced_pick(split.val, SAMPLE_VALIDATION) if r.path not in names]
+    validation = golden + extra[:max(0, SAMPLE_VALIDATION - len(golden))]
+    calibration = balanced_pick(split.train, DEFAULT_CALIBRATION)
+    target = Path(folder) / SAMPLES_DIR
+
+    def copied(record: ImageRecord) -> dict:
+        (target / record.path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(target / record.path, (Path(data) / record.path).read_bytes())
+        return {"path": record.path, "label": record.label, "sha256": sha256_path(target / record.path)}
+
+    payload = {"format": SAMPLES_FORMAT, "format_version": SAMPLES_VERSION, "split_sha256": checkpoint.split_sha256,
+               "golden": len(golden), "calibration": [copied(r) for r in calibration],
+               "validation": [copied(r) for r in validation], "attribution": attribution}
+    atomic_write_json(target / SAMPLES_FILE, payload)
+    size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+    (target / SAMPLES_README).write_text(
+        f"# Sample images of {Path(folder).name}\n\n"
+        f"{len(calibration) + len(validation)} images ({size / 1e6:.1f} MB) of this model's own split, unchanged, at "
+        f"their split paths: {len(calibration)} training images (int8 calibration) and {len(validation)} validation "
+        f"images, of which the first {len(golden)} are the golden set of `reference_logits.json`. `bmcell export` "
+        "uses them when the training folder is not at hand (`--data DIR` overrides); `samples.json` lists each with "
+        "its sha256.\n\n## Licences and attribution\n\n"
+        + (attribution or "Those of the datasets named in `../MODEL_CARD.md` (Data and licence).") + "\n",
+        encoding="utf-8")
+    return payload
+
+
+def _portable_name(value: object) -> object:
+    """A path recorded by the machine that made a release, as its last component (a file keeps its folder's
+    name: chula_wbc/labels.csv:column); anything else unchanged."""
+    if not isinstance(value, str) or not (value.startswith(("/", "../", "~")) or ":\\" in value[:3]):
+        return value
+    parts = Path(value).parts
+    return "/".join(parts[-2:]) if Path(value).suffix and len(parts) > 1 else Path(value).name
+
+
+def _portable_checkpoint(path: Path) -> None:
+    """best.json without the training machine's paths (the training folder and the run's paths: none), its
+    metadata digest renewed; the weights and their sha256 are untouched."""
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta["data"] = None
+    meta["config"] = {key: None if _portable_name(value) != value else value
+                      for key, value in meta.get("config", {}).items()}
+    meta["metadata_sha256"] = metadata_digest(meta)
+    atomic_write_json(path, meta)
+
+
+CHECKPOINT_KEYS = ("checkpoint", "source_checkpoint")  # a checkpoint's metadata file: its name, best.json
+
+
+def _portable_json(path: Path, keys: tuple[str, ...]) -> dict:
+    """A JSON file with the paths under keys (at any depth) reduced to names; returns its content."""
+    def portable(key: str, value: str) -> object:
+        return Path(value).name if key in CHECKPOINT_KEYS else _portable_name(value)
+
+    def walk(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: portable(k, v) if k in keys and isinstance(v, str) else walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        return node
+
+    payload = walk(json.loads(path.read_text(encoding="utf-8")))
+    atomic_write_json(path, payload)
+    return payload
+
+
+def make_release_portable(folder: Path) -> None:
+    """Rewrite a release's metadata so that it names no machine's paths: the checkpoint records no training folder,
+    reports name folders and files by their names, sources.json its sources by folder name; the Markdown reports
+    are regenerated from their JSON."""
+    folder = Path(folder)
+    _portable_checkpoint(folder / "best.json")
+    arch = json.loads((folder / "best.json").read_text(encoding="utf-8"))["arch"]
+    release = folder / "release.json"
+    if release.is_file():
+        _portable_json(release, ("source_checkpoint",))
+    if (folder / SOURCES_FILE).is_file():
+        recipe_keys = ("root",) + tuple(json.loads((folder / SOURCES_FILE).read_text())["recipe"]["source"])
+        _portable_json(folder / SOURCES_FILE, recipe_keys)
+    for report in folder.glob("eval-*/report.json"):
+        content = _portable_json(report, ("checkpoint", "data"))
+        (report.parent / "report.md").write_text(
+            markdown_report(content, f"{arch} on {content['data']} ({content['images']} images)"), encoding="utf-8")
+    crosslab = folder / CROSSLAB_DIR / CROSSLAB_JSON
+    if crosslab.is_file():
+        content = _portable_json(crosslab, ("checkpoint", "path"))
+        (crosslab.parent / CROSSLAB_MD).write_text("\n".join(markdown_table(content)) + "\n", encoding="utf-8")
+    found = recorded_paths(folder)
+    if found:
+        raise BmcellError(f"{folder} still records paths of this machine, e.g. {found[:3]}")
+
+
+def recorded_paths(folder: Path) -> list[str]:
+    """Every string in the JSON files under folder (the sample images' own folder aside) that is a path of the
+    machine that wrote it: absolute, home-relative or leading outside the repository."""
+    found = []
+
+    def walk(node: object, file: Path) -> None:
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value, file)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value, file)
+        elif isinstance(node, str) and _portable_name(node) != node:
+            found.append(f"{file.relative_to(folder)}: {node}")
+
+    for file in sorted(Path(folder).rglob("*.json")):
+        walk(json.loads(file.read_text(encoding="utf-8")), file)
+    return found
+
+
 def package_release(checkpoint_path: Path, name: str, data: Path, others: list[Path], reference_count: int,
                     note: str, models_dir: Path = MODELS_DIR, log: Callable[[str], None] = print,
-                    reference_source: Path | None = None) -> Path:
-    """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, reference, card."""
+                    reference_source: Path | None = None, attribution: str = "") -> Path:
+    """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, reference, the
+    sample images export needs, the card; no path of this machine in any of it."""
     checkpoint = load_checkpoint(checkpoint_path)
     dest = models_dir / name
     if dest.exists():
@@ -197,7 +333,7 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
                                                staging / REFERENCE_LOGITS_FILE)
         atomic_write_json(staging / "release.json", {
             "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "source_checkpoint": str(checkpoint.json_path), "note": note,
+            "source_checkpoint": checkpoint.json_path.name, "note": note,
             "metrics": {label: {k: r[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1")}
                         for label, r in reports.items()},
             "crosslab": {folder: {k: row[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1",
@@ -207,4 +343,8 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
         sources = json.loads((staging / SOURCES_FILE).read_text()) if (staging / SOURCES_FILE).is_file() else None
         (staging / MODEL_CARD).write_text(model_card(name, released, reports, reference, note, crosslab, sources),
                                           encoding="utf-8")
+        by_path = {record.path: record for record in val}
+        write_sample_set(released, data, [by_path[image["path"]] for image in reference["images"]], staging,
+                         attribution)
+        make_release_portable(staging)
     return dest

@@ -9,6 +9,7 @@ from bmcell.core.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from export.manifest import read_manifest
 from export.parity import PARITY_MD, run_parity
 from export.pipeline import validation_set
+from export.samples import ExportImages
 
 
 def source_checkpoint(export_dir: Path, checkpoint: Path | None) -> Checkpoint:
@@ -21,13 +22,13 @@ def source_checkpoint(export_dir: Path, checkpoint: Path | None) -> Checkpoint:
     return loaded
 
 
-def verify_export(export_dir: Path, checkpoint: Checkpoint | None, data: Path | None,
+def verify_export(export_dir: Path, checkpoint: Checkpoint | None, images: ExportImages | None,
                   say: Callable[[str], None]) -> dict:
-    """Parity of every artefact on the golden set and, given the checkpoint, its validation-split accuracy."""
+    """Parity of every artefact on the golden set and, given the checkpoint and its images, validation accuracy."""
     validation = None
-    if checkpoint is not None:
-        say("reference accuracy on the validation split ...")
-        validation = validation_set(checkpoint, checkpoint.data_folder(data))
+    if checkpoint is not None and images is not None:
+        say(f"reference accuracy on {len(images.validation)} validation images ...")
+        validation = validation_set(checkpoint, images)
     report = run_parity(export_dir, validation, say)
     say(f"report: {export_dir / PARITY_MD}")
     return report

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -32,6 +32,8 @@ class ExportInputs:
     metadata: flat str → str metadata to embed where the format allows (classes as JSON, mean, std, image size,
         preprocessing, source checkpoint sha256, bmcell version, licence, description).
     temperature: the calibrated temperature; formats whose output is probabilities give softmax(logits / it).
+    exported: the artefacts already written by this export, by format name, for a format that converts another
+        (the ORT format converts the ONNX file instead of exporting and calibrating it again).
     """
 
     model: nn.Module
@@ -40,6 +42,7 @@ class ExportInputs:
     classes: list[str]
     metadata: dict[str, str]
     temperature: float = 1.0
+    exported: dict[str, Path] = field(default_factory=dict)
 
 
 class ExportFormat(ABC):

@@ -3,6 +3,8 @@ quantisation (symmetric, per-channel weights) calibrated on real images."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from export.formats.base import ExportError, ExportFormat, ExportInputs, Runner
+from export.ranges import widen_to_grid
 
 if TYPE_CHECKING:
     from executorch.runtime import Program
@@ -186,6 +189,36 @@ class ExecuTorchFormat(ExportFormat):
         } | _kernel_calls(path)
 
 
+@functools.cache
+def _grid_histogram_observer() -> type:
+    """XNNPACK's activation observer (a HistogramObserver) whose chosen range is widened to export.ranges' grid
+    before it becomes a scale and zero point (defined on first use: torchao is imported only to export)."""
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    class GridHistogramObserver(HistogramObserver):
+        """HistogramObserver, its range on export.ranges' grid."""
+
+        def calculate_qparams(self) -> tuple[torch.Tensor, torch.Tensor]:
+            """The histogram's L2-optimal range, widened to the grid, as scale and zero point."""
+            if self.min_val == float("inf") and self.max_val == float("-inf"):
+                return super().calculate_qparams()  # never observed: torchao's default and warning
+            low, high = widen_to_grid(*(float(v) for v in self._non_linear_param_search()))
+            return self._calculate_qparams(torch.tensor(low), torch.tensor(high))
+
+    return GridHistogramObserver
+
+
+def _quantization_config() -> Any:
+    """XNNPACK's symmetric config (int8 per-tensor activations, per-channel symmetric weights), its activation
+    observer on the grid."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
+
+    config = get_symmetric_quantization_config(is_per_channel=True)
+    activation = dataclasses.replace(config.input_activation,
+                                     observer_or_fake_quant_ctr=_grid_histogram_observer().with_args(eps=2 ** -12))
+    return dataclasses.replace(config, input_activation=activation, output_activation=activation)
+
+
 class ExecuTorchFp32(ExecuTorchFormat):
     """The float32 graph, lowered to XNNPACK."""
 
@@ -194,22 +227,20 @@ class ExecuTorchFp32(ExecuTorchFormat):
 
 
 class ExecuTorchInt8(ExecuTorchFormat):
-    """PT2E static int8 (XNNPACKQuantizer, symmetric, per-channel weights), lowered to XNNPACK."""
+    """PT2E static int8 (XNNPACKQuantizer, symmetric, per-channel weights; activation ranges on export.ranges'
+    grid), lowered to XNNPACK."""
 
     name = "executorch-int8"
     precision = "int8"
 
     def _to_lower(self, exported: torch.export.ExportedProgram, inputs: ExportInputs) -> torch.export.ExportedProgram:
         """Observers inserted, every calibration image run through one at a time, converted, then re-exported."""
-        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer,
-            get_symmetric_quantization_config,
-        )
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
         if len(inputs.calibration) == 0:
             raise ExportError(f"{self.name}: static quantisation needs calibration images and none were given")
-        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        quantizer = XNNPACKQuantizer().set_global(_quantization_config())
         prepared = prepare_pt2e(exported.module(), quantizer)
         with torch.no_grad():
             for image in inputs.calibration:

@@ -17,6 +17,7 @@ import torch
 
 import bmcell
 from export.formats.base import ExportError, ExportFormat, ExportInputs, Runner
+from export.ranges import widen_to_grid
 
 if TYPE_CHECKING:
     import onnx
@@ -93,14 +94,27 @@ def _float_nodes(model: onnx.ModelProto) -> list[str]:
             or (node.op_type == "MatMul" and not weights.intersection(node.input))]
 
 
+def _grid_ranges(cache: Path) -> None:
+    """Rewrite ORT's calibration cache with every tensor's range widened to export.ranges' grid."""
+    from onnxruntime.quantization.calibrate import load_tensors_data, save_tensors_data
+
+    ranges = load_tensors_data(cache)
+    for data in ranges.data.values():
+        low, high = widen_to_grid(float(data.lowest), float(data.highest))
+        data.lowest, data.highest = np.float32(low), np.float32(high)
+    save_tensors_data(ranges, cache)
+
+
 def _export_int8(inputs: ExportInputs, path: Path) -> None:
     """The fp32 export, ORT's pre-processing, then static QDQ quantisation calibrated on every calibration image:
     uint8 activations and uint8 per-channel weights, _float_nodes left in float, activation ranges clipped at the
-    CALIBRATION_PERCENTILE of their calibration histograms. Measured on a 1-epoch PBC MobileViT-XS (128 px, 512
-    validation images): u8u8 kept logit SQNR 24.7 dB and top-1 agreement 0.959, where the faster u8s8 pair needs
-    7-bit weights on AVX2 without VNNI (its kernel sums products in int16 and saturates) and fell to 17.6 dB / 0.912,
-    and s8s8 ran 3x slower than fp32 on this CPU at no better accuracy (21.8 dB / 0.924). Percentile ranges instead
-    of min/max: 25.2 vs 24.3 dB there, and 26.0 vs 23.7 dB (agreement 0.973 vs 0.934) on the quickstart model."""
+    CALIBRATION_PERCENTILE of their calibration histograms, then widened to export.ranges' grid (ORT calibrates
+    into a cache file, the ranges on it are widened, and the model is quantised from that cache). Measured on a
+    1-epoch PBC MobileViT-XS (128 px, 512 validation images): u8u8 kept logit SQNR 24.7 dB and top-1 agreement
+    0.959, where the faster u8s8 pair needs 7-bit weights on AVX2 without VNNI (its kernel sums products in int16
+    and saturates) and fell to 17.6 dB / 0.912, and s8s8 ran 3x slower than fp32 on this CPU at no better accuracy
+    (21.8 dB / 0.924). Percentile ranges instead of min/max: 25.2 vs 24.3 dB there, and 26.0 vs 23.7 dB (agreement
+    0.973 vs 0.934) on the quickstart model."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -108,16 +122,19 @@ def _export_int8(inputs: ExportInputs, path: Path) -> None:
     if len(inputs.calibration) == 0:
         raise ExportError("ONNX int8: static quantisation needs calibration images; none were given")
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
+        fp32, prepared, cache = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "ranges.json"
         _export_fp32(inputs, fp32)
         quant_pre_process(str(fp32), str(prepared))
+        options = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
+                       per_channel=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))),
+                       calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),
+                       extra_options={"CalibPercentile": CALIBRATION_PERCENTILE,
+                                      "CalibStridedMinMax": calibration_chunk(len(inputs.calibration))})
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrator narrates on stdout
-            quantize_static(str(prepared), str(path), _CalibrationImages(inputs.calibration.numpy()),
-                            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
-                            per_channel=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))),
-                            calibrate_method=CalibrationMethod.Percentile,
-                            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE,
-                                           "CalibStridedMinMax": calibration_chunk(len(inputs.calibration))})
+            quantize_static(str(prepared), str(Path(tmp) / "first.onnx"),
+                            _CalibrationImages(inputs.calibration.numpy()), **options)
+        _grid_ranges(cache)
+        quantize_static(str(prepared), str(path), None, **options)
     _embed_metadata(path, inputs)
 
 
@@ -212,13 +229,18 @@ class OrtFormat(OnnxFormat):
     runtime = "ONNX Runtime Mobile"
 
     def export(self, inputs: ExportInputs, path: Path) -> None:
-        """Export the ONNX model into a temporary folder, then convert it with ORT's convert_onnx_models_to_ort
-        (fixed optimisations at level "all", NCHWc layout left out so the file suits any CPU)."""
+        """Convert the ONNX model of this precision with ORT's convert_onnx_models_to_ort (fixed optimisations at
+        level "all", NCHWc layout left out so the file suits any CPU): the one this export already wrote, so that
+        both files hold the same calibration, or else one exported into a temporary folder."""
         from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
         with tempfile.TemporaryDirectory() as tmp:
             model, converted = Path(tmp) / "model.onnx", Path(tmp) / "ort"
-            super().export(inputs, model)
+            source = inputs.exported.get(f"onnx-{self.precision}")
+            if source is not None:
+                shutil.copy2(source, model)
+            else:
+                super().export(inputs, model)
             with contextlib.redirect_stdout(io.StringIO()):  # the tool narrates each step on stdout
                 convert_onnx_models_to_ort(model, output_dir=converted, optimization_styles=[OptimizationStyle.Fixed])
             shutil.move(converted / "model.ort", path)

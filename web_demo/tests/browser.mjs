@@ -1,10 +1,12 @@
 // Headless Chromium at a phone viewport: a first visit, an online reload and an offline reload of the app, counting
 // the bytes the server sends; then classify images through the page's file input and report the tensors,
 // predictions and what the page shows as JSON.
-// node tests/browser.mjs '{"url": ..., "images": [...], "sizes": [64, 256], "bad": FILE, "screenshot": PNG,
-//                          "race": {"large": FILE, "small": FILE}, "swap_model": {"site": DIR, "bundle": DIR},
-//                          "variants": [{"name": ..., "model_json": {...}, "images": [...], "screenshot": PNG}]}'
-// ("bad", "screenshot", "race", "swap_model" and "variants" are optional; "sizes" may be empty).
+// node tests/browser.mjs '{"url": ..., "images": [...], "sizes": [64, 256], "bad": [FILE, ...], "screenshot": PNG,
+//                          "card_screenshot": PNG, "race": {"large": FILE, "small": FILE},
+//                          "swap_model": {"site": DIR, "bundle": DIR},
+//                          "variants": [{"name": ..., "model_json": {...}, "model_card": MARKDOWN, "images": [...],
+//                                        "screenshot": PNG}]}'
+// (all but "url", "images" and "sizes" are optional; "sizes" may be empty).
 //
 // The page is loaded through a counting proxy in front of job.url: "bytes" reports, for the first visit (until the
 // page says "ready offline") and for an online reload, each path's requests, HTTP statuses and response body bytes,
@@ -14,7 +16,8 @@
 // bundle (as `bmcell export --app` does), reloads and reports the model the page uses, the bytes and the cache (the
 // original bundle is put back afterwards). Each variant loads the page online, without the service worker, with
 // bmcell_model/model.json replaced by model_json, and reports what the page shows: its refusal, or for each image
-// the page's answer and the visible text of #answer, #note, #status and #top (non-breaking spaces as spaces).
+// the page's answer and the visible text of #answer, #note, #status and #top (non-breaking spaces as spaces), and
+// with its model card (model_card, when given, in place of MODEL_CARD.md) opened: how it is rendered and laid out.
 import { cpSync, readFileSync, renameSync, rmSync } from "node:fs";
 import http from "node:http";
 import { basename, join } from "node:path";
@@ -94,7 +97,8 @@ async function pick(path, on = page) {
 /** The text a person sees in each of these elements ("" when hidden), and #status's class. */
 async function shown(on) {
   const text = {};
-  for (const id of ["model", "status", "offline", "answer", "timing", "note", "top-heading", "top", "caption"]) {
+  for (const id of ["model", "precision", "scores", "status", "offline", "answer", "timing", "note", "top-heading", "top",
+    "caption"]) {
     const element = on.locator(`#${id}`);
     text[id] = (await element.isVisible()) ? (await element.innerText()).replaceAll("\u00a0", " ").trim() : "";
   }
@@ -107,7 +111,47 @@ async function shown(on) {
   text.inputs = await on.evaluate(() => Array.from(document.querySelectorAll("input[type=file]"), (input) => ({
     id: input.id, capture: input.getAttribute("capture"), accept: input.accept,
   })));
+  text.order = await on.evaluate(() => ["pick", "status", "answer", "timing", "preview", "note", "top", "offline"]
+    .map((id) => [id, document.getElementById(id).getBoundingClientRect()]).filter(([, box]) => box.height > 0)
+    .sort(([, a], [, b]) => a.top - b.top).map(([id]) => id)); // the visible ones, top to bottom on screen
   return text;
+}
+
+/**
+ * Open the model card from the header link; how it is rendered: its visible text, the count of each tag in it, its
+ * headings and links, the page's and the dialog's widths and, for each element outside a table's scrolling
+ * container, the right edge furthest to the right (the viewport is 390 px wide). The screenshot shows its first table.
+ */
+async function modelCard(on, screenshot) {
+  await on.click("#card-link");
+  await on.waitForFunction(() => document.getElementById("card-dialog").open &&
+    document.getElementById("card-text").childElementCount, null, { timeout: 10_000 });
+  const card = await on.evaluate(() => {
+    const dialog = document.getElementById("card-dialog");
+    const text = document.getElementById("card-text");
+    const tags = {};
+    for (const node of text.querySelectorAll("*")) tags[node.localName] = (tags[node.localName] ?? 0) + 1;
+    const box = dialog.getBoundingClientRect();
+    const outside = Array.from(dialog.querySelectorAll("*")).filter((node) => !node.closest(".table-scroll table"));
+    return {
+      text: text.innerText.replaceAll("\u00a0", " "), tags,
+      headings: Array.from(text.querySelectorAll("h2, h3, h4, h5"), (node) => node.textContent),
+      links: Array.from(text.querySelectorAll("a"), (node) => ({ text: node.textContent, href: node.getAttribute("href"),
+        rel: node.rel, target: node.target })),
+      page_width: document.documentElement.scrollWidth, viewport: window.innerWidth,
+      dialog: { left: box.left, right: box.right, scroll_width: dialog.scrollWidth, client_width: dialog.clientWidth },
+      rightmost: Math.max(...outside.map((node) => node.getBoundingClientRect().right)),
+      tables: Array.from(text.querySelectorAll(".table-scroll"), (node) => ({ right: node.getBoundingClientRect().right,
+        scroll_width: node.scrollWidth, client_width: node.clientWidth })),
+      injected: window.injected ?? null,
+    };
+  });
+  if (screenshot) {
+    if (card.tags.table) await on.locator("#card-text table").first().scrollIntoViewIfNeeded();
+    await on.screenshot({ path: screenshot });
+  }
+  await on.click("#card-dialog button");
+  return card;
 }
 
 /** The preview canvas: its pixel size, its size on screen and its pixels (uint8 CHW, like the model's input). */
@@ -172,12 +216,18 @@ async function runVariant(variant) {
     await variantContext.route("**/bmcell_model/model.json", (route) => route.fulfill({
       status: 200, contentType: "application/json", body: JSON.stringify(variant.model_json),
     }));
+    if (variant.model_card !== undefined) {
+      await variantContext.route("**/bmcell_model/MODEL_CARD.md", (route) => route.fulfill({
+        status: 200, contentType: "text/markdown; charset=utf-8", body: variant.model_card,
+      }));
+    }
     const variantPage = await variantContext.newPage();
     variantPage.on("pageerror", (error) => log.push(`${variant.name} pageerror: ${error.message}`));
     await variantPage.goto(job.url);
     const error = await loaded(variantPage);
     const report = { error: error ?? null, page: await shown(variantPage), images: {} };
     if (!error) {
+      if (variant.model_card !== undefined) report.model_card = await modelCard(variantPage);
       for (const path of variant.images || []) {
         const answer = await pick(path, variantPage);
         answer.page = await shown(variantPage);
@@ -219,12 +269,7 @@ try {
   await ready();
   result.offline_model = await page.evaluate(() => window.bmcell.card.name);
   result.offline_page = await shown(page);
-  if (result.offline_page.card_link) {
-    await page.click("#card-link");
-    await page.waitForFunction(() => document.getElementById("card-dialog").open, null, { timeout: 10_000 });
-    result.model_card = { text: await page.locator("#card-text").textContent(), url: result.offline_page.card_link };
-    await page.click("#card-dialog button");
-  }
+  if (result.offline_page.card_link) result.model_card = await modelCard(page, job.card_screenshot);
   result.images = {};
   for (const path of job.images) {
     const answer = await pick(path);
@@ -239,7 +284,8 @@ try {
   }
   if (job.race) result.race = await race(job.race);
   if (job.screenshot) await page.screenshot({ path: job.screenshot, fullPage: true });
-  if (job.bad) result.bad = await pick(job.bad);
+  result.bad = {};
+  for (const path of job.bad || []) result.bad[path] = { ...(await pick(path)), page: await shown(page) };
   result.page = await shown(page);
   if (job.swap_model) result.swap_model = await swapModel(job.swap_model);
   result.variants = {};
