@@ -1,6 +1,7 @@
 """The Android app's plain-Kotlin files compiled with kotlinc and run on a JVM: its preprocessing against the
 contract vectors (tests/contract/preprocessing.json) and the Python reference, bit for bit; its confidence rule and
-the texts its screen shows (probabilities, class names, failures).
+the texts its screen shows (the model header, answers at each confidence level, probabilities, class names,
+failures).
 
 android_demo/app/src/main/java/org/bmcell/demo/PreprocessCore.kt holds all of the app's preprocessing arithmetic
 (EXIF orientation, alpha on white, the antialiased resize, centre crop, x 1/255); Preprocessing.kt only decodes with
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -232,7 +234,8 @@ def test_orientation_and_alpha_on_white_match_load_rgb(harness, tmp_path):
 
 def test_confidence_rule_matches_the_contract(harness, tmp_path):
     """Confidence.kt: softmax(logits / temperature) to double precision, the ranking, "uncertain" exactly below the
-    threshold, and the refusal of unusable temperatures and thresholds (the same blocks the web test refuses)."""
+    threshold, and the refusal of unusable temperatures, thresholds and confident_from values (the same blocks the
+    web test refuses); confident_from absent is halfway from the threshold to 1."""
     jobs = Jobs(tmp_path)
     rng = np.random.default_rng(5)
     cases = {}
@@ -245,16 +248,29 @@ def test_confidence_rule_matches_the_contract(harness, tmp_path):
         jobs.add("softmax", f"softmax-{i}", temperature, text)
         top = float(probabilities.max())
         for label, threshold in (("above", top - 1e-9), ("equal", top), ("below", min(top + 1e-9, 1.0))):
-            jobs.add("answer", f"answer-{i}-{label}", temperature, repr(threshold), text)
+            # confident_from at the threshold: no low-confidence band, only the threshold decides
+            jobs.add("answer", f"answer-{i}-{label}", temperature, repr(threshold), repr(threshold), text)
         cases[i] = (probabilities, top)
-    refused = {"temperature_zero": ("0", "0.5", "temperature"), "temperature_text": ("abc", "0.5", "temperature"),
-               "temperature_negative": ("-1.0", "0.5", "temperature"), "temperature_nan": ("NaN", "0.5", "temperature"),
-               "temperature_infinite": ("Infinity", "0.5", "temperature"),
-               "threshold_above_one": ("1.0", "1.5", "threshold"), "threshold_negative": ("1.0", "-0.1", "threshold"),
-               "threshold_missing": ("1.0", "null", "threshold"), "temperature_missing": ("null", "0.5", "temperature")}
-    for name, (temperature, threshold, _) in refused.items():
-        jobs.add("rule", name, temperature, threshold)
-    jobs.add("rule", "usable", "1.25", "0.9")
+    refused = {"temperature_zero": ("0", "0.5", "null", "temperature"),
+               "temperature_text": ("abc", "0.5", "null", "temperature"),
+               "temperature_negative": ("-1.0", "0.5", "null", "temperature"),
+               "temperature_nan": ("NaN", "0.5", "null", "temperature"),
+               "temperature_infinite": ("Infinity", "0.5", "null", "temperature"),
+               "threshold_above_one": ("1.0", "1.5", "null", "threshold"),
+               "threshold_negative": ("1.0", "-0.1", "null", "threshold"),
+               "threshold_missing": ("1.0", "null", "null", "threshold"),
+               "temperature_missing": ("null", "0.5", "null", "temperature"),
+               "confident_from_text": ("1.0", "0.6", "high", "confident_from high"),
+               "confident_from_below_threshold": ("1.0", "0.6", "0.5", "confident_from 0.5"),
+               "confident_from_above_one": ("1.0", "0.6", "1.5", "confident_from 1.5"),
+               "confident_from_negative": ("1.0", "0.6", "-0.1", "confident_from -0.1"),
+               "confident_from_nan": ("1.0", "0.6", "NaN", "confident_from NaN")}
+    for name, (temperature, threshold, confident_from, _) in refused.items():
+        jobs.add("rule", name, temperature, threshold, confident_from)
+    usable = {"usable": ("1.25", "0.9", "null"), "confident_at_threshold": ("1.0", "0.6", "0.6"),
+              "confident_only_at_one": ("1.0", "0.6", "1.0"), "confident_between": ("1.0", "0.6", "0.75")}
+    for name, fields in usable.items():
+        jobs.add("rule", name, *fields)
     results = jobs.run(harness)
 
     for i, (probabilities, top) in cases.items():
@@ -262,17 +278,117 @@ def test_confidence_rule_matches_the_contract(harness, tmp_path):
         assert np.allclose(kotlin, probabilities, rtol=1e-13, atol=1e-16), (kotlin, probabilities)
         order = ",".join(f"c{k}" for k in np.argsort(-probabilities, kind="stable"))
         # the threshold rule: answered when the top probability >= threshold (the equal case computes the same top)
-        assert results[f"answer-{i}-above"] == ["answered", order]
+        assert results[f"answer-{i}-above"][:2] == ["confident", order]
         assert results[f"answer-{i}-below"][0] == "uncertain" or top + 1e-9 > 1.0
-        assert results[f"answer-{i}-equal"][0] in ("answered", "uncertain")  # last-bit ties may go either way
-    for name, (_, _, word) in refused.items():
-        assert results[name][0] == "refused" and word in results[name][1], (name, results[name])
-    assert results["usable"] == ["ok", "1.25", "0.9"]
+        assert results[f"answer-{i}-equal"][0] in ("confident", "uncertain")  # last-bit ties may go either way
+    for name, (_, _, _, words) in refused.items():
+        assert results[name][0] == "refused" and words in results[name][1], (name, results[name])
+        # confident_from is judged against a usable threshold only, as the web app does
+        assert ("confident_from" in results[name][1]) == name.startswith("confident_from"), (name, results[name])
+    assert "(must be a number from the threshold, 0.6, to 1)" in results["confident_from_text"][1]
+    for name, (temperature, threshold, confident_from) in usable.items():
+        expected = (1 + float(threshold)) / 2 if confident_from == "null" else float(confident_from)
+        assert results[name][0] == "ok" and [float(v) for v in results[name][1:]] == [
+            float(temperature), float(threshold), expected], (name, results[name])
+
+
+def test_answer_levels_around_the_threshold_and_confident_from(harness, tmp_path):
+    """Three levels: uncertain below the threshold (no class named), low confidence from the threshold up to
+    confident_from (the class headed "low confidence — check by eye"), confident from confident_from on; exactly at
+    each boundary, confident_from absent = (1 + threshold) / 2, and the sentence under each answer, with the
+    percentage never in brackets right after a class name that has brackets of its own."""
+    logits = np.array([2.0, 1.0, 0.0, -1.0])
+    exps = np.exp(logits - logits.max())  # float64, as Confidence.kt::softmax
+    top = float(exps[0] / exps.sum())  # 0.6439…: "64.4 %"
+    assert f"{100 * top:.2f}" == "64.39"
+    text = ",".join(repr(float(v)) for v in logits)
+    cases = {  # name: (threshold, confident_from, level)
+        "confident": (0.5, 0.6, "confident"), "low": (0.5, 0.9, "low"), "uncertain": (0.7, 0.9, "uncertain"),
+        "at_confident_from": (0.5, top - 1e-9, "confident"), "just_below_confident_from": (0.5, top + 1e-9, "low"),
+        "at_threshold": (top - 1e-9, 0.9, "low"), "just_below_threshold": (top + 1e-9, 0.9, "uncertain"),
+        "default_low": (0.5, None, "low"),  # confident from 0.75
+        "default_confident": (0.2, None, "confident"),  # confident from 0.6
+    }
+    jobs = Jobs(tmp_path)
+    for name, (threshold, confident_from, _) in cases.items():
+        jobs.add("answer", name, "1.0", repr(threshold), "null" if confident_from is None else repr(confident_from),
+                 text)
+    results = jobs.run(harness)
+
+    named = "c0 — class 0 (spelled out)  64.4 %"
+    for name, (_, _, level) in cases.items():
+        assert results[name][:2] == [level, "c0,c1,c2,c3"], (name, results[name])
+        headline, note = results[name][2:]
+        assert headline == {"confident": named, "low": f"low confidence — check by eye {named}",  # a line break
+                            "uncertain": "uncertain — check by eye"}[level], (name, headline)
+        assert (note == "-") == (level == "confident"), (name, note)
+        assert not re.search(r"\)\s*\(", headline + note), (name, headline, note)  # no "(…) (64.4 %)"
+    assert results["low"][3] == "A confident answer needs 90.0 %."
+    assert results["default_low"][3] == "A confident answer needs 75.0 %."
+    assert results["uncertain"][3] == ("Most probable: c0 — class 0 (spelled out) at 64.4 %, below the 70.0 % this "
+                                       "model needs to name a cell type.")
+
+
+def header_job(jobs: Jobs, id_: str, model_json: dict, manifest_precision: str | None = None) -> None:
+    """A header job for a model.json (and its manifest entry's precision): its "model" block's fields as ContractCheck
+    reads them, "null" for a missing one."""
+    def field(value) -> str:
+        return "null" if value is None else str(value)
+
+    fields = [model_json["name"], field(manifest_precision), field(model_json.get("bmcell_version"))]
+    block = model_json.get("model")
+    if block is not None:
+        scores = ";".join(",".join(f"{key}={field(value)}" for key, value in entry.items())
+                          if isinstance(entry, dict) else field(entry) for entry in block.get("scores") or [])
+        fields += [field(block.get(key)) for key in ("name", "precision", "precision_words", "val_accuracy",
+                                                     "artefact_val_accuracy")] + [scores]
+    jobs.add("header", id_, *fields)
+
+
+def test_model_header(harness, tmp_path):
+    """Messages.kt's header, as the web app words it: "Model NAME · bmcell VERSION", then the precision in words
+    (model.json's precision_words, else words for the precision), then the per-lab scores, largest set first and
+    malformed entries dropped, else the overall accuracy; for bundles with the new fields, without them, and without
+    a "model" block."""
+    words = "compact 8-bit version: gives the full model's answers on all 64 reference cells checked"
+    malformed = [{"set": "", "images": 5, "accuracy": 0.5}, {"set": "zero", "images": 0, "accuracy": 0.5},
+                 {"set": "half", "images": 2.5, "accuracy": 0.5}, {"set": "over", "images": 10, "accuracy": 1.5},
+                 {"set": "words", "images": "ten", "accuracy": 0.5}, {"set": "short", "images": 10}, "junk", None]
+    scores = [{"set": "chula", "images": 162, "accuracy": 0.691}, *malformed,
+              {"set": "pbc", "images": 1537, "accuracy": 0.975}]
+    release = {"name": "mobilevit_xs-pbc8-chula", "precision": "int8", "val_accuracy": 0.91,
+               "artefact_val_accuracy": 0.895}
+    bundles = {  # id: (model.json, manifest precision, expected headline, precision line, scores line)
+        "new": ({"name": "executorch-int8", "bmcell_version": "0.1.0",
+                 "model": {**release, "precision_words": words, "scores": scores}}, "int8",
+                "Model mobilevit_xs-pbc8-chula · bmcell 0.1.0", words,
+                "Tested on 1,537 pbc cells: 97.5 % right · 162 chula cells: 69.1 % right"),
+        "older": ({"name": "executorch-int8", "bmcell_version": "0.1.0", "model": release}, "int8",
+                  "Model mobilevit_xs-pbc8-chula · bmcell 0.1.0", "compact 8-bit version",
+                  "Right on 89.5 % of its test images"),
+        "fp16-checkpoint-accuracy": ({"name": "coreml-fp16", "bmcell_version": "0.1.0",
+                                      "model": {**release, "precision": "fp16", "artefact_val_accuracy": None,
+                                                "scores": malformed}}, None,
+                                     "Model mobilevit_xs-pbc8-chula · bmcell 0.1.0", "half-precision version",
+                                     "Right on 91.0 % of its test images"),
+        "fp32-nothing-measured": ({"name": "executorch-fp32", "model": {"name": "run", "precision": "fp32",
+                                                                        "scores": []}}, "fp32",
+                                  "Model run", "full-precision version", "-"),
+        "no-model-block": ({"name": "executorch-int8", "bmcell_version": "0.0.9"}, "int8",
+                           "Model executorch-int8 · bmcell 0.0.9", "compact 8-bit version", "-"),
+        "unknown-precision": ({"name": "executorch-x"}, "int4", "Model executorch-x", "-", "-"),
+    }
+    jobs = Jobs(tmp_path)
+    for id_, (model_json, manifest_precision, *_) in bundles.items():
+        header_job(jobs, id_, model_json, manifest_precision)
+    results = jobs.run(harness)
+    for id_, (*_, headline, precision, scores_line) in bundles.items():
+        assert results[id_] == [headline, precision, scores_line], (id_, results[id_])
 
 
 def test_screen_texts(harness, tmp_path):
-    """Messages.kt: probabilities as the iOS app shows them ("<0.1 %" not "0.0 %"), full class names, and a sentence
-    for every kind of failure (never a bare exception)."""
+    """Messages.kt: probabilities as the iOS app shows them ("<0.1 %" not "0.0 %"), full class names, the model's
+    confidence rule in words, and a sentence for every kind of failure (never a bare exception)."""
     jobs = Jobs(tmp_path)
     percents = {0.0: "<0.1 %", 0.0004: "<0.1 %", 0.00049: "<0.1 %", 0.0006: "0.1 %", 0.0123: "1.2 %",
                 0.9734: "97.3 %", 1.0: "100.0 %"}
@@ -286,6 +402,9 @@ def test_screen_texts(harness, tmp_path):
              "no-message": ["NullPointerException"]}
     for kind in kinds:
         jobs.add("failure", f"failure-{kind}", kind)
+    jobs.add("describe", "describe-none")
+    jobs.add("describe", "describe-three-levels", "1.25", "0.6", "0.8", "the pbc validation split")
+    jobs.add("describe", "describe-no-low-band", "1.0", "0.6", "0.6", "null")
     results = jobs.run(harness)
     for i, (p, text) in enumerate(percents.items()):
         assert results[f"percent-{i}"] == [text], (p, results[f"percent-{i}"])
@@ -295,3 +414,10 @@ def test_screen_texts(harness, tmp_path):
         prefix = "" if kind == "bundle" else "Doing: "  # a BundleError's message is already the whole sentence
         assert message.startswith(prefix) and all(word in message for word in words), (kind, message)
     assert results["failure-bundle"] == ["Refusing to load model.pte: its sha256 does not match"]
+    assert results["describe-none"] == ["This model has no calibrated confidence: its probabilities are not calibrated "
+                                        "and no answer is marked uncertain or low confidence."]
+    assert results["describe-three-levels"] == [
+        'Calibrated (temperature 1.25): from 80.0 %: a confident answer; 60.0 % to 80.0 %: "low confidence — check by '
+        'eye"; below 60.0 %: "uncertain — check by eye"; threshold fitted on: the pbc validation split.']
+    assert results["describe-no-low-band"] == ['Calibrated (temperature 1.0): from 60.0 %: a confident answer; below '
+                                               '60.0 %: "uncertain — check by eye".']

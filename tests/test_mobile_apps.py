@@ -123,29 +123,35 @@ def test_apps_read_classes_size_and_preprocessing_from_model_json():
 
 
 UNCERTAIN_TEXT = "uncertain — check by eye"
+LOW_CONFIDENCE_TEXT = "low confidence — check by eye"
 
 
 def test_apps_read_the_confidence_block_and_say_uncertain_below_the_threshold():
-    """model.json's "confidence" (export/apps.py): both apps read its temperature and threshold, divide the logits by
-    the temperature before softmax, refuse an unusable block, show "uncertain — check by eye" below the threshold,
-    and document the threshold and the calibration commands."""
+    """model.json's "confidence" (export/apps.py): both apps read its temperature, threshold and confident_from,
+    divide the logits by the temperature before softmax, refuse an unusable block, show "uncertain — check by eye"
+    below the threshold and "low confidence — check by eye" below confident_from, and document the threshold and the
+    calibration commands."""
     assert '"confidence": manifest.get("confidence")' in (ROOT / "export/apps.py").read_text()
     kotlin_bundle = (KOTLIN / "ModelBundle.kt").read_text()
-    for key in ("confidence", "temperature", "threshold"):
+    for key in ("confidence", "temperature", "threshold", "confident_from"):
         assert f'"{key}"' in kotlin_bundle, key
     assert "val confidence: ConfidenceRule?" in kotlin_bundle and "refusing the model" in kotlin_bundle
     logic = (KOTLIN / "Confidence.kt").read_text()
     assert not re.search(r"^import (android|androidx|org\.pytorch|org\.json)\.", logic, re.M)  # plain Kotlin
     assert f'UNCERTAIN_TEXT = "{UNCERTAIN_TEXT}"' in logic
-    assert "logits[it] / temperature" in logic and "probabilities.max() < rule.threshold" in logic
-    assert "t.isFinite()" in logic and "t <= 0.0" in logic and "p < 0.0 || p > 1.0" in logic
+    assert f'LOW_CONFIDENCE_TEXT = "{LOW_CONFIDENCE_TEXT}"' in logic
+    assert "logits[it] / temperature" in logic and "top < rule.threshold" in logic and "top < rule.confidentFrom" in logic
+    assert "t.isFinite()" in logic and "t <= 0.0" in logic and "it in 0.0..1.0" in logic and "c !in p..1.0" in logic
     assert "info.confidence" in (KOTLIN / "Classifier.kt").read_text()
+    messages = (KOTLIN / "Messages.kt").read_text()
+    assert "UNCERTAIN_TEXT" in messages and "LOW_CONFIDENCE_TEXT" in messages
+    assert "no calibrated confidence" in messages
     activity = (KOTLIN / "MainActivity.kt").read_text()
-    assert "UNCERTAIN_TEXT" in activity and "outcome.uncertain" in activity and "no calibrated confidence" in activity
+    assert "answerHeadline(outcome" in activity and "outcome.level" in activity
     assert 'android:id="@+id/answer"' in (ANDROID / "app/src/main/res/layout/activity_main.xml").read_text()
 
     swift_bundle = (SWIFT / "ModelBundle.swift").read_text()
-    for key in ("confidence", "temperature", "threshold"):
+    for key in ("confidence", "temperature", "threshold", "confident_from"):
         assert f'"{key}"' in swift_bundle, key
     assert "let confidence: ConfidenceSpec?" in swift_bundle and "refusing the model" in swift_bundle
     assert "$0.isFinite && $0 > 0" in swift_bundle and "$0 >= 0 && $0 <= 1" in swift_bundle
@@ -154,12 +160,14 @@ def test_apps_read_the_confidence_block_and_say_uncertain_below_the_threshold():
     assert "$0 / temperature" in classifier and "top < $0" in classifier and "confidence: info.confidence" in classifier
     view = (SWIFT / "ContentView.swift").read_text()
     assert "uncertainText" in view and "answered.uncertain" in view and "no calibrated confidence" in view
+    assert f'let lowConfidenceText = "{LOW_CONFIDENCE_TEXT}"' in view and "confidentFrom" in view
 
     for readme, target in ((ANDROID / "README.md", "android_demo"), (IOS / "README.md", "ios_demo"),
                            (ROOT / "web_demo/README.md", "web_demo")):
         text = readme.read_text()
-        assert "## Uncertain answers" in text and "## Calibrating to your microscope" in text, readme
-        assert UNCERTAIN_TEXT in text and "validation split" in text, readme
+        assert "## Uncertain and low-confidence answers" in text and "## Calibrating to your microscope" in text, readme
+        assert UNCERTAIN_TEXT in text and LOW_CONFIDENCE_TEXT in text and "validation split" in text, readme
+        assert "confident_from" in text, readme
         assert "bmcell adapt RUN --images" in text and "bmcell crosslab RUN_ADAPTED --data" in text, readme
         assert f"--app {target}" in text.split("## Calibrating to your microscope")[1], readme
 

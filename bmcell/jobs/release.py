@@ -157,7 +157,8 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
               f"`{REFERENCE_LOGITS_FILE}`: float32 reference logits of {len(reference['images'])} named validation "
               f"images, computed on {reference['device']} with TF32 {reference['tf32']} (torch {reference['torch']}); "
               "every exported artefact is "
-              "held against them.", "",
+              f"held against them. `{SAMPLES_DIR}/` holds those images and the int8 calibration images, unchanged, so "
+              "that `bmcell export` needs no data folder (their licences: `samples/README.md`).", "",
               "## Intended use", "",
               "Research and engineering: a starting point for white-cell classification on single-cell crops "
               "similar to PBC's (one cell centred in a square May-Grünwald-Giemsa field, about a third of its "

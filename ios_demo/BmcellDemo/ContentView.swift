@@ -3,10 +3,12 @@ import SwiftUI
 import UIKit
 import UniformTypeIdentifiers
 
-/// Pick a photo (PhotosPicker), open any file, or take a photo; show the answer — the top class, or "uncertain —
-/// check by eye" when its calibrated probability is below model.json's threshold — then every class's probability,
-/// the inference time and the model's input (the centre square it sees). The header names the model, its version
-/// and measured accuracy, and opens its model card.
+/// Pick a photo (PhotosPicker), open any file, or take a photo; show the answer — the top class, the top class headed
+/// "low confidence — check by eye" when its calibrated probability is below model.json's confident_from, or
+/// "uncertain — check by eye" when it is below the threshold — then every class's probability, the inference time
+/// and the model's input (the centre square it sees). The header names the model and the bmcell version, says its
+/// precision in words and how well it did, and opens its model card. The texts mirror the Android app's Messages.kt
+/// and Confidence.kt, which the test suite runs on a JVM; this Swift has not been compiled.
 struct ContentView: View {
     @StateObject private var state = AppState()
     @State private var pickerItem: PhotosPickerItem?
@@ -21,6 +23,11 @@ struct ContentView: View {
                     Text(state.modelLine)
                         .font(.headline)
                         .textSelection(.enabled)
+                    if !state.modelFacts.isEmpty {
+                        Text(state.modelFacts)
+                            .font(.subheadline)
+                            .textSelection(.enabled)
+                    }
                     if state.modelCard != nil {
                         Button("Model card") { showCard = true }
                     }
@@ -45,12 +52,12 @@ struct ContentView: View {
                     if !state.answer.isEmpty {
                         Text(state.answer)
                             .font(.title2.bold())
-                            .foregroundStyle(state.uncertain ? Color.orange : Color.primary)
+                            .foregroundStyle(state.level == .confident ? Color.primary : Color.orange)
                             .textSelection(.enabled)
                     }
-                    Text(state.result) // secondary under an answer: why uncertain, the top 3, timing
+                    Text(state.result) // under an answer: what a confident one needs or why uncertain, classes, timing
                         .font(state.answer.isEmpty ? .title3 : .body)
-                        .foregroundStyle(state.uncertain ? Color.secondary : Color.primary)
+                        .foregroundStyle(state.level == .uncertain ? Color.secondary : Color.primary)
                         .textSelection(.enabled)
                 }
                 .padding()
@@ -97,15 +104,22 @@ struct ContentView: View {
     }
 }
 
+/// What heads the class when its probability is from the threshold up to, not including, confident_from.
+let lowConfidenceText = "low confidence — check by eye"
+
+/// How sure an answer is: below the threshold, below confident_from, or from confident_from on.
+enum AnswerLevel { case uncertain, low, confident }
+
 /// The loaded classifier and what the screen shows.
 @MainActor
 final class AppState: ObservableObject {
-    @Published var modelLine = "" // name, precision, version and measured accuracy of the model
+    @Published var modelLine = "" // the model's name and the bmcell version
+    @Published var modelFacts = "" // the precision in words, then how well the model did
     @Published var modelStatus = "Loading the model…"
     @Published var modelCard: String?
     private var latest = 0 // the newest classification; an older one finishing later is dropped
-    @Published var answer = "" // the class, or uncertainText; empty while there is none
-    @Published var uncertain = false
+    @Published var answer = "" // answerHeadline: the class, headed or replaced by a warning; empty while there is none
+    @Published var level = AnswerLevel.confident
     @Published var result = ""
     @Published var modelInput: CGImage?
     @Published private(set) var classifier: Classifier?
@@ -117,6 +131,8 @@ final class AppState: ObservableObject {
             classifier = try Classifier(loaded)
             let info = loaded.info
             modelLine = Self.headline(info)
+            modelFacts = [Self.precisionLine(info.model, manifestPrecision: loaded.precision),
+                          Self.scoresLine(info.model)].compactMap { $0 }.joined(separator: "\n")
             modelCard = ModelBundle.modelCard(info)
             modelStatus = "Artefact \(info.name) (\(info.bytes / 1024) KiB, sha256 \(info.sha256.prefix(12))… verified), "
                 + "\(info.imageSize)x\(info.imageSize) input, \(info.classes.count) classes: "
@@ -127,20 +143,48 @@ final class AppState: ObservableObject {
         }
     }
 
-    /// "Model NAME (precision) · bmcell VERSION · 97.5 % on its validation images", from model.json's "model" block.
+    /// "Model NAME · bmcell VERSION": the release's name, else (bundles without a "model" block) the artefact's.
     static func headline(_ info: ModelInfo) -> String {
-        let facts = info.model
-        var parts = ["Model \(facts?.name ?? info.name)" + (facts?.precision.map { " (\($0))" } ?? "")]
+        var parts = ["Model \(info.model?.name ?? info.name)"]
         if let version = info.bmcellVersion { parts.append("bmcell \(version)") }
-        if let accuracy = facts?.artefactValAccuracy ?? facts?.valAccuracy {
-            parts.append(String(format: "%.1f %% on its validation images", 100 * accuracy))
-        }
         return parts.joined(separator: " · ")
+    }
+
+    /// How the header names a precision when model.json's "model" block has no precision_words.
+    static let precisionWords = ["int8": "compact 8-bit version", "fp16": "half-precision version",
+                                 "fp32": "full-precision version"]
+
+    /// The precision the app runs, in words a technician reads: the "model" block's precision_words ("compact 8-bit
+    /// version: gives the full model's answers on all 64 reference cells checked"), else words for its precision or,
+    /// without the block, for the manifest's; nil for a precision without words.
+    static func precisionLine(_ facts: ModelFacts?, manifestPrecision: String?) -> String? {
+        if let words = facts?.precisionWords, !words.isEmpty { return words }
+        return (facts?.precision ?? manifestPrecision).flatMap { Self.precisionWords[$0] }
+    }
+
+    /// How well the model did, in plain words: "Tested on 1,537 pbc cells: 97.5 % right · 162 chula cells: 69.1 %
+    /// right" from the per-lab scores, else "Right on 89.5 % of its test images" (the artefact's own accuracy from the
+    /// export's parity check when there is one, else the checkpoint's), else nil.
+    static func scoresLine(_ facts: ModelFacts?) -> String? {
+        if let scores = facts?.scores?.entries, !scores.isEmpty {
+            return "Tested on " + scores.map { score in
+                let images = score.images.formatted(.number.locale(Locale(identifier: "en_US"))) // "1,537"
+                return "\(images) \(score.set) cells: \(Self.plainPercent(score.accuracy)) right"
+            }.joined(separator: " · ")
+        }
+        return (facts?.artefactValAccuracy ?? facts?.valAccuracy).map {
+            "Right on \(Self.plainPercent($0)) of its test images"
+        }
+    }
+
+    /// A share (accuracy, threshold) as the screen shows it: one decimal, "97.5 %".
+    static func plainPercent(_ fraction: Double) -> String {
+        String(format: "%.1f %%", 100 * fraction)
     }
 
     /// A probability as the screen shows it: one decimal, and "<0.1 %" rather than "0.0 %".
     static func percent(_ probability: Double) -> String {
-        probability < 0.0005 ? "<0.1 %" : String(format: "%.1f %%", 100 * probability)
+        probability < 0.0005 ? "<0.1 %" : plainPercent(probability)
     }
 
     /// The class name with its full name when model.json explains an abbreviation.
@@ -148,14 +192,55 @@ final class AppState: ObservableObject {
         info.model?.classNames?[label].map { "\(label) — \($0)" } ?? label
     }
 
-    /// What the model's confidence block means for its answers, under the model's description.
-    static func describe(_ confidence: ConfidenceSpec?) -> String {
-        guard let confidence, let threshold = confidence.threshold, let temperature = confidence.temperature else {
-            return "This model has no calibrated confidence: its probabilities are not calibrated and no answer is "
-                + "marked uncertain."
+    /// How sure an answer is: uncertain below the threshold (Classifier's rule), low confidence below confident_from,
+    /// else confident (always, without a confidence block) — Confidence.kt's confidenceLevel.
+    static func answerLevel(_ answered: Answer, _ confidence: ConfidenceSpec?) -> AnswerLevel {
+        if answered.uncertain { return .uncertain }
+        guard let confidentFrom = confidence?.confidentFrom, answered.ranked[0].probability < confidentFrom else {
+            return .confident
         }
-        return String(format: "Calibrated (temperature %g): answers only at a probability of %.1f %% or more, below "
-                      + "that \"%@\"", temperature, 100 * threshold, uncertainText)
+        return .low
+    }
+
+    /// The answer in large print, by its level: "label — full name  97.3 %" when confident, the same headed "low
+    /// confidence — check by eye" when low, "uncertain — check by eye" (no class named) when uncertain.
+    static func answerHeadline(_ level: AnswerLevel, _ best: Prediction, _ info: ModelInfo) -> String {
+        let line = "\(named(best.label, info))  \(percent(best.probability))"
+        switch level {
+        case .confident: return line
+        case .low: return "\(lowConfidenceText)\n\(line)"
+        case .uncertain: return uncertainText
+        }
+    }
+
+    /// The sentence under a low-confidence answer (what a confident one needs) or an uncertain one (the most probable
+    /// class and the threshold it missed); nil under a confident one.
+    static func answerNote(_ level: AnswerLevel, _ best: Prediction, _ info: ModelInfo) -> String? {
+        guard let threshold = info.confidence?.threshold, let confidentFrom = info.confidence?.confidentFrom else {
+            return nil // without a confidence block every answer is confident
+        }
+        switch level {
+        case .confident: return nil
+        case .low: return "A confident answer needs \(plainPercent(confidentFrom))."
+        case .uncertain:
+            return "Most probable: \(named(best.label, info)) at \(percent(best.probability)), below the "
+                + "\(plainPercent(threshold)) this model needs to name a cell type."
+        }
+    }
+
+    /// What the confidence block means for the answers, under the model's description: from which probability an
+    /// answer is confident, low confidence (left out when confident_from is the threshold) or uncertain.
+    static func describe(_ confidence: ConfidenceSpec?) -> String {
+        guard let confidence, let threshold = confidence.threshold, let temperature = confidence.temperature,
+              let confidentFrom = confidence.confidentFrom else {
+            return "This model has no calibrated confidence: its probabilities are not calibrated and no answer is "
+                + "marked uncertain or low confidence."
+        }
+        let below = plainPercent(threshold)
+        let from = plainPercent(confidentFrom)
+        let low = from == below ? "" : "\(below) to \(from): \"\(lowConfidenceText)\"; "
+        return String(format: "Calibrated (temperature %g): ", temperature)
+            + "from \(from): a confident answer; \(low)below \(below): \"\(uncertainText)\""
             + (confidence.fittedOn.map { "; threshold fitted on: \($0)" } ?? "") + "."
     }
 
@@ -164,10 +249,9 @@ final class AppState: ObservableObject {
         latest += 1
         let mine = latest
         answer = ""
-        uncertain = false
+        level = .confident
         result = "Classifying…"
         let spec = classifier.info.preprocessing
-        let threshold = classifier.info.confidence?.threshold
         let outcome = await Task.detached(priority: .userInitiated) { () -> Result<(Preprocessing.Prepared, Answer, Double), Error> in
             Result {
                 let prepared = try Preprocessing.prepare(data, spec: spec)
@@ -183,18 +267,15 @@ final class AppState: ObservableObject {
             modelInput = prepared.input
             let best = answered.ranked[0]
             let info = classifier.info
+            let level = Self.answerLevel(answered, info.confidence)
             var lines = ["Class probabilities:"] + answered.ranked.enumerated().map { index, prediction in
                 "\(index + 1). \(Self.named(prediction.label, info))  " + Self.percent(prediction.probability)
             }
-            if answered.uncertain, let threshold {
-                lines.insert(String(format: "The most probable class, %@ (%.1f %%), is below this model's threshold "
-                                    + "of %.1f %%.", best.label, 100 * best.probability, 100 * threshold), at: 0)
-            }
+            if let note = Self.answerNote(level, best, info) { lines.insert(note, at: 0) }
             let footer = String(format: "%dx%d picture → %dx%d input; Vision + Core ML %.1f ms", prepared.sourceWidth,
                                 prepared.sourceHeight, prepared.input.width, prepared.input.height, ms)
-            uncertain = answered.uncertain
-            answer = answered.uncertain ? uncertainText
-                : "\(best.label)  " + String(format: "%.1f %%", 100 * best.probability)
+            self.level = level
+            answer = Self.answerHeadline(level, best, info)
             result = (lines + ["", footer]).joined(separator: "\n")
         case .failure(let error as BadImageError):
             modelInput = nil

@@ -33,19 +33,23 @@ struct PreprocessingSpec: Decodable {
 }
 
 /// model.json's "confidence" (null or absent for checkpoints without calibration): probabilities =
-/// softmax(logits / temperature), and a top probability below threshold is shown as "uncertain — check by eye".
-/// Decoded leniently — a value that is not a number becomes nil and keeps its text — so that check() can say which
-/// value is unusable instead of a decoding error.
+/// softmax(logits / temperature); a top probability below threshold is shown as "uncertain — check by eye", one
+/// below confident_from (absent or null in older exports: halfway from the threshold to 1) as "low confidence — check
+/// by eye". Decoded leniently — a value that is not a number becomes nil and keeps its text — so that check() can say
+/// which value is unusable instead of a decoding error.
 struct ConfidenceSpec: Decodable {
     let temperature: Double?
     let threshold: Double?
+    let confidentFrom: Double?
     let fittedOn: String?
     let temperatureText: String
     let thresholdText: String
+    let confidentFromText: String
 
     enum CodingKeys: String, CodingKey {
         case temperature = "temperature"
         case threshold = "threshold"
+        case confidentFrom = "confident_from"
         case fittedOn = "fitted_on"
     }
 
@@ -57,6 +61,10 @@ struct ConfidenceSpec: Decodable {
         let threshold = Self.number(container, .threshold)
         self.threshold = threshold.value
         thresholdText = threshold.text
+        let confidentFrom = Self.number(container, .confidentFrom)
+        let absent = (try? container.decodeNil(forKey: .confidentFrom)) ?? true // absent, or true when null
+        self.confidentFrom = absent ? threshold.value.map { (1 + $0) / 2 } : confidentFrom.value
+        confidentFromText = confidentFrom.text
         fittedOn = try? container.decodeIfPresent(String.self, forKey: .fittedOn)
     }
 
@@ -92,24 +100,66 @@ struct ModelInfo: Decodable {
     }
 }
 
-/// model.json's "model" block: the release's name, precision, measured accuracy, the model card's file in the bundle
-/// and full names of abbreviated classes.
+/// model.json's "model" block: the release's name, precision and the precision in words, measured accuracy, the
+/// accuracy per lab at release, the model card's file in the bundle and full names of abbreviated classes.
 struct ModelFacts: Decodable {
     let name: String?
     let arch: String?
     let precision: String?
+    let precisionWords: String?
     let valAccuracy: Double?
     let artefactValAccuracy: Double?
+    let scores: LabScores?
     let parity: String?
     let modelCard: String?
     let classNames: [String: String]?
 
     enum CodingKeys: String, CodingKey {
-        case name, arch, precision, parity
+        case name, arch, precision, parity, scores
+        case precisionWords = "precision_words"
         case valAccuracy = "val_accuracy"
         case artefactValAccuracy = "artefact_val_accuracy"
         case modelCard = "model_card"
         case classNames = "class_names"
+    }
+}
+
+/// One lab's score at release (model.json's "model"."scores"): the set's name, its number of images, the accuracy.
+struct LabScore {
+    let set: String
+    let images: Int
+    let accuracy: Double
+}
+
+/// model.json's "model"."scores", read leniently as the Android app's Messages.kt::labScores reads them: the usable
+/// entries, the largest set first. An entry without a non-empty set name, a whole number of images > 0 and an
+/// accuracy in [0, 1], or that is not an object, is dropped; a value that is not a list gives none.
+struct LabScores: Decodable {
+    let entries: [LabScore]
+
+    /// One element of the list: its score, or nil when it is unusable (decoding it never fails).
+    private struct Entry: Decodable {
+        let score: LabScore?
+
+        enum CodingKeys: String, CodingKey { case set, images, accuracy }
+
+        init(from decoder: Decoder) {
+            let fields = try? decoder.container(keyedBy: CodingKeys.self)
+            guard let set = try? fields?.decode(String.self, forKey: .set), !set.isEmpty,
+                  let images = try? fields?.decode(Double.self, forKey: .images),
+                  images >= 1, images <= Double(Int32.max), images.rounded() == images, // whole, as Kotlin's
+                  let accuracy = try? fields?.decode(Double.self, forKey: .accuracy), accuracy >= 0, accuracy <= 1
+            else {
+                score = nil
+                return
+            }
+            score = LabScore(set: set, images: Int(images), accuracy: accuracy)
+        }
+    }
+
+    init(from decoder: Decoder) throws {
+        let all = (try? decoder.singleValueContainer().decode([Entry].self)) ?? []
+        entries = all.compactMap(\.score).sorted { $0.images > $1.images }
     }
 }
 
@@ -188,6 +238,10 @@ enum ModelBundle {
             }
             if !(confidence.threshold.map { $0 >= 0 && $0 <= 1 } ?? false) {
                 problems.append("threshold \(confidence.thresholdText) (must be a number from 0 to 1)")
+            } else if let threshold = confidence.threshold,
+                      !(confidence.confidentFrom.map { $0 >= threshold && $0 <= 1 } ?? false) {
+                problems.append("confident_from \(confidence.confidentFromText) (must be a number from the threshold, "
+                                + "\(threshold), to 1)")
             }
             guard problems.isEmpty else {
                 throw BundleError("model.json's confidence has an unusable \(problems.joined(separator: " and ")): "

@@ -16,8 +16,19 @@ import java.security.MessageDigest
 //   rgba    ID PATH W H ROWBYTES ORIENTATION SIZE  RGBA bytes as decoded → upright RGB on white, then as unit (SIZE > 0)
 //                                                 or, with SIZE 0, the upright picture itself: OUT/ID.rgb, its W, H
 //   softmax ID TEMPERATURE LOGITS                 softmax(logits / temperature) in double: the 17-digit values
-//   answer  ID TEMPERATURE THRESHOLD LOGITS       the top labels (c0, c1, … by logit index) and "uncertain"/"answered"
-//   rule    ID TEMPERATURE THRESHOLD              confidenceRule: "ok" or "refused" and the message
+//   answer  ID TEMPERATURE THRESHOLD CONFIDENT_FROM LOGITS
+//                                                 the level ("uncertain", "low", "confident"), the labels (c0, c1, … by
+//                                                 logit index) most probable first, answerHeadline and answerNote ("-"
+//                                                 for none), class cI named "class I (spelled out)"
+//   rule    ID TEMPERATURE THRESHOLD CONFIDENT_FROM
+//                                                 confidenceRule: "ok" and its values, or "refused" and the message
+//   describe ID [TEMPERATURE THRESHOLD CONFIDENT_FROM FITTED_ON]
+//                                                 confidenceDescription of that rule (of none without the fields)
+//   header  ID ARTEFACT MANIFEST_PRECISION VERSION [NAME PRECISION PRECISION_WORDS VAL ARTEFACT_VAL SCORES]
+//                                                 modelHeadline, precisionLine and scoresLine ("-" for none) of a
+//                                                 "model" block with those fields (no block without them); SCORES:
+//                                                 entries split by ";", an object as "key=value,key=value", anything
+//                                                 else a value
 //   percent ID P                                  percent(P)
 //   name    ID LABEL [FULL]                       displayName(LABEL, {LABEL: FULL})
 //   failure ID KIND                               failureMessage("Doing", a throwable of that kind, [arm64-v8a])
@@ -45,16 +56,26 @@ fun main(args: Array<String>) {
                 }
                 "softmax" -> softmax(logits(f[3]), f[2].toDouble()).map { it.toString() }
                 "answer" -> {
-                    val scores = logits(f[4])
-                    val rule = confidenceRule(value(f[2]), value(f[3]), null)
-                    val answer = answer(scores, List(scores.size) { "c$it" }, rule, scores.size)
-                    listOf(if (answer.uncertain) "uncertain" else "answered", answer.top.joinToString(",") { it.label })
+                    val scores = logits(f[5])
+                    val rule = confidenceRule(value(f[2]), value(f[3]), value(f[4]), null)
+                    val classes = List(scores.size) { "c$it" }
+                    val names = classes.withIndex().associate { (i, label) -> label to "class $i (spelled out)" }
+                    val answer = answer(scores, classes, rule, scores.size)
+                    listOf(answer.level.name.lowercase(), answer.top.joinToString(",") { it.label },
+                        answerHeadline(answer, names), answerNote(answer, rule, names) ?: "-")
                 }
                 "rule" -> try {
-                    val rule = confidenceRule(value(f[2]), value(f[3]), null)
-                    listOf("ok", rule.temperature.toString(), rule.threshold.toString())
+                    val rule = confidenceRule(value(f[2]), value(f[3]), value(f[4]), null)
+                    listOf("ok", rule.temperature.toString(), rule.threshold.toString(), rule.confidentFrom.toString())
                 } catch (error: IllegalArgumentException) {
                     listOf("refused", error.message.orEmpty())
+                }
+                "describe" -> listOf(confidenceDescription(
+                    if (f.size > 2) confidenceRule(value(f[2]), value(f[3]), value(f[4]), text(f[5])) else null))
+                "header" -> {
+                    val facts = if (f.size > 5) modelFacts(f.subList(5, f.size)) else null
+                    listOf(modelHeadline(facts, f[2], text(f[4])), precisionLine(facts, text(f[3])) ?: "-",
+                        scoresLine(facts) ?: "-")
                 }
                 "percent" -> listOf(percent(f[2].toDouble()))
                 "name" -> listOf(displayName(f[2], if (f.size > 3) mapOf(f[2] to f[3]) else emptyMap()))
@@ -87,6 +108,19 @@ private fun sha256(bytes: ByteArray): String =
 private fun logits(text: String) = text.split(',').map { it.toFloat() }.toFloatArray()
 
 private fun value(text: String): Any? = if (text == "null") null else text.toDoubleOrNull() ?: text
+
+private fun text(field: String): String? = field.takeUnless { it == "null" }
+
+/** A "model" block from the header job's fields NAME PRECISION PRECISION_WORDS VAL ARTEFACT_VAL SCORES. */
+private fun modelFacts(f: List<String>): ModelFacts {
+    val scores = f[5].split(';').filter { it.isNotEmpty() }.map { entry ->
+        if ('=' in entry) entry.split(',').associate { it.substringBefore('=') to value(it.substringAfter('=')) }
+        else value(entry)
+    }
+    return ModelFacts(name = text(f[0]), arch = null, precision = text(f[1]), precisionWords = text(f[2]), epoch = null,
+        valAccuracy = value(f[3]) as Double?, artefactValAccuracy = value(f[4]) as Double?, scores = labScores(scores),
+        parity = null, modelCard = null, classNames = emptyMap())
+}
 
 private fun throwable(kind: String): Throwable = when (kind) {
     "io" -> java.io.IOException("No space left on device")

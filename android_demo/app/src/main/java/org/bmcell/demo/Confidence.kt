@@ -2,35 +2,51 @@ package org.bmcell.demo
 
 import kotlin.math.exp
 
-// Calibrated probabilities and the "uncertain" decision, as model.json's "confidence" block states them:
-// probabilities = softmax(logits / temperature); answer the top class only when its probability >= threshold.
-// Plain Kotlin (no Android or ExecuTorch imports), so it can be unit-tested on the JVM.
+// Calibrated probabilities and how sure an answer is, as model.json's "confidence" block states them:
+// probabilities = softmax(logits / temperature); the top class is uncertain below threshold, low confidence below
+// confident_from, else confident. Plain Kotlin (no Android or ExecuTorch imports), so it can be unit-tested on the JVM.
 
 /** What the app shows instead of a class when the top probability is below the threshold. */
 const val UNCERTAIN_TEXT = "uncertain — check by eye"
 
+/** What heads the class when the top probability is from the threshold up to, not including, confident_from. */
+const val LOW_CONFIDENCE_TEXT = "low confidence — check by eye"
+
 /** One class and its (calibrated, when the model has a temperature) softmax probability. */
 data class Prediction(val label: String, val probability: Float)
 
-/** model.json's "confidence", checked: temperature finite and > 0, threshold in [0, 1]. */
-data class ConfidenceRule(val temperature: Double, val threshold: Double, val fittedOn: String?)
+/**
+ * model.json's "confidence", checked: temperature finite and > 0, threshold in [0, 1], confident_from in
+ * [threshold, 1].
+ */
+data class ConfidenceRule(val temperature: Double, val threshold: Double, val confidentFrom: Double, val fittedOn: String?)
 
-/** The top k classes, most probable first, and whether the top one is below the model's threshold. */
-data class Answer(val top: List<Prediction>, val uncertain: Boolean)
+/** How sure an answer is: below the threshold, below confident_from, or from confident_from on. */
+enum class ConfidenceLevel { UNCERTAIN, LOW, CONFIDENT }
+
+/** The top k classes, most probable first, and how sure the top one is. */
+data class Answer(val top: List<Prediction>, val level: ConfidenceLevel)
 
 /**
- * model.json's temperature and threshold as parsed JSON values (a number, a string, null…) → a ConfidenceRule.
- * Anything but a finite number > 0 and a number in [0, 1] throws IllegalArgumentException saying which.
+ * model.json's temperature, threshold and confident_from as parsed JSON values (a number, a string, null…) → a
+ * ConfidenceRule. confident_from null (absent from older exports) is halfway from the threshold to 1. Anything but a
+ * finite number > 0, a number in [0, 1] and a number from the threshold to 1 throws IllegalArgumentException saying
+ * which (confident_from is checked only against a usable threshold).
  */
-fun confidenceRule(temperature: Any?, threshold: Any?, fittedOn: String?): ConfidenceRule {
+fun confidenceRule(temperature: Any?, threshold: Any?, confidentFrom: Any?, fittedOn: String?): ConfidenceRule {
     val t = (temperature as? Number)?.toDouble()
-    val p = (threshold as? Number)?.toDouble()
+    val p = (threshold as? Number)?.toDouble()?.takeIf { it in 0.0..1.0 }
+    val c = if (confidentFrom == null) p?.let { (1 + it) / 2 } else (confidentFrom as? Number)?.toDouble()
     val problems = listOfNotNull(
         if (t == null || !t.isFinite() || t <= 0.0) "temperature $temperature (must be a finite number > 0)" else null,
-        if (p == null || p.isNaN() || p < 0.0 || p > 1.0) "threshold $threshold (must be a number from 0 to 1)" else null,
+        when {
+            p == null -> "threshold $threshold (must be a number from 0 to 1)"
+            c == null || c !in p..1.0 -> "confident_from $confidentFrom (must be a number from the threshold, $p, to 1)"
+            else -> null
+        },
     )
     require(problems.isEmpty()) { problems.joinToString(" and ") }
-    return ConfidenceRule(t!!, p!!, fittedOn)
+    return ConfidenceRule(t!!, p!!, c!!, fittedOn)
 }
 
 /** softmax(logits / temperature) in double precision. */
@@ -46,12 +62,19 @@ fun topK(probabilities: DoubleArray, classes: List<String>, k: Int): List<Predic
     probabilities.indices.sortedByDescending { probabilities[it] }.take(k)
         .map { Prediction(classes[it], probabilities[it].toFloat()) }
 
+/** How sure an answer whose top probability is `top` is; always CONFIDENT without a rule (older exports). */
+fun confidenceLevel(rule: ConfidenceRule?, top: Double): ConfidenceLevel = when {
+    rule == null -> ConfidenceLevel.CONFIDENT
+    top < rule.threshold -> ConfidenceLevel.UNCERTAIN
+    top < rule.confidentFrom -> ConfidenceLevel.LOW
+    else -> ConfidenceLevel.CONFIDENT
+}
+
 /**
- * Logits → the answer: calibrated probabilities when the model has a confidence rule (temperature 1 and never
- * uncertain when it has none, as older exports), uncertain when the top probability is below the threshold.
+ * Logits → the answer: calibrated probabilities when the model has a confidence rule (temperature 1 and always
+ * confident when it has none, as older exports), and the top probability's level.
  */
 fun answer(logits: FloatArray, classes: List<String>, rule: ConfidenceRule?, k: Int): Answer {
     val probabilities = softmax(logits, rule?.temperature ?: 1.0)
-    val uncertain = rule != null && probabilities.max() < rule.threshold
-    return Answer(topK(probabilities, classes, k), uncertain)
+    return Answer(topK(probabilities, classes, k), confidenceLevel(rule, probabilities.max()))
 }

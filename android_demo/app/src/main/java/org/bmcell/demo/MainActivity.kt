@@ -17,16 +17,18 @@ import java.io.File
 import java.util.Locale
 
 /**
- * Pick a photo (Android photo picker), open any file, or take a photo (CameraX); show the answer — the top class, or
- * "uncertain — check by eye" when its calibrated probability is below model.json's threshold — then every class's
- * probability, the inference time and the centre square the model saw. The header names the model, its precision,
- * the bmcell version and its measured validation accuracy (model.json's "model" block), and opens its model card.
+ * Pick a photo (Android photo picker), open any file, or take a photo (CameraX); show the answer — the top class, the
+ * top class headed "low confidence — check by eye" when its calibrated probability is below model.json's
+ * confident_from, or "uncertain — check by eye" when it is below the threshold — then every class's probability, the
+ * inference time and the centre square the model saw. The header names the model and the bmcell version, says its
+ * precision in words and how well it did (model.json's "model" block), and opens its model card.
  *
  * Every failure ends as a message on screen: the inference thread (Engine) hands anything thrown there back here.
  */
 class MainActivity : ComponentActivity() {
 
     private lateinit var modelTitle: TextView
+    private lateinit var modelFacts: TextView
     private lateinit var modelStatus: TextView
     private lateinit var modelCardButton: Button
     private lateinit var answer: TextView
@@ -54,6 +56,7 @@ class MainActivity : ComponentActivity() {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_main)
         modelTitle = findViewById(R.id.model_title)
+        modelFacts = findViewById(R.id.model_facts)
         modelStatus = findViewById(R.id.model_status)
         modelCardButton = findViewById(R.id.model_card)
         answer = findViewById(R.id.answer)
@@ -78,12 +81,16 @@ class MainActivity : ComponentActivity() {
         val assetManager = assets
         Engine.submit(this, failed = { message -> onUi { modelStatus.text = message } }) { classifier, error ->
             val info = classifier?.info
-            val title = info?.let { modelHeadline(it.model, it.name, it.precision, it.bmcellVersion) }.orEmpty()
+            val title = info?.let { modelHeadline(it.model, it.name, it.bmcellVersion) }.orEmpty()
+            val facts = info?.let { listOfNotNull(precisionLine(it.model, it.precision), scoresLine(it.model)) }
+                .orEmpty().joinToString("\n")
             val text = info?.let { describe(it) } ?: error.orEmpty()
             val card = info?.let { ModelBundle.readModelCard(assetManager, it) }
             onUi {
                 modelTitle.text = title
                 modelTitle.visibility = if (title.isEmpty()) View.GONE else View.VISIBLE
+                modelFacts.text = facts
+                modelFacts.visibility = if (facts.isEmpty()) View.GONE else View.VISIBLE
                 modelStatus.text = text
                 modelCard = card
                 modelCardButton.visibility = if (card == null) View.GONE else View.VISIBLE
@@ -116,15 +123,8 @@ class MainActivity : ComponentActivity() {
         return "Artefact ${info.name} (${info.bytes / 1024} KiB, sha256 ${info.sha256.take(12)}… verified), " +
             "${size}x$size input, ${info.classes.size} classes: ${info.classes.joinToString(", ")}" +
             (facts?.arch?.let { "; architecture $it" } ?: "") + (facts?.epoch?.let { ", epoch $it" } ?: "") +
-            (facts?.parity?.let { "; parity with the reference: $it" } ?: "") + ". " + describe(info.confidence)
-    }
-
-    private fun describe(rule: ConfidenceRule?): String = if (rule == null) {
-        "This model has no calibrated confidence: its probabilities are not calibrated and no answer is marked uncertain."
-    } else {
-        String.format(Locale.US, "Calibrated (temperature %s): answers only at a probability of %.1f %% or more, " +
-            "below that \"%s\"", rule.temperature, 100 * rule.threshold, UNCERTAIN_TEXT) +
-            (rule.fittedOn?.let { "; threshold fitted on: $it" } ?: "") + "."
+            (facts?.parity?.let { "; parity with the reference: $it" } ?: "") + ". " +
+            confidenceDescription(info.confidence)
     }
 
     private fun classify(uri: Uri) {
@@ -156,15 +156,9 @@ class MainActivity : ComponentActivity() {
                 val start = SystemClock.elapsedRealtimeNanos()
                 val outcome = classifier.classify(input.tensor, k = info.classes.size) // every class
                 val inferenceMs = msSince(start)
-                val best = outcome.top.first()
-                val headline = if (outcome.uncertain) UNCERTAIN_TEXT else
-                    "${displayName(best.label, names)}  ${percent(best.probability.toDouble())}"
-                val why = info.confidence?.takeIf { outcome.uncertain }?.let {
-                    String.format(Locale.US, "The most probable class, %s (%s), is below this model's threshold " +
-                        "of %.1f %%.", displayName(best.label, names), percent(best.probability.toDouble()),
-                        100 * it.threshold)
-                }
-                val lines = listOfNotNull(why, "Class probabilities:") + probabilityLines(outcome.top, names)
+                val headline = answerHeadline(outcome, names)
+                val note = answerNote(outcome, info.confidence, names)
+                val lines = listOfNotNull(note, "Class probabilities:") + probabilityLines(outcome.top, names)
                 val crop = input.crop.toBitmap()
                 val reduced = if (input.sampleSize > 1) {
                     " (decoded at 1/${input.sampleSize}: more than ${Preprocessing.EXACT_MAX_PIXELS / 1_000_000} megapixels)"
@@ -176,7 +170,7 @@ class MainActivity : ComponentActivity() {
                     if (mine != latest) return@onUi // a newer picture was chosen meanwhile: its result is the one shown
                     modelInput.setImageBitmap(crop)
                     answer.text = headline
-                    answer.setTextColor(if (outcome.uncertain) UNCERTAIN_COLOR else CONFIDENT_COLOR)
+                    answer.setTextColor(if (outcome.level == ConfidenceLevel.CONFIDENT) CONFIDENT_COLOR else CHECK_COLOR)
                     result.text = (lines + "" + footer).joinToString("\n")
                 }
             } catch (error: Throwable) { // ExecuTorch's forward failing, OutOfMemoryError…
@@ -198,7 +192,7 @@ class MainActivity : ComponentActivity() {
 
     private companion object {
         const val TAG = "bmcell"
-        val UNCERTAIN_COLOR = 0xFFB26A00.toInt() // amber: look at the cell yourself
+        val CHECK_COLOR = 0xFFB26A00.toInt() // amber: low confidence or uncertain, look at the cell yourself
         val CONFIDENT_COLOR = 0xFF222222.toInt()
     }
 }

@@ -13,39 +13,78 @@ class BundleError(message: String) : Exception(message)
 class BadImageError(message: String) : Exception(message)
 
 /**
- * model.json's "model" block (export/apps.py::app_model_json): the release's name, architecture, precision,
- * epoch, validation accuracy of the checkpoint and of this artefact (parity), the model card's file in the bundle
- * and full names of abbreviated classes. Every field may be missing; bundles exported before it have no block.
+ * model.json's "model" block (export/apps.py::app_model_json): the release's name, architecture, precision and the
+ * precision in words, epoch, validation accuracy of the checkpoint and of this artefact (parity), the accuracy per lab
+ * at release, the model card's file in the bundle and full names of abbreviated classes. Every field may be missing;
+ * bundles exported before it have no block.
  */
 data class ModelFacts(
     val name: String?,
     val arch: String?,
     val precision: String?,
+    val precisionWords: String?,
     val epoch: Int?,
     val valAccuracy: Double?,
     val artefactValAccuracy: Double?,
+    val scores: List<LabScore>,
     val parity: String?,
     val modelCard: String?,
     val classNames: Map<String, String>,
 )
 
+/** One lab's score at release (model.json's "model"."scores"): the set's name, its number of images, the accuracy. */
+data class LabScore(val set: String, val images: Int, val accuracy: Double)
+
 /**
- * "Model NAME (precision) · bmcell VERSION · 97.5 % on its validation images": the artefact's own measured accuracy
- * (parity) when there is one, else the checkpoint's. Without a "model" block: the artefact name and manifest precision.
+ * model.json's "scores" as parsed JSON values (objects as maps of their fields) → the usable entries, the largest set
+ * first. An entry without a non-empty set name, a whole number of images > 0 and an accuracy in [0, 1], or that is
+ * not an object, is dropped.
  */
-fun modelHeadline(facts: ModelFacts?, artefactName: String, manifestPrecision: String?, bmcellVersion: String?): String {
-    val precision = facts?.precision ?: manifestPrecision
-    val parts = mutableListOf("Model ${facts?.name ?: artefactName}" + (precision?.let { " ($it)" } ?: ""))
-    bmcellVersion?.let { parts += "bmcell $it" }
-    (facts?.artefactValAccuracy ?: facts?.valAccuracy)?.let {
-        parts += String.format(Locale.US, "%.1f %% on its validation images", 100 * it)
+fun labScores(entries: List<Any?>): List<LabScore> = entries.mapNotNull { entry ->
+    val fields = entry as? Map<*, *>
+    val set = (fields?.get("set") as? String)?.takeIf { it.isNotEmpty() }
+    val images = (fields?.get("images") as? Number)?.toDouble()
+        ?.takeIf { it >= 1 && it <= Int.MAX_VALUE && it % 1 == 0.0 } // a whole number that fits an Int
+    val accuracy = (fields?.get("accuracy") as? Number)?.toDouble()?.takeIf { it in 0.0..1.0 }
+    if (set == null || images == null || accuracy == null) null else LabScore(set, images.toInt(), accuracy)
+}.sortedByDescending { it.images }
+
+/** "Model NAME · bmcell VERSION": the release's name, else (bundles without a "model" block) the artefact's. */
+fun modelHeadline(facts: ModelFacts?, artefactName: String, bmcellVersion: String?): String =
+    listOfNotNull("Model ${facts?.name ?: artefactName}", bmcellVersion?.let { "bmcell $it" }).joinToString(" · ")
+
+/** How the header names a precision when model.json's "model" block has no precision_words. */
+private val PRECISION_WORDS =
+    mapOf("int8" to "compact 8-bit version", "fp16" to "half-precision version", "fp32" to "full-precision version")
+
+/**
+ * The precision the app runs, in words a technician reads: the "model" block's precision_words ("compact 8-bit
+ * version: gives the full model's answers on all 64 reference cells checked"), else words for its precision or,
+ * without the block, for the manifest's; null for a precision without words.
+ */
+fun precisionLine(facts: ModelFacts?, manifestPrecision: String?): String? =
+    facts?.precisionWords ?: (facts?.precision ?: manifestPrecision)?.let { PRECISION_WORDS[it] }
+
+/**
+ * How well the model did, in plain words: "Tested on 1,537 pbc cells: 97.5 % right · 162 chula cells: 69.1 % right"
+ * from the per-lab scores, else "Right on 89.5 % of its test images" (the artefact's own accuracy from the export's
+ * parity check when there is one, else the checkpoint's), else null.
+ */
+fun scoresLine(facts: ModelFacts?): String? {
+    val scores = facts?.scores.orEmpty()
+    if (scores.isNotEmpty()) {
+        return "Tested on " + scores.joinToString(" · ") {
+            String.format(Locale.US, "%,d %s cells: %s right", it.images, it.set, plainPercent(it.accuracy))
+        }
     }
-    return parts.joinToString(" · ")
+    return (facts?.artefactValAccuracy ?: facts?.valAccuracy)?.let { "Right on ${plainPercent(it)} of its test images" }
 }
 
+/** A share (accuracy, threshold) as the screen shows it: one decimal, "97.5 %". */
+fun plainPercent(fraction: Double): String = String.format(Locale.US, "%.1f %%", 100 * fraction)
+
 /** A probability as the screen shows it: one decimal, and "<0.1 %" rather than "0.0 %". */
-fun percent(probability: Double): String =
-    if (probability < 0.0005) "<0.1 %" else String.format(Locale.US, "%.1f %%", 100 * probability)
+fun percent(probability: Double): String = if (probability < 0.0005) "<0.1 %" else plainPercent(probability)
 
 /** The class name with its full name when model.json explains it ("label — full name"). */
 fun displayName(label: String, classNames: Map<String, String>): String =
@@ -54,6 +93,52 @@ fun displayName(label: String, classNames: Map<String, String>): String =
 /** Every class, most probable first: "1. label — full name  97.3 %". */
 fun probabilityLines(probabilities: List<Prediction>, classNames: Map<String, String>): List<String> =
     probabilities.mapIndexed { i, p -> "${i + 1}. ${displayName(p.label, classNames)}  ${percent(p.probability.toDouble())}" }
+
+/**
+ * The answer in large print, by its level: "label — full name  97.3 %" when confident, the same headed "low
+ * confidence — check by eye" when low, "uncertain — check by eye" (no class named) when uncertain.
+ */
+fun answerHeadline(answer: Answer, classNames: Map<String, String>): String {
+    val best = answer.top.first()
+    val named = "${displayName(best.label, classNames)}  ${percent(best.probability.toDouble())}"
+    return when (answer.level) {
+        ConfidenceLevel.CONFIDENT -> named
+        ConfidenceLevel.LOW -> "$LOW_CONFIDENCE_TEXT\n$named"
+        ConfidenceLevel.UNCERTAIN -> UNCERTAIN_TEXT
+    }
+}
+
+/**
+ * The sentence under a low-confidence answer (what a confident one needs) or an uncertain one (the most probable
+ * class and the threshold it missed); null under a confident one.
+ */
+fun answerNote(answer: Answer, rule: ConfidenceRule?, classNames: Map<String, String>): String? {
+    if (rule == null) return null // without a confidence rule every answer is confident
+    val best = answer.top.first()
+    return when (answer.level) {
+        ConfidenceLevel.CONFIDENT -> null
+        ConfidenceLevel.LOW -> "A confident answer needs ${plainPercent(rule.confidentFrom)}."
+        ConfidenceLevel.UNCERTAIN -> "Most probable: ${displayName(best.label, classNames)} at " +
+            "${percent(best.probability.toDouble())}, below the ${plainPercent(rule.threshold)} this model needs to " +
+            "name a cell type."
+    }
+}
+
+/**
+ * What the confidence rule means for the answers, in the model's description: from which probability an answer is
+ * confident, low confidence (left out when confident_from is the threshold) or uncertain.
+ */
+fun confidenceDescription(rule: ConfidenceRule?): String {
+    if (rule == null) {
+        return "This model has no calibrated confidence: its probabilities are not calibrated and no answer is " +
+            "marked uncertain or low confidence."
+    }
+    val threshold = plainPercent(rule.threshold)
+    val confidentFrom = plainPercent(rule.confidentFrom)
+    val low = if (confidentFrom == threshold) "" else "$threshold to $confidentFrom: \"$LOW_CONFIDENCE_TEXT\"; "
+    return "Calibrated (temperature ${rule.temperature}): from $confidentFrom: a confident answer; ${low}below " +
+        "$threshold: \"$UNCERTAIN_TEXT\"" + (rule.fittedOn?.let { "; threshold fitted on: $it" } ?: "") + "."
+}
 
 /** "inference 41.2 ms (preprocessing 12.0 ms)": the forward pass, then the resize/crop/scale before it. */
 fun timingLine(inferenceMs: Double, preprocessingMs: Double): String =

@@ -15,7 +15,8 @@ import org.json.JSONObject
  * The model bundle that `bmcell export RUN --target android --app android_demo` writes into
  * app/src/main/assets/bmcell_model/: model.pte (the program), model.json (what this app needs: file, sha256,
  * bytes, classes in output order, input contract, preprocessing, confidence, and a "model" block with what the
- * screen shows about the model), manifest.json (the export manifest) and, for a released model, MODEL_CARD.md.
+ * screen shows about the model: its name, precision in words, scores per lab…), manifest.json (the export manifest)
+ * and, for a released model, MODEL_CARD.md.
  *
  * Everything about the model — class names, input size, preprocessing — comes from model.json; nothing is
  * typed into the app.
@@ -246,18 +247,27 @@ object ModelBundle {
             name = text("name"),
             arch = text("arch"),
             precision = text("precision"),
+            precisionWords = text("precision_words"),
             epoch = number("epoch")?.toInt(),
             valAccuracy = number("val_accuracy"),
             artefactValAccuracy = number("artefact_val_accuracy"),
+            scores = labScores(elements(block.optJSONArray("scores"))),
             parity = text("parity"),
             modelCard = text("model_card"),
             classNames = classNames,
         )
     }
 
+    /** A JSON array's elements as Messages.kt's readers take them: objects as maps of their fields; none for null. */
+    private fun elements(array: JSONArray?): List<Any?> = if (array == null) emptyList() else List(array.length()) { i ->
+        val value = array.opt(i)
+        if (value is JSONObject) value.keys().asSequence().associateWith { value.opt(it) } else value
+    }
+
     /**
-     * model.json's "confidence": null or absent (older exports) → null; else its temperature and threshold,
-     * refused unless the temperature is a finite number > 0 and the threshold a number in [0, 1].
+     * model.json's "confidence": null or absent (older exports) → null; else its temperature, threshold and
+     * confident_from (absent or null: halfway from the threshold to 1), refused unless the temperature is a finite
+     * number > 0, the threshold a number in [0, 1] and confident_from a number from the threshold to 1.
      */
     fun parseConfidence(json: JSONObject): ConfidenceRule? {
         if (!json.has("confidence") || json.isNull("confidence")) return null
@@ -265,7 +275,8 @@ object ModelBundle {
             ?: throw BundleError("model.json's confidence must be null or an object, not ${json.get("confidence")}; " +
                 "$INSTALL_HINT.")
         return try {
-            confidenceRule(block.opt("temperature"), block.opt("threshold"), block.opt("fitted_on") as? String)
+            val confidentFrom = if (block.isNull("confident_from")) null else block.opt("confident_from")
+            confidenceRule(block.opt("temperature"), block.opt("threshold"), confidentFrom, block.opt("fitted_on") as? String)
         } catch (error: IllegalArgumentException) {
             throw BundleError("model.json's confidence has an unusable ${error.message}: refusing the model; $INSTALL_HINT.")
         }
