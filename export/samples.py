@@ -146,7 +146,8 @@ def read_sample_set(checkpoint: Checkpoint) -> dict | None:
 def sample_set_images(checkpoint: Checkpoint, sample_set: dict, calibration_count: int,
                       golden_count: int) -> ExportImages:
     """Export images from the release's sample set: its first calibration_count calibration images (at most what it
-    has), its golden set, and all its validation images for accuracy."""
+    has), its golden set, and all its validation images for accuracy. A --golden other than the default must be the
+    sample set's own golden count."""
     golden = sample_set["golden"]
     if golden_count != MIN_GOLDEN and golden_count != golden:
         raise BmcellError(f"--golden {golden_count}: the release's sample set holds a golden set of {golden} "

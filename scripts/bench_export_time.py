@@ -55,7 +55,8 @@ def timed_leg(checkpoint: Checkpoint, images: ExportImages, target: str, separat
         run_parity(folder, validation, lambda line: None)
     seconds["parity (golden set and validation accuracy)"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - total_start
-    print(f"  {len(images.calibration)} calibration and {len(images.validation)} validation images from {images.origin}")
+    print(f"  {len(images.calibration)} calibration and {len(images.validation)} validation images from "
+          f"{images.origin}")
     return seconds
 
 

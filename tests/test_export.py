@@ -276,7 +276,8 @@ def _int8_identities(out):
     manifest = json.loads((out / "manifest.json").read_text())
     shas = {a["name"]: a["sha256"] for a in manifest["artefacts"]}
     inputs, _, _ = read_golden(out / "golden.safetensors", manifest["source_checkpoint"]["weights_sha256"])
-    shas["ort-int8"] = hashlib.sha256(FORMATS["ort-int8"].load(out / "model-ort-int8.ort")(inputs).tobytes()).hexdigest()
+    outputs = FORMATS["ort-int8"].load(out / "model-ort-int8.ort")(inputs)
+    shas["ort-int8"] = hashlib.sha256(outputs.tobytes()).hexdigest()
     rows = {r["name"]: r for r in json.loads((out / "parity.json").read_text())["artefacts"]}
     return {name: (shas[name], {key: rows[name][key] for key in VERDICT_KEYS}) for name in INT8}
 
