@@ -69,10 +69,10 @@ def parity_row(export_dir: Path, name: str) -> dict | None:
     return next((row for row in rows if row["name"] == name), None)
 
 
-def passed_parity(export_dir: Path, name: str) -> bool:
-    """True when the export folder's parity report ran the artefact and it passed."""
-    row = parity_row(export_dir, name)
-    return row is not None and row["status"] == "pass"
+def answers_like_float(row: dict | None) -> bool:
+    """True when parity ran the artefact (its row), it passed, and it gave the float model's answer (a class or
+    "uncertain") on every golden image."""
+    return row is not None and row.get("status") == "pass" and row.get("answer_changes") == 0
 
 
 def model_card_source(manifest: dict) -> Path | None:
@@ -81,21 +81,13 @@ def model_card_source(manifest: dict) -> Path | None:
     return card if card.is_file() else None
 
 
-def same_answers(export_dir: Path, name: str) -> bool:
-    """True when parity ran the artefact and it gave the float model's answer (a class or "uncertain") on every
-    golden image."""
-    row = parity_row(export_dir, name)
-    return row is not None and row.get("answer_changes") == 0
-
-
 def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) -> dict:
     """The manifest entry to install. auto: int8 when exported, passed parity and answers as the float model does
     on every golden image, else float. An int8 artefact whose answers differ is refused even when asked for: the
     confidence rule was fitted on the float model, and the app would answer where `bmcell predict` is uncertain."""
     entries = {entry["name"]: entry for entry in manifest["artefacts"]}
     if precision == "auto":
-        int8 = app.int8_artefact in entries and passed_parity(export_dir, app.int8_artefact) \
-            and same_answers(export_dir, app.int8_artefact)
+        int8 = app.int8_artefact in entries and answers_like_float(parity_row(export_dir, app.int8_artefact))
         wanted = app.int8_artefact if int8 else app.float_artefact
     else:
         wanted = app.int8_artefact if precision == "int8" else app.float_artefact
@@ -114,15 +106,15 @@ def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) 
     return entries[wanted]
 
 
-def precision_words(entry: dict, parity: dict) -> str:
+def precision_words(entry: dict, parity: dict, golden_images: int) -> str:
     """The precision an app runs, in words a technician reads: full precision, or a compact version and whether
     it was seen to give the full model's answers."""
     if entry["precision"] == "fp32":
         return "full-precision version"
     kind = {"int8": "compact 8-bit version", "fp16": "half-precision version"}.get(entry["precision"],
                                                                                   entry["precision"])
-    if parity.get("answer_changes") == 0 and parity.get("status") == "pass":
-        return f"{kind}: gives the full model's answers on all {parity['golden_images']} reference cells checked"
+    if answers_like_float(parity):
+        return f"{kind}: gives the full model's answers on all {golden_images} reference cells checked"
     return f"{kind}: not checked against the full model on this machine"
 
 
@@ -142,7 +134,6 @@ def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> d
     size = manifest["image_size"]
     source = manifest["source_checkpoint"]
     parity = parity_row(export_dir, entry["name"]) or {}
-    parity.setdefault("golden_images", manifest["golden"]["count"])
     return {"name": entry["name"], "file": app.file, "sha256": entry["sha256"], "bytes": entry["bytes"],
             "classes": manifest["classes"], "image_size": size, "input": entry["input"],
             "output": entry.get("output", {}).get("name", "logits"),
@@ -154,7 +145,8 @@ def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> d
                       "artefact_val_accuracy": parity.get("val_accuracy"),
                       "parity": parity.get("status", "not checked"),
                       "model_card": MODEL_CARD if model_card_source(manifest) else None,
-                      "class_names": CLASS_NAMES, "precision_words": precision_words(entry, parity),
+                      "class_names": CLASS_NAMES,
+                      "precision_words": precision_words(entry, parity, manifest["golden"]["count"]),
                       "scores": lab_scores(Path(source["path"]).parent)}}
 
 
