@@ -128,6 +128,12 @@ def lab_scores(source_folder: Path) -> list[dict]:
     return [{"set": name, "images": row["images"], "accuracy": row["accuracy"]} for name, row in crosslab.items()]
 
 
+def adapted_to(manifest: dict) -> dict | None:
+    """The lab a `bmcell finetune` adapted the model to: its name, labelled cells and cross-validated accuracy."""
+    tuned = manifest.get("finetuned_on")
+    return {k: tuned[k] for k in ("lab", "cells", "accuracy", "interval")} if tuned else None
+
+
 def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> dict:
     """model.json: what the app needs to run the artefact (the preprocessing contract included) and what it shows
     the user about the model: its name, version, measured accuracy and model card."""
@@ -139,6 +145,7 @@ def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> d
             "output": entry.get("output", {}).get("name", "logits"),
             "preprocessing": preprocessing_contract(size), "confidence": manifest.get("confidence"),
             "source_weights_sha256": source["weights_sha256"], "bmcell_version": bmcell.__version__,
+            "lab_check": manifest.get("lab_check"),
             "model": {"name": Path(source["path"]).parent.name, "arch": manifest["arch"],
                       "precision": entry["precision"], "epoch": source.get("epoch"),
                       "val_accuracy": source["metrics"].get("accuracy"),
@@ -147,7 +154,8 @@ def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> d
                       "model_card": MODEL_CARD if model_card_source(manifest) else None,
                       "class_names": CLASS_NAMES,
                       "precision_words": precision_words(entry, parity, manifest["golden"]["count"]),
-                      "scores": lab_scores(Path(source["path"]).parent)}}
+                      "scores": lab_scores(Path(source["path"]).parent),
+                      "labs": manifest.get("labs", []), "adapted_to": adapted_to(manifest)}}
 
 
 def _copy(source: Path, destination: Path) -> None:

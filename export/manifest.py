@@ -6,9 +6,15 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
 from bmcell.core.checkpoint import Checkpoint
+from bmcell.core.confidence import calibrated
+from bmcell.core.data.prepare import SPLIT_FILE
+from bmcell.core.data.sources import SOURCES_FILE
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import atomic_write_json, json_digest, sha256_path
+from bmcell.core.shift import MIN_CHECK_IMAGES, atc_threshold
 from bmcell.core.versions import installed_versions
 from export.formats.base import ExportFormat
 
@@ -63,6 +69,33 @@ def confidence_contract(checkpoint: Checkpoint) -> dict | None:
             "fitted_on": confidence.fitted_on, "rule": CONFIDENCE_RULE}
 
 
+def lab_check_contract(checkpoint: Checkpoint, logits: np.ndarray, targets: np.ndarray) -> dict:
+    """What an app needs to estimate its accuracy on a batch of a lab's photos from confidence alone (ATC, as
+    `bmcell check` does without the distance to the training data): the threshold fitted on the golden set's
+    reference answers, their accuracy, and the fewest photos worth an estimate."""
+    probabilities, _ = calibrated(checkpoint.confidence, logits)
+    correct = probabilities.argmax(1) == targets
+    return {"threshold": atc_threshold(probabilities.max(1), correct), "validation_accuracy": float(correct.mean()),
+            "images": int(len(targets)), "min_images": MIN_CHECK_IMAGES}
+
+
+def labs_seen(checkpoint: Checkpoint) -> list[dict]:
+    """The image sets the model was trained on, with their training-side cell counts: each source of a `bmcell
+    combine` folder (its sources.json beside the release or the data folder), else the one training folder (by
+    name when the checkpoint records it)."""
+    data = checkpoint.recorded_data_folder()
+    for folder in (checkpoint.run_dir, data.parent if data else None):
+        if folder is not None and (folder / SOURCES_FILE).is_file():
+            sources = json.loads((folder / SOURCES_FILE).read_text(encoding="utf-8"))["sources"]
+            return [{"name": name, "cells": sum(n for part, n in source["images"].items() if part.endswith("/train"))}
+                    for name, source in sources.items()]
+    split = checkpoint.run_dir / SPLIT_FILE
+    cells = sum(1 for f in json.loads(split.read_text(encoding="utf-8"))["files"] if f.get("subset") == "train") \
+        if split.is_file() else None
+    named = checkpoint.meta.get("data") or checkpoint.config.get("data")
+    return [{"name": Path(named).name if named else "its training images", "cells": cells}]
+
+
 def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list[str], seconds: float) -> dict:
     """The manifest record of one exported artefact."""
     return {"name": fmt.name, "file": path.name, "family": fmt.family, "precision": fmt.precision,
@@ -72,8 +105,8 @@ def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list
             "export_seconds": round(seconds, 2)}
 
 
-def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict) -> dict:
-    """The whole manifest: model facts, source checkpoint, tools, golden set and artefacts."""
+def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict, lab_check: dict | None = None) -> dict:
+    """The whole manifest: model facts, the labs it has seen, source checkpoint, tools, golden set and artefacts."""
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -81,7 +114,8 @@ def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict) 
         "mean": checkpoint.mean, "std": checkpoint.std, "preprocessing": PREPROCESSING,
         "preprocessing_contract": preprocessing_contract(checkpoint.image_size),
         "input_norm": checkpoint.input_norm, "confidence": confidence_contract(checkpoint),
-        "adapted_on": checkpoint.adapted_on,
+        "adapted_on": checkpoint.adapted_on, "finetuned_on": checkpoint.finetuned_on, "labs": labs_seen(checkpoint),
+        "lab_check": lab_check,
         "source_checkpoint": {"path": str(checkpoint.json_path), "weights_sha256": checkpoint.weights_sha256,
                               "epoch": checkpoint.epoch, "metrics": {k: checkpoint.metrics.get(k) for k in
                                                                        ("accuracy", "balanced_accuracy", "macro_f1")}},

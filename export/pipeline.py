@@ -17,7 +17,14 @@ from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import staged_folder
 from export.formats.base import ExportFormat, ExportInputs
 from export.golden import GOLDEN, reference_logits, write_golden
-from export.manifest import MANIFEST, artefact_entry, build_manifest, confidence_contract, write_manifest
+from export.manifest import (
+    MANIFEST,
+    artefact_entry,
+    build_manifest,
+    confidence_contract,
+    lab_check_contract,
+    write_manifest,
+)
 from export.samples import ExportImages, load_unit_images
 from export.wrapper import NormalizedClassifier
 
@@ -80,11 +87,14 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
                           temperature=checkpoint.confidence.temperature if checkpoint.confidence else 1.0)
     with staged_folder(out) as staging:
         device = select_device("auto")
-        golden = write_golden(staging / GOLDEN, golden_inputs, reference_logits(checkpoint, golden_inputs, device),
-                              [r.path for r in images.golden], checkpoint.weights_sha256, device)
+        golden_logits = reference_logits(checkpoint, golden_inputs, device)
+        golden = write_golden(staging / GOLDEN, golden_inputs, golden_logits, [r.path for r in images.golden],
+                              checkpoint.weights_sha256, device)
         log(f"images from {images.origin}: golden set {len(images.golden)} (reference logits on {golden['device']}, "
             f"TF32 off), int8 calibration {len(images.calibration)}")
         with torch.no_grad():
             artefacts = [_export_one(fmt, inputs, staging, image_size, log) for fmt in formats]
-        write_manifest(staging / MANIFEST, build_manifest(checkpoint, artefacts, golden))
+        targets = np.array([checkpoint.classes.index(r.label) for r in images.golden])
+        write_manifest(staging / MANIFEST, build_manifest(checkpoint, artefacts, golden,
+                                                          lab_check_contract(checkpoint, golden_logits, targets)))
     return out / MANIFEST

@@ -30,6 +30,7 @@ from PIL import Image
 from bmcell.core.data.images import load_rgb
 from bmcell.core.data.transforms import unit_transform
 from tests.conftest import PBC
+from tests.contract.wording import ROUTE_LINE
 from tests.contract.preprocessing import GOLDEN, python_unit_bytes, reference_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -421,3 +422,56 @@ def test_screen_texts(harness, tmp_path):
         'eye"; below 60.0 %: "uncertain — check by eye"; threshold fitted on: the pbc validation split.']
     assert results["describe-no-low-band"] == ['Calibrated (temperature 1.0): from 60.0 %: a confident answer; below '
                                                '60.0 %: "uncertain — check by eye".']
+
+
+
+
+def panel_field(entry) -> str:
+    """A labs entry or adapted_to as ContractCheck's panel job reads it: an object as "key=value,…" (a list as
+    "a|b"), None as "null", anything else as text."""
+    def value(item) -> str:
+        if isinstance(item, list):
+            return "|".join(map(value, item))
+        return "null" if item is None else str(item)
+
+    if isinstance(entry, dict):
+        return ",".join(f"{key}={value(item)}" for key, item in entry.items())
+    return value(entry)
+
+
+def test_model_panel_names_the_labs_the_adaptation_and_how_to_adapt(harness, tmp_path):
+    """Messages.kt's panel lines, as the web app words them: "Trained on cells from: pbc (1,200 cells), …" (the labs
+    in model.json's order, malformed entries dropped, unknown counts left out), "Adapted to LAB with N of its own
+    labelled cells: about 87 % right on them (95 % interval 79–92 %)." (whole percents rounded half up, the parts
+    without a usable value left out, nothing without a lab name), and always the same route line; no jargon."""
+    labs = [{"name": "pbc", "cells": 1200}, {"name": "chula", "cells": 345}, {"name": "", "cells": 3},
+            {"name": "scanner2", "cells": None}, {"name": "odd", "cells": 2.5}, "junk", {"cells": 10},
+            {"name": "words", "cells": "many"}]
+    cases = {  # id: (labs, adapted_to, labs line, adapted line)
+        "adapted": (labs, {"lab": "mylab", "cells": 100, "accuracy": 0.87, "interval": [0.79, 0.92]},
+                    "Trained on cells from: pbc (1,200 cells), chula (345 cells), scanner2, odd, words.",
+                    "Adapted to mylab with 100 of its own labelled cells: about 87 % right on them (95 % interval "
+                    "79–92 %)."),
+        "rounding": ([{"name": "one", "cells": 1}, {"name": "big", "cells": 1234567}],
+                     {"lab": "lab b", "cells": 1, "accuracy": 0.875, "interval": [0.625, 0.9375]},
+                     "Trained on cells from: one (1 cell), big (1,234,567 cells).",
+                     "Adapted to lab b with 1 of its own labelled cells: about 88 % right on them (95 % interval "
+                     "63–94 %)."),
+        "unknown": ([{"name": "pbc", "cells": None}], {"lab": "mylab", "cells": None, "accuracy": None,
+                                                        "interval": [0.7, 0.8]},
+                    "Trained on cells from: pbc.", "Adapted to mylab with its own labelled cells."),
+        "reversed_interval": ([], {"lab": "mylab", "cells": 20, "accuracy": 0.9, "interval": [0.95, 0.8]}, "-",
+                              "Adapted to mylab with 20 of its own labelled cells: about 90 % right on them."),
+        "bad_values": ([], {"lab": "mylab", "cells": "many", "accuracy": 1.5, "interval": [0.5, 1.5]}, "-",
+                       "Adapted to mylab with its own labelled cells."),
+        "not_adapted": (["junk", {"name": ""}], None, "-", "-"),
+        "no_lab_name": ([], {"lab": "", "cells": 5, "accuracy": 0.9}, "-", "-"),
+    }
+    jobs = Jobs(tmp_path)
+    for id_, (lab_entries, adapted, *_) in cases.items():
+        jobs.add("panel", id_, ";".join(map(panel_field, lab_entries)), panel_field(adapted))
+    results = jobs.run(harness)
+    for id_, (_, _, labs_line, adapted_line) in cases.items():
+        assert results[id_] == [labs_line, adapted_line, ROUTE_LINE], (id_, results[id_])
+    jargon = ("ATC", "logit", "OOD", "softmax", "temperature", "calibrat")
+    assert not [word for word in jargon if word in "\n".join(results["adapted"])], results["adapted"]

@@ -261,3 +261,50 @@ def test_ios_reads_probabilities_keeps_stored_colour_values_and_shows_only_the_n
         assert key in bundle, key
     readme = (IOS / "README.md").read_text()
     assert "Display P3" in readme and "calibrated probabilities" in readme
+
+
+def string_literals(source: str) -> str:
+    """The double-quoted string literals of a piece of source, joined (a constant split over lines with +)."""
+    return "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', source))
+
+
+def test_apps_name_the_labs_the_adaptation_and_how_to_adapt():
+    """model.json's "model"."labs" and "adapted_to" (issue 21): the three apps read both, leniently, show "Trained
+    on cells from: …" and "Adapted to … of its own labelled cells: about … right on them (95 % interval …)", and
+    say how to adapt the model to another lab in the same words (Messages.kt's ADAPT_ROUTE_TEXT, which the JVM test
+    checks; the Swift and the web app's copies must be the same text). Only the web app reads "lab_check"."""
+    kotlin = (KOTLIN / "Messages.kt").read_text()
+    kotlin_route = string_literals(re.search(r"const val ADAPT_ROUTE_TEXT =(.*?)\n\n", kotlin, re.S).group(1))
+    view = (SWIFT / "ContentView.swift").read_text()
+    swift_route = string_literals(re.search(r"let adaptRouteText =(.*?)\n\n", view, re.S).group(1))
+    web = (ROOT / "web_demo/app.js").read_text()
+    nodes = re.search(r"function routeNodes\(\) \{(.*?)\n\}", web, re.S).group(1)
+    web_route = string_literals(re.sub(r'element\("code",\s*', "", nodes))
+    assert kotlin_route == swift_route == web_route, (kotlin_route, swift_route, web_route)
+    for words in ("another microscope, stain or camera", "about 20 cells per class (at least 5)",
+                  "bmcell finetune MODEL --data YOUR_FOLDER --out NEW_MODEL",
+                  "bmcell check MODEL --images YOUR_PHOTOS"):
+        assert words in kotlin_route, words
+
+    bundle = (KOTLIN / "ModelBundle.kt").read_text()
+    assert 'block.optJSONArray("labs")' in bundle and 'block.optJSONObject("adapted_to")' in bundle
+    activity = (KOTLIN / "MainActivity.kt").read_text()
+    assert "labsLine(it.model)" in activity and "adaptedLine(it.model)" in activity and "ADAPT_ROUTE_TEXT" in activity
+    assert 'android:id="@+id/model_route"' in (ANDROID / "app/src/main/res/layout/activity_main.xml").read_text()
+
+    swift_bundle = (SWIFT / "ModelBundle.swift").read_text()
+    for key in ('case name, arch, precision, parity, scores, labs', 'case adaptedTo = "adapted_to"',
+                "case lab, cells, accuracy, interval", "let labs: TrainedLabs?", "let adaptedTo: AdaptedTo?"):
+        assert key in swift_bundle, key
+    # The lenient readers never throw: a malformed entry drops that fact, not the model.
+    assert swift_bundle.count("init(from decoder: Decoder) {") >= 3
+    for words in ('"Trained on cells from: "', "of its own labelled cells", "right on them", "(95 % interval ",
+                  "Self.labsLine(info.model)", "Self.adaptedLine(info.model)", "modelRoute = adaptRouteText"):
+        assert words in view, words
+    for words in ('"Trained on cells from: "', "of its own labelled cells", "right on them", "(95 % interval "):
+        assert words in kotlin, words
+
+    for key in ("info.labs", "info.adapted_to", "card.lab_check", "block.min_images", "block.validation_accuracy"):
+        assert key in web, key
+    for source in (kotlin, view, (SWIFT / "ModelBundle.swift").read_text(), bundle):
+        assert "lab_check" not in source  # the batch check is the web app's only

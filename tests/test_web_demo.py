@@ -6,11 +6,14 @@ centre square the model sees, a large picture overtaken by a small one (only the
 messages for a file that is not an image and for a TIFF, and a main screen free of jargon with the answer right under
 the pickers; then, with model.json replaced, its calibrated probabilities, its confident, "low confidence" and
 "uncertain — check by eye" answers, its refusal of an unusable confidence block, the per-lab scores, a crafted model
-card (links, tables, nothing run as HTML), and a model.json without the "model" block."""
+card (links, tables, nothing run as HTML), and a model.json without the "model" block. A quicker job with a tiny
+model checks the labs, adapted and route lines of the header and "Check a batch of my photos": its progress, the
+files it cannot read, and an estimated accuracy equal to the share Python computes from the same model's logits."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -28,6 +31,7 @@ from bmcell.core.engine import fit
 from bmcell.jobs.release import DEFAULT_MODEL
 from export.apps import install_bundle
 from tests.conftest import PBC, TINY
+from tests.contract.wording import CHECK, FINETUNE, ROUTE_LINE
 from tests.contract.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
@@ -48,6 +52,15 @@ def missing_toolchain() -> str | None:
         if not (WEB_DEMO / "node_modules" / package).is_dir():
             return f"web_demo/node_modules/{package} is absent (run `npm ci` in web_demo)"
     return None
+
+
+def require_toolchain() -> None:
+    """Skip (or, with BMCELL_REQUIRE_BROWSER set, fail) when the browser tool chain is incomplete."""
+    reason = missing_toolchain()
+    if reason:
+        if os.environ.get("BMCELL_REQUIRE_BROWSER"):
+            pytest.fail(f"BMCELL_REQUIRE_BROWSER is set but the browser tool chain is incomplete: {reason}")
+        pytest.skip(f"browser test skipped: {reason}")
 
 
 def export_model(root: Path, request: pytest.FixtureRequest, synthetic_data: Path) -> Path:
@@ -218,11 +231,7 @@ def browser_runs(tmp_path_factory, request, synthetic_data):
     reference image with the golden tensors, a non-image and a screenshot, then with model.json's confidence block
     replaced (calibrated, null, unusable, no "model" block); the int8 model on the same images. Both count the bytes
     of a first visit and an online reload."""
-    reason = missing_toolchain()
-    if reason:
-        if os.environ.get("BMCELL_REQUIRE_BROWSER"):
-            pytest.fail(f"BMCELL_REQUIRE_BROWSER is set but the browser tool chain is incomplete: {reason}")
-        pytest.skip(f"browser test skipped: {reason}")
+    require_toolchain()
     root = tmp_path_factory.mktemp("web")
     export_dir = export_model(root, request, synthetic_data)
     images = reference_images(PBC if PBC.is_dir() else None)
@@ -561,8 +570,8 @@ def test_web_demo_renders_the_model_card_as_html_within_a_phone_screen(browser_r
     assert crafted["tables"][0]["scroll_width"] > crafted["tables"][0]["client_width"]  # it scrolls, within 390 px
 
 
-MAIN_SCREEN = ("model", "precision", "scores", "status", "offline", "answer", "timing", "note", "top-heading", "top",
-               "caption")
+MAIN_SCREEN = ("model", "precision", "scores", "labs", "adapted", "route", "status", "offline", "answer", "timing",
+               "note", "top-heading", "top", "caption", "batch")
 JARGON = ("(int8)", "(fp32)", "top-1", "validation split", "validation images", "calibrated probability")
 
 
@@ -668,3 +677,160 @@ def test_web_demo_picks_up_a_newly_installed_model_online(browser_runs):
     card = json.loads((float_site / "bmcell_model" / "model.json").read_text())
     models = [url for url in swap["cached"] if url.startswith(model_path)]
     assert models == [f"{model_path}?v={card['sha256'][:16]}"], swap["cached"]
+
+
+# The labs line, the adapted line and the route line of the model panel (issue 21): model.json's "labs" (entries the
+# page must ignore or show by name only mixed in) and "adapted_to".
+LABS = [{"name": "pbc", "cells": 1200}, {"name": "chula", "cells": 345}, {"name": "", "cells": 3},
+        {"name": "scanner2", "cells": None}, {"name": "odd", "cells": 2.5}, "junk", {"cells": 10}]
+LABS_LINE = "Trained on cells from: pbc (1,200 cells), chula (345 cells), scanner2, odd."
+ADAPTED = {"lab": "mylab", "cells": 100, "accuracy": 0.87, "interval": [0.79, 0.92]}
+ADAPTED_LINE = ("Adapted to mylab with 100 of its own labelled cells: about 87 % right on them (95 % interval "
+                "79–92 %).")
+LAB_JARGON = ("ATC", "logit", "OOD", "out-of-distribution", "softmax", "temperature", *JARGON)
+BATCH_PHOTOS = 24  # over lab_check's min_images (20)
+
+
+def batch_photos(synthetic_data: Path) -> list[Path]:
+    """BATCH_PHOTOS synthetic cells spread over every class."""
+    everything = sorted(p for p in synthetic_data.rglob("*.jpg"))
+    photos = everything[::len(everything) // BATCH_PHOTOS][:BATCH_PHOTOS]
+    assert len(photos) == BATCH_PHOTOS
+    return photos
+
+
+def threshold_between(tops: list[float], low: float, high: float) -> tuple[float, float]:
+    """A threshold in the widest gap between the sorted top probabilities from quantile low to high, and that gap."""
+    ranked = sorted(tops)
+    i = max(range(int(low * len(ranked)), int(high * len(ranked))), key=lambda i: ranked[i + 1] - ranked[i])
+    return (ranked[i] + ranked[i + 1]) / 2, ranked[i + 1] - ranked[i]
+
+
+def lab_check_thresholds(bundle: Path, photos: list[Path]) -> tuple[float, float, float]:
+    """A temperature and the confidence and lab-check thresholds at which the photos' calibrated top probabilities
+    are split about 1/3 : 2/3 and 2/3 : 1/3, each threshold at least 5e-3 from every photo (50 x the browser vs
+    Python tolerance). The temperature is the first of 1.5, 1, 0.5, … that spreads them so (a tiny model's logits
+    barely differ: its probabilities are all near 1 / classes)."""
+    log_p = np.array([np.log(python_probabilities(bundle, path, 1.0)) for path in photos])  # logits + a constant
+    for temperature in (1.5, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01):
+        scaled = log_p / temperature
+        exps = np.exp(scaled - scaled.max(axis=1, keepdims=True))
+        tops = list((exps.max(axis=1) / exps.sum(axis=1)).astype(float))
+        answer, answer_gap = threshold_between(tops, 0.2, 0.45)
+        check, check_gap = threshold_between(tops, 0.55, 0.8)
+        if min(answer_gap, check_gap) > 5e-3:
+            return temperature, answer, check
+    raise AssertionError(f"no temperature spreads the photos' top probabilities: {log_p}")
+
+
+@pytest.fixture(scope="module")
+def lab_runs(tmp_path_factory, tiny_run, synthetic_data):
+    """A tiny model (the session's tiny run, exported here without int8 or parity: quick) in a copy of web_demo,
+    in headless Chromium with model.json replaced: with labs, adapted_to and a confidence block and lab_check whose
+    thresholds sit between the batch photos' calibrated top probabilities, given 5 photos, then BATCH_PHOTOS photos
+    and a file that is not a picture (the screenshot shows this batch's result); with adapted_to and lab_check null;
+    as an older export has it (none of the three); with an unusable lab_check."""
+    require_toolchain()
+    root = tmp_path_factory.mktemp("web-lab")
+    result = CliRunner().invoke(app, ["export", str(tiny_run), "--target", "web", "--quantize", "none", "--no-parity",
+                                      "--out", str(root / "export")])
+    assert result.exit_code == 0, result.output
+    site = site_with(root, "web_lab", root / "export", "float")
+    bundle = site / "bmcell_model"
+    card = json.loads((bundle / "model.json").read_text())
+    photos = batch_photos(synthetic_data)
+    temperature, answer_threshold, check_threshold = lab_check_thresholds(bundle, photos)
+    tops = {str(path): float(python_probabilities(bundle, path, temperature).max()) for path in photos}
+    confidence = {"temperature": temperature, "threshold": answer_threshold}
+    lab_check = {"threshold": check_threshold, "validation_accuracy": 0.914, "min_images": 20}
+    not_a_picture = root / "notes.jpg"
+    not_a_picture.write_text("not a picture")
+    new = card | {"confidence": confidence, "lab_check": lab_check,
+                  "model": card["model"] | {"labs": LABS, "adapted_to": ADAPTED}}
+    older = {key: value for key, value in card.items() if key != "lab_check"} | {
+        "confidence": confidence,
+        "model": {key: value for key, value in card["model"].items() if key not in ("labs", "adapted_to")}}
+    variants = [
+        {"name": "lab", "model_json": new, "screenshot": str(root / "batch-phone.png"),
+         "batches": [{"name": "few", "files": [str(p) for p in photos[:5]]},
+                     {"name": "all", "files": [str(p) for p in photos[:10]] + [str(not_a_picture)] +
+                      [str(p) for p in photos[10:]]}]},
+        {"name": "not_adapted", "model_json": new | {"lab_check": None,
+                                                     "model": new["model"] | {"adapted_to": None}}},
+        {"name": "older", "model_json": older},
+        {"name": "unusable_check", "model_json": new | {"lab_check": {"threshold": 1.5}}},
+    ]
+    report = run_browser(site, {"variants_only": True, "variants": variants})
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(root / "batch-phone.png", ARTIFACTS / "batch-phone.png")
+    return {"variants": report["variants"], "tops": tops, "confidence": confidence, "lab_check": lab_check,
+            "photos": photos}
+
+
+def test_web_demo_names_the_labs_the_adaptation_and_how_to_adapt(lab_runs):
+    """The header says which labs' cells the model was trained on (malformed entries dropped, unknown counts left
+    out), the lab it was adapted to with how right it was there and its 95 % interval, and how to adapt it to your
+    lab (the commands as code), in plain words; without adapted_to only the labs and the route; an older model.json
+    (none of the new fields) the route line only, and no batch check (the reason under "Model details")."""
+    variants = lab_runs["variants"]
+    for name in variants:
+        assert variants[name]["error"] is None, (name, variants[name]["error"])
+    page = variants["lab"]["page"]
+    assert page["labs"] == LABS_LINE and page["adapted"] == ADAPTED_LINE, page
+    assert page["route"] == ROUTE_LINE and page["route_code"] == [FINETUNE, CHECK], page
+    screen = "\n".join(page[key] for key in ("labs", "adapted", "route", "batch"))
+    assert not [word for word in LAB_JARGON if word in screen], screen
+    assert page["batch_enabled"] and "Check a batch of my photos" in page["batch"], page["batch"]
+    assert "accuracy check for a batch of photos" in page["details"] and "91.4 %" in page["details"]
+
+    not_adapted = variants["not_adapted"]["page"]
+    assert (not_adapted["labs"], not_adapted["adapted"], not_adapted["route"]) == (LABS_LINE, "", ROUTE_LINE)
+    for name in ("not_adapted", "older", "unusable_check"):
+        shown = variants[name]["page"]
+        assert shown["batch"] == "" and not shown["batch_enabled"], (name, shown["batch"])
+        assert "no batch check" in shown["details"] and "re-export it with this version of bmcell" in shown["details"]
+    older = variants["older"]["page"]
+    assert (older["labs"], older["adapted"], older["route"]) == ("", "", ROUTE_LINE), older
+    assert "carries no accuracy check" in older["details"]
+    assert "unusable" in variants["unusable_check"]["page"]["details"]
+
+
+def test_web_demo_estimates_the_accuracy_on_a_batch_of_photos(lab_runs):
+    """"Check a batch of my photos" with BATCH_PHOTOS photos and a text file: each photo through the single-photo
+    path (top probabilities as Python's softmax(logits / temperature)), progress "i / n" photo by photo with the page
+    drawing frames meanwhile, the file it could not read named, the share it would answer (top >= the confidence
+    threshold) and the estimated accuracy equal to the share Python computes from the same model's logits (top >=
+    lab_check's threshold), with the sentence on its limits; under min_images photos no estimate."""
+    batch = lab_runs["variants"]["lab"]["batches"]["all"]
+    summary, tops = batch["summary"], lab_runs["tops"]
+    files = BATCH_PHOTOS + 1
+    assert summary["files"] == files and summary["read"] == BATCH_PHOTOS
+    assert [entry["file"] for entry in summary["unread"]] == ["notes.jpg"], summary["unread"]
+    assert "not an image" in summary["unread"][0]["error"]
+    browser_tops = {entry["file"]: entry["top"] for entry in summary["photos"]}
+    for path, top in tops.items():
+        assert abs(browser_tops[Path(path).name] - top) < 1e-4, (path, browser_tops[Path(path).name], top)
+    threshold = lab_runs["lab_check"]["threshold"]
+    expected = sum(top >= threshold for top in tops.values()) / BATCH_PHOTOS
+    answered = sum(top >= lab_runs["confidence"]["threshold"] for top in tops.values()) / BATCH_PHOTOS
+    assert summary["estimate"] == expected and summary["answered"] == answered, (summary, expected, answered)
+    assert 0 < expected < answered < 1  # the thresholds split the photos: neither share is trivially 0 or 1
+
+    assert batch["progress"] == [f"Checking your photos: {i} / {files}" for i in range(1, files + 1)], batch["progress"]
+    assert batch["frames"] > 1, batch["frames"]  # the page kept drawing while it worked
+    text = batch["page"]["batch-result"]
+    assert f"Estimated accuracy on these photos: about {math.floor(100 * expected + 0.5)} % or lower." in text, text
+    assert f"Read {BATCH_PHOTOS} of {files} photos; could not read: notes.jpg." in text, text
+    named = round(answered * BATCH_PHOTOS)
+    assert (f"would name a cell type for {named} of them ({math.floor(100 * answered + 0.5)} %); "
+            f"{BATCH_PHOTOS - named} would be “uncertain — check by eye”") in text, text
+    for words in ("confidence alone", "too high", "bmcell finetune", "bmcell check", "91 %"):
+        assert words in text, (words, text)
+    assert not [word for word in LAB_JARGON if word in text], text
+    assert batch["page"]["batch-status"] == ""
+    assert (ARTIFACTS / "batch-phone.png").stat().st_size > 10_000
+
+    few = lab_runs["variants"]["lab"]["batches"]["few"]
+    assert few["summary"]["read"] == 5 and few["summary"]["estimate"] is None, few["summary"]
+    assert "Choose at least 20 photos for an estimate" in few["page"]["batch-result"], few["page"]
+    assert "Estimated accuracy" not in few["page"]["batch-result"]

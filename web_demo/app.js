@@ -35,6 +35,10 @@ const isObject = (value) => Boolean(value) && typeof value === "object" && !Arra
 /** A probability for the class list: one decimal, and "<0.1 %" rather than "0.0 %" for tiny ones. */
 const percent = (p) => (100 * p < 0.05 ? "<0.1\u00a0%" : `${(100 * p).toFixed(1)}\u00a0%`); // no break before the %
 const plainPercent = (p) => `${(100 * p).toFixed(1)}\u00a0%`;
+/** A rough share (an estimate, an accuracy with a wide interval): "87 %". */
+const wholePercent = (p) => `${Math.round(100 * p)}\u00a0%`;
+/** "1 cell", "1,200 cells". */
+const howMany = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
 
 /**
  * Register the service worker. Resolves to {state, registration, installed, message}: state "controlled" (it serves
@@ -139,7 +143,25 @@ async function readCard() {
   const mismatched = Object.keys(SUPPORTED).filter((key) => pre[key] !== SUPPORTED[key]);
   if (pre.resize_shorter_side_to !== card.image_size || pre.center_crop !== card.image_size) mismatched.push("size");
   if (mismatched.length) throw new Error(`model.json asks for preprocessing this app does not do: ${mismatched}`);
-  return { card, confidence: confidenceRule(card) };
+  return { card, confidence: confidenceRule(card), labCheck: labCheckRule(card) };
+}
+
+/**
+ * model.json's "lab_check" (absent or null in older exports): {threshold, validation_accuracy, min_images}. A batch
+ * of photos' estimated accuracy is the share whose calibrated top probability is >= threshold (a threshold `bmcell
+ * export` fitted on the model's reference cells so that this share equals its accuracy there). {rule: {threshold,
+ * validationAccuracy, minImages}, problem: null}, or {rule: null, problem: why there is no check}; an unusable
+ * block only turns the batch check off, it does not refuse the model.
+ */
+function labCheckRule(card) {
+  const block = card.lab_check ?? null;
+  if (block === null) return { rule: null, problem: "this model carries no accuracy check" };
+  const minImages = isObject(block) ? block.min_images ?? 20 : null;
+  if (!isObject(block) || !isFraction(block.threshold) || !Number.isInteger(minImages) || minImages < 1) {
+    return { rule: null, problem: `this model's accuracy check is unusable (${JSON.stringify(block)})` };
+  }
+  const validationAccuracy = isFraction(block.validation_accuracy) ? block.validation_accuracy : null;
+  return { rule: { threshold: block.threshold, validationAccuracy, minImages }, problem: null };
 }
 
 /** A session for model.json's model, after checking the file's sha256 (once more from the server if it differs). */
@@ -174,6 +196,32 @@ function labScores(scores) {
     .sort((a, b) => b.images - a.images);
 }
 
+/** A count of cells: a whole number > 0, else null (unknown). */
+const cellCount = (value) => (Number.isInteger(value) && value > 0 ? value : null);
+
+/**
+ * model.json's "labs": the labs (image sets) the model was trained on, in the order given, [{name, cells}]; an entry
+ * without a non-empty name is dropped, a count that is not a whole number > 0 is unknown (null).
+ */
+function trainedLabs(labs) {
+  if (!Array.isArray(labs)) return [];
+  return labs.filter((lab) => isObject(lab) && typeof lab.name === "string" && lab.name)
+    .map((lab) => ({ name: lab.name, cells: cellCount(lab.cells) }));
+}
+
+/**
+ * model.json's "adapted_to" (set by `bmcell finetune`): {lab, cells, accuracy, interval: [low, high]}, each but the
+ * lab null when missing or malformed; null when there is no lab name (not adapted, or an older export).
+ */
+function adaptation(adapted) {
+  if (!isObject(adapted) || typeof adapted.lab !== "string" || !adapted.lab) return null;
+  const { interval } = adapted;
+  const usable = Array.isArray(interval) && interval.length === 2 && interval.every(isFraction) &&
+    interval[0] <= interval[1];
+  return { lab: adapted.lab, cells: cellCount(adapted.cells),
+    accuracy: isFraction(adapted.accuracy) ? adapted.accuracy : null, interval: usable ? interval : null };
+}
+
 /** What model.json's "model" block (export/apps.py; absent in older exports) says, each fact null when unknown. */
 function modelFacts(card) {
   const info = isObject(card.model) ? card.model : {};
@@ -186,7 +234,8 @@ function modelFacts(card) {
     epoch: Number.isInteger(info.epoch) ? info.epoch : null, version: text(card.bmcell_version),
     accuracy: fraction(info.artefact_val_accuracy) ?? fraction(info.val_accuracy),
     checkpointAccuracy: fraction(info.val_accuracy), artefactAccuracy: fraction(info.artefact_val_accuracy),
-    scores: labScores(info.scores), parity: text(info.parity), cardUrl: assets.modelCard(card),
+    scores: labScores(info.scores), labs: trainedLabs(info.labs), adaptedTo: adaptation(info.adapted_to),
+    parity: text(info.parity), cardUrl: assets.modelCard(card),
     classNames: Object.fromEntries(Object.entries(names).filter(([, name]) => text(name))),
   };
 }
@@ -223,13 +272,54 @@ function scoresLine(facts) {
   return facts.accuracy === null ? null : `Right on ${plainPercent(facts.accuracy)} of its test images`;
 }
 
-/** The header: "Model NAME · bmcell VERSION · model card", the precision in words, then how well it did. */
+/** "Trained on cells from: pbc (1,200 cells), chula (345 cells)." (a lab without a count by name only), or null. */
+function labsLine(facts) {
+  if (!facts.labs.length) return null;
+  return "Trained on cells from: " + facts.labs.map(({ name, cells }) =>
+    (cells === null ? name : `${name} (${howMany(cells, "cell")})`)).join(", ") + ".";
+}
+
+/**
+ * "Adapted to mylab with 100 of its own labelled cells: about 87 % right on them (95 % interval 79–92 %).", the
+ * parts without a value left out; null when the model was not adapted to a lab.
+ */
+function adaptedLine(facts) {
+  const adapted = facts.adaptedTo;
+  if (adapted === null) return null;
+  const cells = adapted.cells === null ? "its own labelled cells"
+    : `${adapted.cells.toLocaleString("en")} of its own labelled cells`;
+  if (adapted.accuracy === null) return `Adapted to ${adapted.lab} with ${cells}.`;
+  const interval = adapted.interval === null ? "" : ` (95\u00a0% interval ${Math.round(100 * adapted.interval[0])}` +
+    `–${wholePercent(adapted.interval[1])})`;
+  return `Adapted to ${adapted.lab} with ${cells}: about ${wholePercent(adapted.accuracy)} right on them${interval}.`;
+}
+
+/**
+ * How to make the model work for another lab, with the commands as code; the same words as the Android app's
+ * Messages.kt (ADAPT_ROUTE_TEXT) and the iOS app's ContentView.swift (adaptRouteText).
+ */
+function routeNodes() {
+  return ["Photos from another microscope, stain or camera can get many more answers wrong. To adapt it to your " +
+    "lab: label about 20 cells per class (at least 5) in one folder per class, run ",
+  element("code", "bmcell finetune MODEL --data YOUR_FOLDER --out NEW_MODEL"),
+  " on a computer, then export the new model to this app. ", element("code", "bmcell check MODEL --images YOUR_PHOTOS"),
+  " estimates first how well it will do on your photos."];
+}
+
+/**
+ * The header: "Model NAME · bmcell VERSION · model card", the precision in words, how well it did, the labs it was
+ * trained on, the lab it was adapted to, and how to adapt it to yours.
+ */
 function showVersionLine(model) {
   const { facts } = model;
   const parts = [`Model ${facts.name}`];
   if (facts.version) parts.push(`bmcell ${facts.version}`);
   showLine("precision", facts.precisionWords);
   showLine("scores", scoresLine(facts));
+  showLine("labs", labsLine(facts));
+  showLine("adapted", adaptedLine(facts));
+  $("route").replaceChildren(...routeNodes());
+  $("route").hidden = false;
   const line = $("model");
   line.replaceChildren(parts.join(" · "));
   if (facts.cardUrl) {
@@ -266,6 +356,11 @@ function showDetails(model, runtimeFacts) {
     `${plainPercent(confidence.threshold)}, confident from ${plainPercent(confidence.confident_from)}` +
     (typeof confidence.fitted_on === "string" ? `, fitted on: ${confidence.fitted_on}` : "")
     : "no calibrated confidence");
+  const { rule, problem } = model.labCheck;
+  rows.push(rule ? `accuracy check for a batch of photos: a photo counts as right when its top probability is at ` +
+    `least ${plainPercent(rule.threshold)}` + (rule.validationAccuracy === null ? "" : ` (this reproduces the ` +
+    `${plainPercent(rule.validationAccuracy)} accuracy measured on its test cells)`) + `; at least ${rule.minImages} ` +
+    "photos" : `no batch check: ${problem}; re-export it with this version of bmcell`);
   rows.push(`onnxruntime-web ${runtimeFacts.version} (WebAssembly, 1 thread)`);
   $("details-list").replaceChildren(...rows.map((row) => element("li", row)));
   $("details").hidden = false;
@@ -534,6 +629,104 @@ async function onFile(model, file) {
   }
 }
 
+let latestBatch = 0; // only the latest batch runs on: choosing another batch stops the one before
+window.bmcellBatch = null; // for tests: the latest batch's summary once it has ended (batchSummary, plus its run)
+
+/**
+ * What a batch of classified photos says: {files, read, unread: [{file, error}], photos: [{file, top, level}], named:
+ * how many the model would name a cell type for (level not "uncertain", exactly as for a single photo; null without
+ * a confidence block), answered: that share of those read, estimate: the share whose calibrated top probability is
+ * >= the lab check's threshold (null under min_images photos read)}.
+ */
+function batchSummary(model, files, photos, unread) {
+  const read = photos.length;
+  const rule = model.labCheck.rule;
+  const named = model.confidence === null ? null : photos.filter((photo) => photo.level !== "uncertain").length;
+  const estimate = read < rule.minImages ? null : photos.filter((photo) => photo.top >= rule.threshold).length / read;
+  return { files: files.length, read, unread, photos, named, answered: named === null || !read ? null : named / read,
+    estimate };
+}
+
+/** The batch's outcome in plain words: what was read, what the model would answer, the estimated accuracy. */
+function showBatch(model, summary) {
+  const { read, unread, named, answered, estimate, files } = summary;
+  const rule = model.labCheck.rule;
+  const lines = [element("p", `Read ${read} of ${howMany(files, "photo")}` +
+    (unread.length ? `; could not read: ${unread.map(({ file }) => file).join(", ")}.` : "."))];
+  if (unread.length) lines.push(element("ul", ...unread.map(({ error }) => element("li", error))));
+  if (answered !== null) {
+    lines.push(element("p", `The model would name a cell type for ${named} of them (${wholePercent(answered)}); ` +
+      `${read - named} would be \u201cuncertain \u2014 check by eye\u201d.`));
+  }
+  if (estimate === null) {
+    lines.push(element("p", element("strong", `Choose at least ${rule.minImages} photos for an estimate`),
+      ` of its accuracy on them (${read} read).`));
+  } else {
+    const measured = rule.validationAccuracy === null ? "" : ` (on its own test cells it gives the ` +
+      `${wholePercent(rule.validationAccuracy)} measured there)`;
+    const limits = element("p", `This estimate comes from the model's own confidence alone${measured} and tends to ` +
+      "be too high for photos unlike the labs it was trained on. For a measured figure, label about 20 cells per " +
+      "class and run ", element("code", "bmcell finetune"), " (it measures it), or run ",
+    element("code", "bmcell check"), " (it also measures how far your photos are from the cells it was trained on).");
+    limits.className = "limits";
+    lines.push(element("p", element("strong", `Estimated accuracy on these photos: about ${wholePercent(estimate)} ` +
+      "or lower.")), limits);
+  }
+  $("batch-result").replaceChildren(...lines);
+  $("batch-result").hidden = false;
+}
+
+/**
+ * Classify a batch of photos one after the other through the single-photo path (classify), saying "12 / 40" as it
+ * goes and letting the page run between photos; then show what they say. A newer batch stops this one.
+ */
+async function onBatch(model, files) {
+  const batch = ++latestBatch;
+  const isStale = () => batch !== latestBatch;
+  const photos = [];
+  const unread = [];
+  $("batch-result").hidden = true;
+  $("batch-status").className = "";
+  for (const [index, file] of files.entries()) {
+    $("batch-status").textContent = `Checking your photos: ${index + 1} / ${files.length}`;
+    await new Promise((resolve) => { setTimeout(resolve, 0); }); // the page repaints and answers between photos
+    if (isStale()) return;
+    try {
+      const result = await classify(model, file, isStale);
+      if (result === null || isStale()) return;
+      photos.push({ file: file.name, top: result.top[0].probability, level: result.level });
+    } catch (error) {
+      if (isStale()) return;
+      unread.push({ file: file.name, error: error instanceof BadImageError ? error.message
+        : `${file.name}: ${error.message}` });
+    }
+  }
+  const summary = batchSummary(model, files, photos, unread);
+  $("batch-status").textContent = "";
+  showBatch(model, summary);
+  window.bmcellBatch = { batch, ...summary };
+}
+
+/** Offer the batch check when model.json has a usable lab check; otherwise the page stays as it was. */
+function setUpBatch(model) {
+  if (model.labCheck.rule === null) return;
+  $("batch-intro").textContent = `How well will it do on your lab's photos? Choose ${model.labCheck.rule.minImages} ` +
+    "or more of them at once for an estimate.";
+  $("batch").hidden = false;
+  const input = $("batch-files");
+  input.disabled = false;
+  input.addEventListener("change", (event) => {
+    const files = Array.from(event.target.files);
+    event.target.value = "";
+    if (files.length) {
+      onBatch(model, files).catch((error) => {
+        $("batch-status").textContent = `The check stopped: ${error.message}`;
+        $("batch-status").className = "error";
+      });
+    }
+  });
+}
+
 /** The URLs assets.js lists that the service worker's cache lacks. */
 async function missingOffline(urls) {
   const cache = await caches.open(assets.CACHE);
@@ -566,7 +759,7 @@ async function showOffline(worker, urls) {
 async function main() {
   const starting = startOfflineWorker();
   try {
-    const [runtimeFacts, { card, confidence }] = await Promise.all([readRuntimeFacts(), readCard()]);
+    const [runtimeFacts, { card, confidence, labCheck }] = await Promise.all([readRuntimeFacts(), readCard()]);
     const worker = await starting;
     if (worker.state === "installing") { // a first visit: the worker downloads runtime and model, once
       const runtimeBytes = Object.values(runtimeFacts.files).reduce((total, file) => total + file.bytes, 0);
@@ -577,7 +770,7 @@ async function main() {
     setStatus("loading the model…");
     await loadRuntime(runtimeFacts);
     const { session, bytes } = await loadSession(card);
-    const model = { card, confidence, session, bytes, facts: modelFacts(card) };
+    const model = { card, confidence, labCheck, session, bytes, facts: modelFacts(card) };
     showVersionLine(model);
     showDetails(model, runtimeFacts);
     $("note").textContent = confidenceNote(confidence);
@@ -590,9 +783,10 @@ async function main() {
         event.target.value = "";
       });
     }
+    setUpBatch(model);
     // For tests and debugging: the same steps the page takes, callable with a File.
-    window.bmcell = { card, confidence, runtime: runtimeFacts, classify: (file) => classify(model, file), decodeRgb,
-      unitTensor };
+    window.bmcell = { card, confidence, labCheck: labCheck.rule, runtime: runtimeFacts,
+      classify: (file) => classify(model, file), decodeRgb, unitTensor };
     setStatus("ready: choose or take a picture");
     // The model card is small and network first: asking for it keeps the stored copy that of the installed model.
     if (model.facts.cardUrl && navigator.onLine) fetch(model.facts.cardUrl).catch(() => {});

@@ -7,11 +7,13 @@ import typer
 from bmcell.cli.adapt import adapt
 from bmcell.cli.bench import bench
 from bmcell.cli.bench_train import bench_train
+from bmcell.cli.check import check
 from bmcell.cli.combine import combine
 from bmcell.cli.compare import compare
 from bmcell.cli.crosslab import crosslab
 from bmcell.cli.evaluate import evaluate
 from bmcell.cli.export import export
+from bmcell.cli.finetune import finetune
 from bmcell.cli.info import info
 from bmcell.cli.parity import parity
 from bmcell.cli.predict import predict
@@ -28,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, crosslab, adapt, combine, predict, export, parity, bench, bench_train,
+for command in (quickstart, train, evaluate, crosslab, check, adapt, finetune, combine, predict, export, parity, bench, bench_train,
                 compare, release, info, synth, serve_demo):
     app.command()(command)
 

@@ -32,13 +32,14 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def _pixel_size(path: Path) -> tuple[int, int]:
+def pixel_size(path: Path) -> tuple[int, int]:
     """Width and height from the file's header alone (check_images has already decoded it once)."""
     with Image.open(path) as image:
         return image.size
 
 
-def adaptation_images(folder: Path, warn: Callable[[str], None]) -> list[ImageRecord]:
+def adaptation_images(folder: Path, warn: Callable[[str], None], minimum: int = MIN_ADAPT_IMAGES,
+                      purpose: str = "calibration") -> list[ImageRecord]:
     """Every usable image under folder (any layout, labels ignored), checked before any work: too few usable images
     or images too small to be microscope photos are errors naming what to do."""
     folder = Path(folder)
@@ -53,13 +54,13 @@ def adaptation_images(folder: Path, warn: Callable[[str], None]) -> list[ImageRe
     if not records:
         raise DatasetError(f"--images {folder}: no usable image (.jpg/.png/.tif/.bmp/.webp) found"
                            + (f"; {len(bad)} file(s) could not be decoded" if bad else ""))
-    tiny = [r.path for r in records if min(_pixel_size(folder / r.path)) < MIN_SIDE]
+    tiny = [r.path for r in records if min(pixel_size(folder / r.path)) < MIN_SIDE]
     if tiny:
         raise DatasetError(f"--images {folder}: {len(tiny)} image(s) are under {MIN_SIDE} px on a side (e.g. "
-                           f"{tiny[:3]}); calibrate on photos of cells as the lab takes them, not thumbnails")
-    if len(records) < MIN_ADAPT_IMAGES:
-        raise DatasetError(f"--images {folder}: {len(records)} usable image(s); calibration needs at least "
-                           f"{MIN_ADAPT_IMAGES} (a few hundred is better) of this microscope's cell photos")
+                           f"{tiny[:3]}); use photos of cells as the lab takes them, not thumbnails")
+    if len(records) < minimum:
+        raise DatasetError(f"--images {folder}: {len(records)} usable image(s); {purpose} needs at least "
+                           f"{minimum} (a few hundred is better) of this microscope's cell photos")
     return records
 
 

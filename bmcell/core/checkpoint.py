@@ -173,6 +173,12 @@ class Checkpoint:
         """What `bmcell adapt` re-estimated the BatchNorm statistics on, if it did."""
         return self.meta.get("adapted_on")
 
+    @property
+    def finetuned_on(self) -> dict | None:
+        """What `bmcell finetune` adapted the model on (the lab, its cells per class, their digest, the
+        cross-validated accuracy), if it did."""
+        return self.meta.get("finetuned_on")
+
     def recorded_data_folder(self) -> Path | None:
         """The folder the checkpoint was trained on, when it records one and that folder is here (a released
         model records none: its metadata holds no path of the machine it was trained on)."""

@@ -92,10 +92,13 @@ class PerImageStandardized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Standardise per image and channel over the pixels, then classify."""
-        mean = x.mean(dim=(2, 3), keepdim=True)
-        centred = x - mean
-        std = (centred * centred).mean(dim=(2, 3), keepdim=True).add(self.eps).sqrt()
-        return self.net(centred / std)
+        return self.net(standardise_per_image(x, self.eps))
+
+
+def standardise_per_image(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each image's channels to zero mean and unit variance over its pixels."""
+    centred = x - x.mean(dim=(2, 3), keepdim=True)
+    return centred / (centred * centred).mean(dim=(2, 3), keepdim=True).add(eps).sqrt()
 
 
 def get_arch(name: str) -> ArchSpec:
@@ -159,3 +162,46 @@ def load_pretrained(model: nn.Module, path: Path) -> list[str]:
             f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})"
         )
     return skipped
+
+
+class Trunk(nn.Module):
+    """Everything of a MobileViT up to and including its last stage (with the per-image standardisation when the
+    model has one): the part `bmcell finetune` keeps frozen and runs once per image."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.eps = model.eps if isinstance(model, PerImageStandardized) else None
+        net = network_of(model)
+        self.stem, self.stages = net.stem, net.stages
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature maps of the last stage."""
+        if self.eps is not None:
+            x = standardise_per_image(x, self.eps)
+        return self.stages(self.stem(x))
+
+
+class Top(nn.Module):
+    """The last 1x1 convolution and the classifier head of a MobileViT: the part `bmcell finetune` trains."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        net = network_of(model)
+        self.final_conv, self.head = net.final_conv, net.head
+
+    def features(self, maps: torch.Tensor) -> torch.Tensor:
+        """The pooled feature vector the classifier reads."""
+        return self.head.global_pool(self.final_conv(maps))
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """Logits from the trunk's feature maps."""
+        return self.head(self.final_conv(maps))
+
+
+def network_of(model: nn.Module) -> nn.Module:
+    """The MobileViT behind an optional per-image standardisation, or an error for other architectures."""
+    net = model.net if isinstance(model, PerImageStandardized) else model
+    if not all(hasattr(net, part) for part in ("stem", "stages", "final_conv", "head")):
+        raise ModelError(f"{type(net).__name__} is not a MobileViT: fine-tuning to a lab and the shift check need the "
+                         "MobileViT architectures (mobilevit_xxs/xs/s and their _gn variants)")
+    return net

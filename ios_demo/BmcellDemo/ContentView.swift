@@ -7,8 +7,9 @@ import UniformTypeIdentifiers
 /// "low confidence — check by eye" when its calibrated probability is below model.json's confident_from, or
 /// "uncertain — check by eye" when it is below the threshold — then every class's probability, the inference time
 /// and the model's input (the centre square it sees). The header names the model and the bmcell version, says its
-/// precision in words and how well it did, and opens its model card. The texts mirror the Android app's Messages.kt
-/// and Confidence.kt, which the test suite runs on a JVM; this Swift has not been compiled.
+/// precision in words, how well it did, the labs whose cells it was trained on and the lab it was adapted to, how to
+/// adapt it to another lab, and opens its model card. The texts mirror the Android app's Messages.kt and
+/// Confidence.kt, which the test suite runs on a JVM; this Swift has not been compiled.
 struct ContentView: View {
     @StateObject private var state = AppState()
     @State private var pickerItem: PhotosPickerItem?
@@ -26,6 +27,11 @@ struct ContentView: View {
                     if !state.modelFacts.isEmpty {
                         Text(state.modelFacts)
                             .font(.subheadline)
+                            .textSelection(.enabled)
+                    }
+                    if !state.modelRoute.isEmpty {
+                        Text(state.modelRoute)
+                            .font(.footnote)
                             .textSelection(.enabled)
                     }
                     if state.modelCard != nil {
@@ -107,6 +113,13 @@ struct ContentView: View {
 /// What heads the class when its probability is from the threshold up to, not including, confident_from.
 let lowConfidenceText = "low confidence — check by eye"
 
+/// How to make the model work for another lab, under the labs line: the words of the Android app's
+/// Messages.kt::ADAPT_ROUTE_TEXT and the web app's routeNodes.
+let adaptRouteText = "Photos from another microscope, stain or camera can get many more answers wrong. To "
+    + "adapt it to your lab: label about 20 cells per class (at least 5) in one folder per class, run bmcell finetune "
+    + "MODEL --data YOUR_FOLDER --out NEW_MODEL on a computer, then export the new model to this app. bmcell check "
+    + "MODEL --images YOUR_PHOTOS estimates first how well it will do on your photos."
+
 /// How sure an answer is: below the threshold, below confident_from, or from confident_from on.
 enum AnswerLevel { case uncertain, low, confident }
 
@@ -114,7 +127,8 @@ enum AnswerLevel { case uncertain, low, confident }
 @MainActor
 final class AppState: ObservableObject {
     @Published var modelLine = "" // the model's name and the bmcell version
-    @Published var modelFacts = "" // the precision in words, then how well the model did
+    @Published var modelFacts = "" // the precision in words, how well the model did, its labs, its adaptation
+    @Published var modelRoute = "" // how to adapt it to another lab, once a model is loaded
     @Published var modelStatus = "Loading the model…"
     @Published var modelCard: String?
     private var latest = 0 // the newest classification; an older one finishing later is dropped
@@ -132,7 +146,9 @@ final class AppState: ObservableObject {
             let info = loaded.info
             modelLine = Self.headline(info)
             modelFacts = [Self.precisionLine(info.model, manifestPrecision: loaded.precision),
-                          Self.scoresLine(info.model)].compactMap { $0 }.joined(separator: "\n")
+                          Self.scoresLine(info.model), Self.labsLine(info.model),
+                          Self.adaptedLine(info.model)].compactMap { $0 }.joined(separator: "\n")
+            modelRoute = adaptRouteText
             modelCard = ModelBundle.modelCard(info)
             modelStatus = "Artefact \(info.name) (\(info.bytes / 1024) KiB, sha256 \(info.sha256.prefix(12))… verified), "
                 + "\(info.imageSize)x\(info.imageSize) input, \(info.classes.count) classes: "
@@ -175,6 +191,38 @@ final class AppState: ObservableObject {
         return (facts?.artefactValAccuracy ?? facts?.valAccuracy).map {
             "Right on \(Self.plainPercent($0)) of its test images"
         }
+    }
+
+    /// "Trained on cells from: pbc (1,200 cells), chula (345 cells).": the labs in model.json's order, a lab whose
+    /// count is unknown by name only; nil without labs.
+    static func labsLine(_ facts: ModelFacts?) -> String? {
+        guard let labs = facts?.labs?.entries, !labs.isEmpty else { return nil }
+        return "Trained on cells from: " + labs.map { lab in
+            lab.cells.map { "\(lab.name) (\(Self.grouped($0)) cell\($0 == 1 ? "" : "s"))" } ?? lab.name
+        }.joined(separator: ", ") + "."
+    }
+
+    /// "Adapted to mylab with 100 of its own labelled cells: about 87 % right on them (95 % interval 79–92 %).", the
+    /// parts without a value left out; nil when the model was not adapted to a lab.
+    static func adaptedLine(_ facts: ModelFacts?) -> String? {
+        guard let adapted = facts?.adaptedTo?.adaptation else { return nil }
+        let cells = adapted.cells.map { "\(Self.grouped($0)) of its own labelled cells" } ?? "its own labelled cells"
+        guard let accuracy = adapted.accuracy else { return "Adapted to \(adapted.lab) with \(cells)." }
+        let interval = adapted.interval.map {
+            " (95 % interval \(Int((100 * $0.low).rounded()))–\(Self.wholePercent($0.high)))"
+        } ?? ""
+        return "Adapted to \(adapted.lab) with \(cells): about \(Self.wholePercent(accuracy)) right on them\(interval)."
+    }
+
+    /// A whole number with thousands separators: "1,200".
+    static func grouped(_ count: Int) -> String {
+        count.formatted(.number.locale(Locale(identifier: "en_US")))
+    }
+
+    /// A rough share (an accuracy with a wide interval) as the screen shows it: a whole number, "87 %" (halves up,
+    /// as Kotlin's Math.round).
+    static func wholePercent(_ fraction: Double) -> String {
+        "\(Int((100 * fraction).rounded())) %"
     }
 
     /// A share (accuracy, threshold) as the screen shows it: one decimal, "97.5 %".

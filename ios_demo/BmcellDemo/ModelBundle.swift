@@ -101,7 +101,8 @@ struct ModelInfo: Decodable {
 }
 
 /// model.json's "model" block: the release's name, precision and the precision in words, measured accuracy, the
-/// accuracy per lab at release, the model card's file in the bundle and full names of abbreviated classes.
+/// accuracy per lab at release, the model card's file in the bundle, full names of abbreviated classes, the labs whose
+/// cells it was trained on and the lab it was fine-tuned on.
 struct ModelFacts: Decodable {
     let name: String?
     let arch: String?
@@ -113,14 +114,97 @@ struct ModelFacts: Decodable {
     let parity: String?
     let modelCard: String?
     let classNames: [String: String]?
+    let labs: TrainedLabs?
+    let adaptedTo: AdaptedTo?
 
     enum CodingKeys: String, CodingKey {
-        case name, arch, precision, parity, scores
+        case name, arch, precision, parity, scores, labs
         case precisionWords = "precision_words"
         case valAccuracy = "val_accuracy"
         case artefactValAccuracy = "artefact_val_accuracy"
         case modelCard = "model_card"
         case classNames = "class_names"
+        case adaptedTo = "adapted_to"
+    }
+}
+
+/// A count of cells: a whole number > 0, else nil (unknown) — Messages.kt's cellCount.
+func cellCount(_ value: Double?) -> Int? {
+    guard let value, value >= 1, value <= Double(Int32.max), value.rounded() == value else { return nil }
+    return Int(value)
+}
+
+/// A number in [0, 1], else nil.
+func fraction(_ value: Double?) -> Double? {
+    guard let value, value >= 0, value <= 1 else { return nil }
+    return value
+}
+
+/// A lab (image set) whose cells the model was trained on (model.json's "model"."labs"); cells nil when unknown.
+struct TrainedLab {
+    let name: String
+    let cells: Int?
+}
+
+/// model.json's "model"."labs", read leniently as the Android app's Messages.kt::trainedLabs reads them: the labs in
+/// the order given; an entry that is not an object with a non-empty name is dropped, a count that is not a whole
+/// number > 0 is unknown; a value that is not a list gives none.
+struct TrainedLabs: Decodable {
+    let entries: [TrainedLab]
+
+    /// One element of the list: its lab, or nil when it has no name (decoding it never fails).
+    private struct Entry: Decodable {
+        let lab: TrainedLab?
+
+        enum CodingKeys: String, CodingKey { case name, cells }
+
+        init(from decoder: Decoder) {
+            let fields = try? decoder.container(keyedBy: CodingKeys.self)
+            guard let name = try? fields?.decode(String.self, forKey: .name), !name.isEmpty else {
+                lab = nil
+                return
+            }
+            lab = TrainedLab(name: name, cells: cellCount(try? fields?.decode(Double.self, forKey: .cells)))
+        }
+    }
+
+    init(from decoder: Decoder) throws {
+        let all = (try? decoder.singleValueContainer().decode([Entry].self)) ?? []
+        entries = all.compactMap(\.lab)
+    }
+}
+
+/// The lab the model was fine-tuned on with its own labelled cells (`bmcell finetune`): how many cells, the
+/// cross-validated accuracy on them and its 95 % interval, each nil when unknown.
+struct Adaptation {
+    let lab: String
+    let cells: Int?
+    let accuracy: Double?
+    let interval: (low: Double, high: Double)?
+}
+
+/// model.json's "model"."adapted_to", read leniently as Messages.kt::adaptation reads it: no adaptation without a lab
+/// name; an accuracy outside [0, 1] is unknown, and so is an interval that is not two numbers in [0, 1], the lower
+/// first. Decoding it never fails.
+struct AdaptedTo: Decodable {
+    let adaptation: Adaptation?
+
+    enum CodingKeys: String, CodingKey { case lab, cells, accuracy, interval }
+
+    init(from decoder: Decoder) {
+        let fields = try? decoder.container(keyedBy: CodingKeys.self)
+        guard let lab = try? fields?.decode(String.self, forKey: .lab), !lab.isEmpty else {
+            adaptation = nil
+            return
+        }
+        var interval: (low: Double, high: Double)?
+        if let bounds = try? fields?.decode([Double].self, forKey: .interval), bounds.count == 2,
+           let low = fraction(bounds[0]), let high = fraction(bounds[1]), low <= high {
+            interval = (low, high)
+        }
+        adaptation = Adaptation(lab: lab, cells: cellCount(try? fields?.decode(Double.self, forKey: .cells)),
+                                accuracy: fraction(try? fields?.decode(Double.self, forKey: .accuracy)),
+                                interval: interval)
     }
 }
 

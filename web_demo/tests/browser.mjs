@@ -5,8 +5,10 @@
 //                          "card_screenshot": PNG, "race": {"large": FILE, "small": FILE},
 //                          "swap_model": {"site": DIR, "bundle": DIR},
 //                          "variants": [{"name": ..., "model_json": {...}, "model_card": MARKDOWN, "images": [...],
-//                                        "screenshot": PNG}]}'
-// (all but "url", "images" and "sizes" are optional; "sizes" may be empty).
+//                                        "batches": [{"name": ..., "files": [FILE, ...]}], "screenshot": PNG}],
+//                          "variants_only": true}'
+// (all but "url" are optional; "images" and "sizes" default to none). "variants_only" skips everything before the
+// variants (first visit, reload, offline, images, race, bad files, swap).
 //
 // The page is loaded through a counting proxy in front of job.url: "bytes" reports, for the first visit (until the
 // page says "ready offline") and for an online reload, each path's requests, HTTP statuses and response body bytes,
@@ -17,7 +19,10 @@
 // original bundle is put back afterwards). Each variant loads the page online, without the service worker, with
 // bmcell_model/model.json replaced by model_json, and reports what the page shows: its refusal, or for each image
 // the page's answer and the visible text of #answer, #note, #status and #top (non-breaking spaces as spaces), and
-// with its model card (model_card, when given, in place of MODEL_CARD.md) opened: how it is rendered and laid out.
+// with its model card (model_card, when given, in place of MODEL_CARD.md) opened: how it is rendered and laid out,
+// and for each of its batches (chosen at once with "Check a batch of my photos"): the page's summary
+// (window.bmcellBatch), every text #batch-status showed while it ran, the animation frames the page drew meanwhile
+// (it must not freeze) and what the page shows at the end.
 import { cpSync, readFileSync, renameSync, rmSync } from "node:fs";
 import http from "node:http";
 import { basename, join } from "node:path";
@@ -97,8 +102,8 @@ async function pick(path, on = page) {
 /** The text a person sees in each of these elements ("" when hidden), and #status's class. */
 async function shown(on) {
   const text = {};
-  for (const id of ["model", "precision", "scores", "status", "offline", "answer", "timing", "note", "top-heading", "top",
-    "caption"]) {
+  for (const id of ["model", "precision", "scores", "labs", "adapted", "route", "status", "offline", "answer", "timing",
+    "note", "top-heading", "top", "caption", "batch", "batch-status", "batch-result"]) {
     const element = on.locator(`#${id}`);
     text[id] = (await element.isVisible()) ? (await element.innerText()).replaceAll("\u00a0", " ").trim() : "";
   }
@@ -107,6 +112,9 @@ async function shown(on) {
   text.top_class = await on.locator("#top").getAttribute("class");
   text.status_class = await on.locator("#status").getAttribute("class");
   text.file_enabled = await on.locator("#file").isEnabled();
+  text.batch_enabled = await on.locator("#batch-files").isEnabled();
+  text.route_code = await on.evaluate(() => Array.from(document.querySelectorAll("#route code"),
+    (node) => node.textContent));
   text.card_link = await on.evaluate(() => document.getElementById("card-link")?.href ?? null);
   text.inputs = await on.evaluate(() => Array.from(document.querySelectorAll("input[type=file]"), (input) => ({
     id: input.id, capture: input.getAttribute("capture"), accept: input.accept,
@@ -180,6 +188,32 @@ async function race({ large, small }) {
     page: await shown(page), preview: await preview() };
 }
 
+/**
+ * Choose files at once with "Check a batch of my photos" and wait for the batch to end: the page's summary, the texts
+ * #batch-status showed on the way, the animation frames drawn meanwhile and what the page then shows.
+ */
+async function batch(files, on) {
+  await on.evaluate(() => {
+    window.bmcellBatch = null;
+    const status = document.getElementById("batch-status");
+    window.batchWatch = { texts: [], frames: 0, running: true };
+    new MutationObserver(() => {
+      const text = status.textContent;
+      if (text && window.batchWatch.texts.at(-1) !== text) window.batchWatch.texts.push(text);
+    }).observe(status, { childList: true, characterData: true, subtree: true });
+    const frame = () => {
+      window.batchWatch.frames += 1;
+      if (window.batchWatch.running) requestAnimationFrame(frame);
+    };
+    requestAnimationFrame(frame);
+  });
+  await on.setInputFiles("#batch-files", files);
+  await on.waitForFunction(() => window.bmcellBatch, null, { timeout: 300_000 });
+  const watched = await on.evaluate(() => { window.batchWatch.running = false; return window.batchWatch; });
+  return { summary: await on.evaluate(() => window.bmcellBatch), progress: watched.texts, frames: watched.frames,
+    page: await shown(on) };
+}
+
 /** The service worker's cache: each URL's path and query. */
 async function cachedUrls(on = page) {
   return on.evaluate(async () => (await (await caches.open(window.bmcellAssets.CACHE)).keys())
@@ -233,6 +267,8 @@ async function runVariant(variant) {
         answer.page = await shown(variantPage);
         report.images[path] = answer;
       }
+      report.batches = {};
+      for (const { name, files } of variant.batches || []) report.batches[name] = await batch(files, variantPage);
     }
     if (variant.screenshot) await variantPage.screenshot({ path: variant.screenshot, fullPage: true });
     return report;
@@ -242,7 +278,8 @@ async function runVariant(variant) {
 }
 
 const result = { log };
-try {
+/** A first visit, an online reload and an offline one, then job.images, race, bad files and swap_model. */
+async function mainRuns() {
   // A first visit, online: until the page says it is ready offline.
   let before = proxy.snapshot();
   await page.goto(proxy.url);
@@ -271,7 +308,7 @@ try {
   result.offline_page = await shown(page);
   if (result.offline_page.card_link) result.model_card = await modelCard(page, job.card_screenshot);
   result.images = {};
-  for (const path of job.images) {
+  for (const path of job.images || []) {
     const answer = await pick(path);
     answer.page = await shown(page);
     const bytes = readFileSync(path).toString("base64");
@@ -279,7 +316,7 @@ try {
       const file = new File([Uint8Array.from(atob(bytes), (c) => c.charCodeAt(0))], name);
       const image = await window.bmcell.decodeRgb(file);
       return Object.fromEntries(sizes.map((size) => [size, Array.from(window.bmcell.unitTensor(image, size).bytes)]));
-    }, { bytes, name: basename(path), sizes: job.sizes });
+    }, { bytes, name: basename(path), sizes: job.sizes || [] });
     result.images[path] = answer;
   }
   if (job.race) result.race = await race(job.race);
@@ -288,6 +325,10 @@ try {
   for (const path of job.bad || []) result.bad[path] = { ...(await pick(path)), page: await shown(page) };
   result.page = await shown(page);
   if (job.swap_model) result.swap_model = await swapModel(job.swap_model);
+}
+
+try {
+  if (!job.variants_only) await mainRuns();
   result.variants = {};
   for (const variant of job.variants || []) result.variants[variant.name] = await runVariant(variant);
 } catch (error) {

@@ -29,6 +29,10 @@ import java.security.MessageDigest
 //                                                 "model" block with those fields (no block without them); SCORES:
 //                                                 entries split by ";", an object as "key=value,key=value", anything
 //                                                 else a value
+//   panel   ID LABS ADAPTED                       labsLine, adaptedLine ("-" for none) and ADAPT_ROUTE_TEXT of a
+//                                                 "model" block whose labs are LABS (entries as SCORES' are) and
+//                                                 whose adapted_to is ADAPTED ("key=value,key=value", a value with "|"
+//                                                 a list split there; "null" for none)
 //   percent ID P                                  percent(P)
 //   name    ID LABEL [FULL]                       displayName(LABEL, {LABEL: FULL})
 //   failure ID KIND                               failureMessage("Doing", a throwable of that kind, [arm64-v8a])
@@ -77,6 +81,12 @@ fun main(args: Array<String>) {
                     listOf(modelHeadline(facts, f[2], text(f[4])), precisionLine(facts, text(f[3])) ?: "-",
                         scoresLine(facts) ?: "-")
                 }
+                "panel" -> {
+                    val adapted = if (f[3] == "null") null else fields(f[3])
+                    val facts = modelFacts(listOf("run", "null", "null", "null", "null", ""))
+                        .copy(labs = trainedLabs(entries(f[2])), adaptedTo = adaptation(adapted))
+                    listOf(labsLine(facts) ?: "-", adaptedLine(facts) ?: "-", ADAPT_ROUTE_TEXT)
+                }
                 "percent" -> listOf(percent(f[2].toDouble()))
                 "name" -> listOf(displayName(f[2], if (f.size > 3) mapOf(f[2] to f[3]) else emptyMap()))
                 "failure" -> listOf(failureMessage("Doing", throwable(f[2]), listOf("arm64-v8a")))
@@ -111,16 +121,21 @@ private fun value(text: String): Any? = if (text == "null") null else text.toDou
 
 private fun text(field: String): String? = field.takeUnless { it == "null" }
 
-/** A "model" block from the header job's fields NAME PRECISION PRECISION_WORDS VAL ARTEFACT_VAL SCORES. */
-private fun modelFacts(f: List<String>): ModelFacts {
-    val scores = f[5].split(';').filter { it.isNotEmpty() }.map { entry ->
-        if ('=' in entry) entry.split(',').associate { it.substringBefore('=') to value(it.substringAfter('=')) }
-        else value(entry)
-    }
-    return ModelFacts(name = text(f[0]), arch = null, precision = text(f[1]), precisionWords = text(f[2]), epoch = null,
-        valAccuracy = value(f[3]) as Double?, artefactValAccuracy = value(f[4]) as Double?, scores = labScores(scores),
-        parity = null, modelCard = null, classNames = emptyMap())
+/** "key=value,key=value" as an object's fields; a value holding "|" is a list split there. */
+private fun fields(entry: String): Map<String, Any?> = entry.split(',').associate { field ->
+    val raw = field.substringAfter('=')
+    field.substringBefore('=') to if ('|' in raw) raw.split('|').map { value(it) } else value(raw)
 }
+
+/** Entries split by ";": an object as "key=value,key=value", anything else a value. */
+private fun entries(text: String): List<Any?> =
+    text.split(';').filter { it.isNotEmpty() }.map { entry -> if ('=' in entry) fields(entry) else value(entry) }
+
+/** A "model" block from the header job's fields NAME PRECISION PRECISION_WORDS VAL ARTEFACT_VAL SCORES. */
+private fun modelFacts(f: List<String>): ModelFacts =
+    ModelFacts(name = text(f[0]), arch = null, precision = text(f[1]), precisionWords = text(f[2]), epoch = null,
+        valAccuracy = value(f[3]) as Double?, artefactValAccuracy = value(f[4]) as Double?,
+        scores = labScores(entries(f[5])), parity = null, modelCard = null, classNames = emptyMap())
 
 private fun throwable(kind: String): Throwable = when (kind) {
     "io" -> java.io.IOException("No space left on device")

@@ -21,7 +21,8 @@ import java.util.Locale
  * top class headed "low confidence — check by eye" when its calibrated probability is below model.json's
  * confident_from, or "uncertain — check by eye" when it is below the threshold — then every class's probability, the
  * inference time and the centre square the model saw. The header names the model and the bmcell version, says its
- * precision in words and how well it did (model.json's "model" block), and opens its model card.
+ * precision in words, how well it did, the labs whose cells it was trained on and the lab it was adapted to
+ * (model.json's "model" block), how to adapt it to another lab, and opens its model card.
  *
  * Every failure ends as a message on screen: the inference thread (Engine) hands anything thrown there back here.
  */
@@ -29,6 +30,7 @@ class MainActivity : ComponentActivity() {
 
     private lateinit var modelTitle: TextView
     private lateinit var modelFacts: TextView
+    private lateinit var modelRoute: TextView
     private lateinit var modelStatus: TextView
     private lateinit var modelCardButton: Button
     private lateinit var answer: TextView
@@ -57,6 +59,7 @@ class MainActivity : ComponentActivity() {
         setContentView(R.layout.activity_main)
         modelTitle = findViewById(R.id.model_title)
         modelFacts = findViewById(R.id.model_facts)
+        modelRoute = findViewById<TextView>(R.id.model_route).apply { text = ADAPT_ROUTE_TEXT }
         modelStatus = findViewById(R.id.model_status)
         modelCardButton = findViewById(R.id.model_card)
         answer = findViewById(R.id.answer)
@@ -82,8 +85,10 @@ class MainActivity : ComponentActivity() {
         Engine.submit(this, failed = { message -> onUi { modelStatus.text = message } }) { classifier, error ->
             val info = classifier?.info
             val title = info?.let { modelHeadline(it.model, it.name, it.bmcellVersion) }.orEmpty()
-            val facts = info?.let { listOfNotNull(precisionLine(it.model, it.precision), scoresLine(it.model)) }
-                .orEmpty().joinToString("\n")
+            val facts = info?.let {
+                listOfNotNull(precisionLine(it.model, it.precision), scoresLine(it.model), labsLine(it.model),
+                    adaptedLine(it.model))
+            }.orEmpty().joinToString("\n")
             val text = info?.let { describe(it) } ?: error.orEmpty()
             val card = info?.let { ModelBundle.readModelCard(assetManager, it) }
             onUi {
@@ -91,6 +96,7 @@ class MainActivity : ComponentActivity() {
                 modelTitle.visibility = if (title.isEmpty()) View.GONE else View.VISIBLE
                 modelFacts.text = facts
                 modelFacts.visibility = if (facts.isEmpty()) View.GONE else View.VISIBLE
+                modelRoute.visibility = if (info == null) View.GONE else View.VISIBLE
                 modelStatus.text = text
                 modelCard = card
                 modelCardButton.visibility = if (card == null) View.GONE else View.VISIBLE

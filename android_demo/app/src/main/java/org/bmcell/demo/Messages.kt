@@ -15,8 +15,8 @@ class BadImageError(message: String) : Exception(message)
 /**
  * model.json's "model" block (export/apps.py::app_model_json): the release's name, architecture, precision and the
  * precision in words, epoch, validation accuracy of the checkpoint and of this artefact (parity), the accuracy per lab
- * at release, the model card's file in the bundle and full names of abbreviated classes. Every field may be missing;
- * bundles exported before it have no block.
+ * at release, the model card's file in the bundle, full names of abbreviated classes, the labs whose cells it was
+ * trained on and the lab it was fine-tuned on. Every field may be missing; bundles exported before it have no block.
  */
 data class ModelFacts(
     val name: String?,
@@ -30,7 +30,19 @@ data class ModelFacts(
     val parity: String?,
     val modelCard: String?,
     val classNames: Map<String, String>,
+    val labs: List<TrainedLab> = emptyList(),
+    val adaptedTo: Adaptation? = null,
 )
+
+/** A lab (image set) whose cells the model was trained on (model.json's "model"."labs"); cells null when unknown. */
+data class TrainedLab(val name: String, val cells: Int?)
+
+/**
+ * The lab the model was fine-tuned on with its own labelled cells (model.json's "model"."adapted_to", written by
+ * `bmcell finetune`): how many cells, the cross-validated accuracy on them and its 95 % interval, each null when
+ * unknown.
+ */
+data class Adaptation(val lab: String, val cells: Int?, val accuracy: Double?, val interval: Pair<Double, Double>?)
 
 /** One lab's score at release (model.json's "model"."scores"): the set's name, its number of images, the accuracy. */
 data class LabScore(val set: String, val images: Int, val accuracy: Double)
@@ -48,6 +60,35 @@ fun labScores(entries: List<Any?>): List<LabScore> = entries.mapNotNull { entry 
     val accuracy = (fields?.get("accuracy") as? Number)?.toDouble()?.takeIf { it in 0.0..1.0 }
     if (set == null || images == null || accuracy == null) null else LabScore(set, images.toInt(), accuracy)
 }.sortedByDescending { it.images }
+
+/** A count of cells: a whole number > 0 that fits an Int, else null (unknown). */
+private fun cellCount(value: Any?): Int? = (value as? Number)?.toDouble()
+    ?.takeIf { it >= 1 && it <= Int.MAX_VALUE && it % 1 == 0.0 }?.toInt()
+
+private fun fraction(value: Any?): Double? = (value as? Number)?.toDouble()?.takeIf { it in 0.0..1.0 }
+
+/**
+ * model.json's "labs" as parsed JSON values → the labs the model was trained on, in the order given. An entry that is
+ * not an object with a non-empty name is dropped; a count that is not a whole number > 0 is unknown (null).
+ */
+fun trainedLabs(entries: List<Any?>): List<TrainedLab> = entries.mapNotNull { entry ->
+    val fields = entry as? Map<*, *>
+    (fields?.get("name") as? String)?.takeIf { it.isNotEmpty() }?.let { TrainedLab(it, cellCount(fields["cells"])) }
+}
+
+/**
+ * model.json's "adapted_to" as parsed JSON (an object as a map, its interval as a list) → the adaptation; null when
+ * it is absent, null or has no lab name. An accuracy outside [0, 1] is unknown, and so is an interval that is not two
+ * numbers in [0, 1], the lower first.
+ */
+fun adaptation(fields: Map<*, *>?): Adaptation? {
+    val lab = (fields?.get("lab") as? String)?.takeIf { it.isNotEmpty() } ?: return null
+    val bounds = (fields["interval"] as? List<*>)?.map { fraction(it) }
+    val low = bounds?.getOrNull(0)
+    val high = bounds?.getOrNull(1)
+    val interval = if (bounds?.size == 2 && low != null && high != null && low <= high) low to high else null
+    return Adaptation(lab, cellCount(fields["cells"]), fraction(fields["accuracy"]), interval)
+}
 
 /** "Model NAME · bmcell VERSION": the release's name, else (bundles without a "model" block) the artefact's. */
 fun modelHeadline(facts: ModelFacts?, artefactName: String, bmcellVersion: String?): String =
@@ -79,6 +120,45 @@ fun scoresLine(facts: ModelFacts?): String? {
     }
     return (facts?.artefactValAccuracy ?: facts?.valAccuracy)?.let { "Right on ${plainPercent(it)} of its test images" }
 }
+
+/**
+ * "Trained on cells from: pbc (1,200 cells), chula (345 cells).": the labs in model.json's order, a lab whose count
+ * is unknown by name only; null without labs.
+ */
+fun labsLine(facts: ModelFacts?): String? {
+    val labs = facts?.labs.orEmpty()
+    if (labs.isEmpty()) return null
+    return "Trained on cells from: " + labs.joinToString(", ") { lab ->
+        val cells = lab.cells ?: return@joinToString lab.name
+        String.format(Locale.US, "%s (%,d cell%s)", lab.name, cells, if (cells == 1) "" else "s")
+    } + "."
+}
+
+/**
+ * "Adapted to mylab with 100 of its own labelled cells: about 87 % right on them (95 % interval 79–92 %).", the parts
+ * without a value left out; null when the model was not adapted to a lab.
+ */
+fun adaptedLine(facts: ModelFacts?): String? {
+    val adapted = facts?.adaptedTo ?: return null
+    val cells = adapted.cells?.let { String.format(Locale.US, "%,d of its own labelled cells", it) }
+        ?: "its own labelled cells"
+    val accuracy = adapted.accuracy ?: return "Adapted to ${adapted.lab} with $cells."
+    val interval = adapted.interval
+        ?.let { (low, high) -> " (95 % interval ${Math.round(100 * low)}–${wholePercent(high)})" }
+    return "Adapted to ${adapted.lab} with $cells: about ${wholePercent(accuracy)} right on them${interval.orEmpty()}."
+}
+
+/**
+ * How to make the model work for another lab, under the labs line: the web app (app.js, routeNodes) and the iOS app
+ * (ContentView.swift, adaptRouteText) say the same words.
+ */
+const val ADAPT_ROUTE_TEXT = "Photos from another microscope, stain or camera can get many more answers wrong. To " +
+    "adapt it to your lab: label about 20 cells per class (at least 5) in one folder per class, run bmcell finetune " +
+    "MODEL --data YOUR_FOLDER --out NEW_MODEL on a computer, then export the new model to this app. bmcell check " +
+    "MODEL --images YOUR_PHOTOS estimates first how well it will do on your photos."
+
+/** A rough share (an accuracy with a wide interval) as the screen shows it: a whole number, "87 %". */
+fun wholePercent(fraction: Double): String = "${Math.round(100 * fraction)} %"
 
 /** A share (accuracy, threshold) as the screen shows it: one decimal, "97.5 %". */
 fun plainPercent(fraction: Double): String = String.format(Locale.US, "%.1f %%", 100 * fraction)

@@ -255,13 +255,25 @@ object ModelBundle {
             parity = text("parity"),
             modelCard = text("model_card"),
             classNames = classNames,
+            labs = trainedLabs(elements(block.optJSONArray("labs"))),
+            adaptedTo = adaptation(block.optJSONObject("adapted_to")?.let { fields(it) }),
         )
     }
 
-    /** A JSON array's elements as Messages.kt's readers take them: objects as maps of their fields; none for null. */
-    private fun elements(array: JSONArray?): List<Any?> = if (array == null) emptyList() else List(array.length()) { i ->
-        val value = array.opt(i)
-        if (value is JSONObject) value.keys().asSequence().associateWith { value.opt(it) } else value
+    /** A JSON array's elements as Messages.kt's readers take them (plainValue); none for null. */
+    private fun elements(array: JSONArray?): List<Any?> =
+        if (array == null) emptyList() else List(array.length()) { plainValue(array.opt(it)) }
+
+    /** A JSON object's fields as Messages.kt's readers take them (plainValue). */
+    private fun fields(json: JSONObject): Map<String, Any?> =
+        json.keys().asSequence().associateWith { plainValue(json.opt(it)) }
+
+    /** A parsed JSON value in plain Kotlin: objects as maps, arrays as lists, JSON null as null. */
+    private fun plainValue(value: Any?): Any? = when (value) {
+        is JSONObject -> fields(value)
+        is JSONArray -> elements(value)
+        JSONObject.NULL -> null
+        else -> value
     }
 
     /**
