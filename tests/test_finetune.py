@@ -104,6 +104,10 @@ def test_finetune_writes_a_checkpoint_that_is_used_like_any_other(tiny_run, lab_
     assert result.exit_code == 0, result.output
     manifest = json.loads((exported / "manifest.json").read_text())
     assert manifest["finetuned_on"]["cells"] == 21
+    train = sum(1 for f in json.loads((tiny_run / "split.json").read_text())["files"] if f["subset"] == "train")
+    assert manifest["labs"] == [{"name": "cells", "cells": train}]  # the run's training folder, by name
+    check = manifest["lab_check"]
+    assert 0 <= check["threshold"] <= 1 and check["min_images"] == 20 and check["images"] == manifest["golden"]["count"]
     result = CliRunner().invoke(app, ["finetune", str(tiny_run), "--data", str(lab_cells), "--out", str(out)])
     assert result.exit_code == 2 and "nothing is overwritten" in result.output
 

@@ -49,10 +49,10 @@ class Recipe:
     """How the top is trained: epochs over the lab's views, learning rate, images per batch from the lab and as
     many from replay, and the replay weight."""
 
-    epochs: int = 15
+    epochs: int = 30
     lr: float = 5e-4
     batch_size: int = 32
-    replay_weight: float = 1.0
+    replay_weight: float = 3.0
     seed: int = 0
 
 

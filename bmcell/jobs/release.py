@@ -145,6 +145,16 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
     else:
         lines += ["Not measured at release: run `bmcell crosslab` on your own labelled images before relying on it.",
                   ""]
+    tuned = checkpoint.finetuned_on
+    if tuned:
+        low, high = tuned["interval"]
+        lines += ["## Adapted to a lab", "",
+                  f"`bmcell finetune` adapted it to {tuned['lab']} with {tuned['cells']} of that lab's labelled cells "
+                  f"({', '.join(f'{c} {n}' for c, n in tuned['per_class'].items())}; digest "
+                  f"{tuned['cells_sha256'][:16]}...): {tuned['folds']}-fold cross-validated accuracy on them "
+                  f"{tuned['accuracy']:.3f} (95% interval {low:.3f}-{high:.3f}). Classes it did not label, kept by "
+                  f"replaying the source model's own images: {', '.join(tuned['classes_not_labelled']) or 'none'}.",
+                  ""]
     confidence = checkpoint.confidence
     lines += ["## Confidence", "",
               (f"Probabilities are calibrated with temperature {confidence.temperature:.3f} and an answer is given "
