@@ -168,9 +168,8 @@ def train_top(source: Top, maps: torch.Tensor, targets: torch.Tensor, replay_map
     views, size = maps.shape[1], recipe.batch_size
     steps = recipe.epochs * max(1, math.ceil(len(targets) * views / size))
     for _ in range(steps):
-        i, v = torch.randint(len(targets), (size,), generator=generator), torch.randint(views, (size,), generator=generator)
-        j = torch.randint(len(replay_targets), (size,), generator=generator)
-        w = torch.randint(replay_maps.shape[1], (size,), generator=generator)
+        i, v, j, w = (torch.randint(high, (size,), generator=generator)
+                      for high in (len(targets), views, len(replay_targets), replay_maps.shape[1]))
         weight = class_weight[targets[i]]
         lab_loss = (F.cross_entropy(top(maps[i, v]), targets[i], reduction="none") * weight).sum() / weight.sum()
         replay_logits = top(replay_maps[j, w])
@@ -252,8 +251,8 @@ def finetune_checkpoint(checkpoint: Checkpoint, lab: LabCells, replay: ReplayIma
                         folds: int, say: Callable[[str], None], carry: tuple[Path, ...] = ()) -> tuple[Path, dict]:
     """Fine-tune the checkpoint's top on the lab's cells with replay, estimate its accuracy on the lab by k-fold,
     refit the confidence rule on the out-of-fold answers, and write out/ (best.json + best.safetensors, the source's
-    split.json, the lab's cells in lab_cells/, finetune.json, a copy of each folder in carry). Nothing is written unless all of it succeeds.
-    Returns best.json and the report."""
+    split.json, the lab's cells in lab_cells/, finetune.json, a copy of each folder in carry). Nothing is written
+    unless all of it succeeds. Returns best.json and the report."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise BmcellError(f"--out {out} exists and is not an empty folder; nothing is overwritten: choose a new folder")
