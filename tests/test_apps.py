@@ -73,7 +73,9 @@ def test_bundle_layout_and_model_json(tmp_path, kind, where, file):
                              "val_accuracy": 0.9, "artefact_val_accuracy": 0.875, "parity": "pass",
                              "model_card": "MODEL_CARD.md", "class_names": card["model"]["class_names"],
                              "precision_words": "compact 8-bit version: gives the full model's answers on all 64 "
-                                                "reference cells checked", "scores": []}
+                                                "reference cells checked", "scores": [], "labs": [],
+                             "adapted_to": None}
+    assert card["lab_check"] is None  # a manifest from before the accuracy check: the web app hides the batch check
     assert "immature granulocytes" in card["model"]["class_names"]["ig"]
 
 

@@ -40,9 +40,11 @@ def nearest_distance(features: np.ndarray, bank: np.ndarray) -> np.ndarray:
 
 
 def atc_threshold(top_probability: np.ndarray, correct: np.ndarray) -> float:
-    """The confidence above which the share of these images equals their accuracy (ATC's threshold)."""
-    accuracy = float(np.mean(correct))
-    return float(np.quantile(top_probability, 1.0 - accuracy, method="lower")) if accuracy < 1 else 0.0
+    """The confidence at or above which the share of these images equals their accuracy (ATC's threshold): the
+    k-th highest confidence, k the number right; above every image when none is right."""
+    ranked = np.sort(np.asarray(top_probability, dtype=np.float64))[::-1]
+    right = int(np.sum(correct))
+    return float(ranked[right - 1]) if right else float(np.nextafter(ranked[0], np.inf))
 
 
 def binomial_tail(successes: int, trials: int, p: float) -> float:
