@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from bmcell.core.checkpoint import Checkpoint
-from bmcell.core.confidence import calibrated
 from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.sources import SOURCES_FILE
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import atomic_write_json, json_digest, sha256_path
-from bmcell.core.shift import MIN_CHECK_IMAGES, atc_threshold
+from bmcell.core.shift import MIN_CHECK_IMAGES, fit_atc
 from bmcell.core.versions import installed_versions
 from export.formats.base import ExportFormat
 
@@ -73,10 +72,9 @@ def lab_check_contract(checkpoint: Checkpoint, logits: np.ndarray, targets: np.n
     """What an app needs to estimate its accuracy on a batch of a lab's photos from confidence alone (ATC, as
     `bmcell check` does without the distance to the training data): the threshold fitted on the golden set's
     reference answers, their accuracy, and the fewest photos worth an estimate."""
-    probabilities, _ = calibrated(checkpoint.confidence, logits)
-    correct = probabilities.argmax(1) == targets
-    return {"threshold": atc_threshold(probabilities.max(1), correct), "validation_accuracy": float(correct.mean()),
-            "images": int(len(targets)), "min_images": MIN_CHECK_IMAGES}
+    threshold, accuracy = fit_atc(checkpoint.confidence, logits, targets)
+    return {"threshold": threshold, "validation_accuracy": accuracy, "images": int(len(targets)),
+            "min_images": MIN_CHECK_IMAGES}
 
 
 def labs_seen(checkpoint: Checkpoint) -> list[dict]:

@@ -30,8 +30,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for command in (quickstart, train, evaluate, crosslab, check, adapt, finetune, combine, predict, export, parity, bench, bench_train,
-                compare, release, info, synth, serve_demo):
+for command in (quickstart, train, evaluate, crosslab, check, adapt, finetune, combine, predict, export, parity, bench,
+                bench_train, compare, release, info, synth, serve_demo):
     app.command()(command)
 
 if __name__ == "__main__":

@@ -32,10 +32,15 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
 
-def pixel_size(path: Path) -> tuple[int, int]:
-    """Width and height from the file's header alone (check_images has already decoded it once)."""
-    with Image.open(path) as image:
-        return image.size
+def too_small(root: Path, records: list[ImageRecord]) -> list[str]:
+    """The records' paths whose image is under MIN_SIDE px on its shorter side, read from the file headers alone
+    (check_images has already decoded each once)."""
+    small = []
+    for record in records:
+        with Image.open(Path(root) / record.path) as image:
+            if min(image.size) < MIN_SIDE:
+                small.append(record.path)
+    return small
 
 
 def adaptation_images(folder: Path, warn: Callable[[str], None], minimum: int = MIN_ADAPT_IMAGES,
@@ -54,7 +59,7 @@ def adaptation_images(folder: Path, warn: Callable[[str], None], minimum: int = 
     if not records:
         raise DatasetError(f"--images {folder}: no usable image (.jpg/.png/.tif/.bmp/.webp) found"
                            + (f"; {len(bad)} file(s) could not be decoded" if bad else ""))
-    tiny = [r.path for r in records if min(pixel_size(folder / r.path)) < MIN_SIDE]
+    tiny = too_small(folder, records)
     if tiny:
         raise DatasetError(f"--images {folder}: {len(tiny)} image(s) are under {MIN_SIDE} px on a side (e.g. "
                            f"{tiny[:3]}); use photos of cells as the lab takes them, not thumbnails")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bmcell.core.adapt import MIN_SIDE, SAVED_KEYS, pixel_size
+from bmcell.core.adapt import MIN_SIDE, SAVED_KEYS, too_small
 from bmcell.core.checkpoint import Checkpoint, save_checkpoint
 from bmcell.core.confidence import DEFAULT_COVERAGE, fit_confidence
 from bmcell.core.crosslab import map_classes
@@ -87,7 +87,7 @@ def read_lab_cells(root: Path, classes: list[str], class_map: dict[str, str | No
     if bad:
         warn(f"{root}: skipping {len(bad)} unusable image(s): "
              + "; ".join(f"{b.path} ({b.reason})" for b in bad[:5]) + (" ..." if len(bad) > 5 else ""))
-    tiny = [r.path for r in records if min(pixel_size(root / r.path)) < MIN_SIDE]
+    tiny = too_small(root, records)
     if tiny:
         raise DatasetError(f"{root}: {len(tiny)} image(s) are under {MIN_SIDE} px on a side (e.g. {tiny[:3]}); "
                            "label crops of single cells as the lab photographs them, not thumbnails")

@@ -47,6 +47,14 @@ def atc_threshold(top_probability: np.ndarray, correct: np.ndarray) -> float:
     return float(ranked[right - 1]) if right else float(np.nextafter(ranked[0], np.inf))
 
 
+def fit_atc(confidence: Confidence | None, logits: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """ATC's threshold on these labelled images' calibrated confidence, and their accuracy: what `bmcell check` and
+    the web app's batch check both estimate with."""
+    probabilities, _ = calibrated(confidence, logits)
+    correct = probabilities.argmax(1) == np.asarray(targets)
+    return atc_threshold(probabilities.max(1), correct), float(correct.mean())
+
+
 def binomial_tail(successes: int, trials: int, p: float) -> float:
     """P(X >= successes) for X ~ Binomial(trials, p)."""
     if successes <= 0:
@@ -73,10 +81,8 @@ def fit_reference(bank: np.ndarray, validation_features: np.ndarray, validation_
     """The reference of a model from its training images' features and its validation images' features, logits
     and labels."""
     radius = float(np.quantile(nearest_distance(validation_features, bank), OUTSIDE_QUANTILE))
-    probabilities, _ = calibrated(confidence, validation_logits)
-    correct = probabilities.argmax(1) == validation_targets
-    return Reference(bank, radius, atc_threshold(probabilities.max(1), correct), float(correct.mean()),
-                     len(validation_targets))
+    threshold, accuracy = fit_atc(confidence, validation_logits, validation_targets)
+    return Reference(bank, radius, threshold, accuracy, len(validation_targets))
 
 
 def verdict(outside: int, images: int) -> str:
