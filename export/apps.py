@@ -145,7 +145,7 @@ def app_model_json(manifest: dict, entry: dict, app: App, export_dir: Path) -> d
             "output": entry.get("output", {}).get("name", "logits"),
             "preprocessing": preprocessing_contract(size), "confidence": manifest.get("confidence"),
             "source_weights_sha256": source["weights_sha256"], "bmcell_version": bmcell.__version__,
-            "lab_check": manifest.get("lab_check"),
+            "lab_check": manifest.get("lab_check"), "novelty": manifest.get("novelty"),
             "model": {"name": Path(source["path"]).parent.name, "arch": manifest["arch"],
                       "precision": entry["precision"], "epoch": source.get("epoch"),
                       "val_accuracy": source["metrics"].get("accuracy"),

@@ -12,7 +12,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.device import device_description
-from bmcell.core.evaluation import unit_logits
+from bmcell.core.evaluation import unit_logits, unit_outputs
 from bmcell.core.fileio import atomic_write_bytes, sha256_path
 from export.manifest import ManifestError, verify_file
 
@@ -26,13 +26,25 @@ def reference_logits(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch
     return unit_logits(checkpoint, inputs, device)
 
 
-def write_golden(path: Path, inputs: torch.Tensor, logits: np.ndarray, names: list[str], source_sha256: str,
-                 device: torch.device) -> dict:
-    """Save inputs (as exact uint8), reference logits and provenance; returns the manifest's golden entry."""
+def reference_outputs(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
+    """float32 outputs (logits, then novelty when the model has it) of [0, 1] inputs, TF32 off: what every
+    artefact must give."""
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return unit_outputs(checkpoint, inputs, device)
+
+
+def write_golden(path: Path, inputs: torch.Tensor, outputs: np.ndarray, classes: int, names: list[str],
+                 source_sha256: str, device: torch.device) -> dict:
+    """Save inputs (as exact uint8), reference logits (and novelty, when outputs has that column) and provenance;
+    returns the manifest's golden entry."""
     pixels = (inputs * 255).round().to(torch.uint8)
     info = {"source_weights_sha256": source_sha256, "device": device_description(device), "tf32": "off",
             "torch": torch.__version__, "images": json.dumps(names)}
-    atomic_write_bytes(path, save_safetensors_bytes({"inputs": pixels, "logits": torch.from_numpy(logits)}, info))
+    tensors = {"inputs": pixels, "logits": torch.from_numpy(np.ascontiguousarray(outputs[:, :classes]))}
+    if outputs.shape[1] > classes:
+        tensors["novelty"] = torch.from_numpy(np.ascontiguousarray(outputs[:, classes]))
+    atomic_write_bytes(path, save_safetensors_bytes(tensors, info))
     return {"file": path.name, "sha256": sha256_path(path), "count": len(names), "device": info["device"],
             "tf32": "off"}
 
@@ -43,16 +55,19 @@ def _another_model(path: Path, found: object, expected: str) -> ManifestError:
 
 
 def read_golden(path: Path, expected_source_sha256: str) -> tuple[np.ndarray, np.ndarray, dict]:
-    """float32 [0, 1] inputs, reference logits and provenance, refusing a golden set of another model."""
+    """float32 [0, 1] inputs, reference outputs (the logits, then the novelty column when the set has one: the
+    artefacts' own layout) and provenance, refusing a golden set of another model."""
     try:
         with safe_open(str(path), framework="pt") as handle:
             info = handle.metadata() or {}
-            pixels, logits = handle.get_tensor("inputs"), handle.get_tensor("logits")
+            pixels, outputs = handle.get_tensor("inputs"), handle.get_tensor("logits")
+            if "novelty" in handle.keys():
+                outputs = torch.cat([outputs, handle.get_tensor("novelty")[:, None]], dim=1)
     except (SafetensorError, OSError) as error:
         raise ManifestError(f"{path}: unreadable golden set ({error})") from None
     if info.get("source_weights_sha256") != expected_source_sha256:
         raise _another_model(path, info.get("source_weights_sha256"), expected_source_sha256)
-    return (pixels.float() / 255).numpy(), logits.numpy(), info
+    return (pixels.float() / 255).numpy(), outputs.numpy(), info
 
 
 def read_export_golden(export_dir: Path, manifest: dict) -> tuple[np.ndarray, np.ndarray, dict]:

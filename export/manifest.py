@@ -13,11 +13,13 @@ from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.sources import SOURCES_FILE
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import atomic_write_json, json_digest, sha256_path
+from bmcell.core.novelty import RULE, THRESHOLD, UNKNOWN_TEXT
 from bmcell.core.shift import MIN_CHECK_IMAGES, fit_atc
 from bmcell.core.versions import installed_versions
 from export.formats.base import ExportFormat
 
 MANIFEST = "manifest.json"
+NOVELTY_OUTPUT = "novelty"  # Core ML's output beside the class label and probabilities
 DIGEST_KEY = "manifest_sha256"  # sha256 of the manifest's canonical JSON without this key (fileio.json_digest)
 FORMAT = "bmcell-export"
 FORMAT_VERSION = 1
@@ -68,6 +70,16 @@ def confidence_contract(checkpoint: Checkpoint) -> dict | None:
             "fitted_on": confidence.fitted_on, "rule": CONFIDENCE_RULE}
 
 
+def novelty_contract(checkpoint: Checkpoint) -> dict | None:
+    """Where an artefact gives the per-image novelty and when it flags a picture, or None for a model without."""
+    novelty = checkpoint.novelty
+    if novelty is None:
+        return None
+    return {"threshold": THRESHOLD, "output_index": len(checkpoint.classes), "coreml_output": NOVELTY_OUTPUT,
+            "flagged_on_validation": novelty.flagged_on_validation, "bank_images": int(novelty.bank.shape[0]),
+            "answer": UNKNOWN_TEXT, "rule": RULE}
+
+
 def lab_check_contract(checkpoint: Checkpoint, logits: np.ndarray, targets: np.ndarray) -> dict:
     """What an app needs to estimate its accuracy on a batch of a lab's photos from confidence alone (ATC, as
     `bmcell check` does without the distance to the training data): the threshold fitted on the golden set's
@@ -94,12 +106,14 @@ def labs_seen(checkpoint: Checkpoint) -> list[dict]:
     return [{"name": Path(named).name if named else "its training images", "cells": cells}]
 
 
-def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list[str], seconds: float) -> dict:
-    """The manifest record of one exported artefact."""
+def artefact_entry(fmt: ExportFormat, path: Path, image_size: int, classes: list[str], seconds: float,
+                   novelty: bool = False) -> dict:
+    """The manifest record of one exported artefact (its output: the classes' values, then novelty when it has it)."""
     return {"name": fmt.name, "file": path.name, "family": fmt.family, "precision": fmt.precision,
             "runtime": fmt.runtime, "bytes": size_bytes(path), "sha256": sha256_path(path),
             "input": input_contract(fmt, image_size),
-            "output": {"name": fmt.output_kind, "shape": [1, len(classes)], "classes": classes},
+            "output": {"name": fmt.output_kind, "shape": [1, len(classes) + novelty], "classes": classes,
+                       "novelty_index": len(classes) if novelty else None},
             "export_seconds": round(seconds, 2)}
 
 
@@ -112,6 +126,7 @@ def build_manifest(checkpoint: Checkpoint, artefacts: list[dict], golden: dict, 
         "mean": checkpoint.mean, "std": checkpoint.std, "preprocessing": PREPROCESSING,
         "preprocessing_contract": preprocessing_contract(checkpoint.image_size),
         "input_norm": checkpoint.input_norm, "confidence": confidence_contract(checkpoint),
+        "novelty": novelty_contract(checkpoint),
         "adapted_on": checkpoint.adapted_on, "finetuned_on": checkpoint.finetuned_on, "labs": labs_seen(checkpoint),
         "lab_check": lab_check,
         "source_checkpoint": {"path": str(checkpoint.json_path), "weights_sha256": checkpoint.weights_sha256,

@@ -11,6 +11,7 @@ import numpy as np
 
 from bmcell.core.confidence import softmax
 from bmcell.core.fileio import atomic_write_json
+from bmcell.core.novelty import THRESHOLD, UNKNOWN_TEXT, split_output
 from bmcell.core.reports import markdown_cell
 from export.formats import FORMATS
 from export.formats.base import ExportFormat, Runner
@@ -29,12 +30,16 @@ class Tier:
     max_relative_error: float | None = None  # max |out - ref| / max |ref| over the golden set
     min_sqnr_db: float | None = None
     max_accuracy_drop: float | None = None  # validation accuracy, in percentage points below the reference
+    min_flag_agreement: float = 1.0  # share of golden images flagged "unlike the training cells" as the reference is
+    max_novelty_error: float | None = None  # max |novelty - reference novelty|, in radii
 
 
 TIERS = {
-    "fp32": Tier(min_top1_agreement=1.0, max_relative_error=1e-3, min_sqnr_db=60.0, max_accuracy_drop=0.1),
-    "fp16": Tier(min_top1_agreement=0.99, max_relative_error=2e-2, min_sqnr_db=30.0, max_accuracy_drop=0.5),
-    "int8": Tier(min_top1_agreement=0.99, min_sqnr_db=15.0, max_accuracy_drop=1.0),
+    "fp32": Tier(min_top1_agreement=1.0, max_relative_error=1e-3, min_sqnr_db=60.0, max_accuracy_drop=0.1,
+                 max_novelty_error=1e-3),
+    "fp16": Tier(min_top1_agreement=0.99, max_relative_error=2e-2, min_sqnr_db=30.0, max_accuracy_drop=0.5,
+                 min_flag_agreement=0.97, max_novelty_error=0.1),
+    "int8": Tier(min_top1_agreement=0.99, min_sqnr_db=15.0, max_accuracy_drop=1.0, min_flag_agreement=0.95),
 }
 
 
@@ -66,6 +71,19 @@ def agreement(reference: np.ndarray, output: np.ndarray) -> dict:
     }
 
 
+def novelty_agreement(reference: np.ndarray | None, output: np.ndarray | None) -> dict:
+    """How far the artefact's novelty column is from the reference's, and on how many golden images its flag
+    ("does not look like a cell this model knows") agrees; empty for a model without novelty."""
+    if reference is None:
+        return {}
+    if output is None:
+        raise ManifestError("the model has a novelty column but the artefact's output lacks it")
+    flags = (reference >= THRESHOLD) != (output >= THRESHOLD)
+    return {"novelty_max_abs_error": float(np.abs(output.astype(np.float64) - reference).max()),
+            "flag_agreement": float(1 - np.mean(flags)), "flag_changes": int(np.sum(flags)),
+            "reference_flagged": int(np.sum(reference >= THRESHOLD))}
+
+
 def _agreement_failure(numbers: dict, bound: float) -> str:
     """The agreement failure, with the flipped images' reference margins against the output's logit error."""
     margins = ", ".join(f"{m:.3f}" for m in numbers["flipped_margins"][:5])
@@ -75,9 +93,10 @@ def _agreement_failure(numbers: dict, bound: float) -> str:
             f"{numbers['rms_error']:.3f})")
 
 
-def accuracy(run: Runner, inputs: np.ndarray, targets: np.ndarray, batch: int = 16) -> float:
-    """Top-1 accuracy of a runner over inputs."""
-    predictions = np.concatenate([run(inputs[i:i + batch]).argmax(1) for i in range(0, len(inputs), batch)])
+def accuracy(run: Runner, inputs: np.ndarray, targets: np.ndarray, classes: int, batch: int = 16) -> float:
+    """Top-1 accuracy of a runner over inputs (over the classes' columns: a novelty column is not a class)."""
+    predictions = np.concatenate([run(inputs[i:i + batch])[:, :classes].argmax(1)
+                                  for i in range(0, len(inputs), batch)])
     return float(np.mean(predictions == targets))
 
 
@@ -91,6 +110,11 @@ def judge(precision: str, numbers: dict) -> list[str]:
         failures.append(f"max relative error {numbers['max_relative_error']:.2e} > {tier.max_relative_error:.0e}")
     if tier.min_sqnr_db is not None and numbers["sqnr_db"] < tier.min_sqnr_db:
         failures.append(f"SQNR {numbers['sqnr_db']:.1f} dB < {tier.min_sqnr_db} dB")
+    if "flag_agreement" in numbers and numbers["flag_agreement"] < tier.min_flag_agreement:
+        failures.append(f"novelty flag agreement {numbers['flag_agreement']:.4f} < {tier.min_flag_agreement} "
+                        f"({numbers['flag_changes']} golden images flagged differently)")
+    if tier.max_novelty_error is not None and numbers.get("novelty_max_abs_error", 0.0) > tier.max_novelty_error:
+        failures.append(f"novelty max error {numbers['novelty_max_abs_error']:.2e} > {tier.max_novelty_error:.0e}")
     drop = numbers.get("accuracy_drop_points")
     if tier.max_accuracy_drop is not None and drop is not None and drop > tier.max_accuracy_drop:
         failures.append(f"validation accuracy drop {drop:.2f} points > {tier.max_accuracy_drop}")
@@ -117,26 +141,38 @@ def expected_output(fmt: ExportFormat, reference: np.ndarray, manifest: dict) ->
     return softmax(reference, (manifest.get("confidence") or {}).get("temperature", 1.0))
 
 
-def answers(output: np.ndarray, output_kind: str, confidence: dict | None) -> np.ndarray:
-    """What an app shows for each image under the manifest's confidence rule: the top class's index, or -1 for
-    "uncertain" (calibrated top probability below the threshold); without a rule, always the top class."""
+def answers(output: np.ndarray, output_kind: str, confidence: dict | None,
+            novelty: np.ndarray | None = None) -> np.ndarray:
+    """What an app shows for each image: -2 when the novelty flags it ("does not look like a cell this model
+    knows"), else under the manifest's confidence rule the top class's index, or -1 for "uncertain" (calibrated top
+    probability below the threshold); without a rule, always the top class."""
     temperature, threshold = (confidence["temperature"], confidence["threshold"]) if confidence else (1.0, 0.0)
     probabilities = output if output_kind == "probabilities" else softmax(output, temperature)
-    return np.where(probabilities.max(1) >= threshold, probabilities.argmax(1), -1)
+    shown = np.where(probabilities.max(1) >= threshold, probabilities.argmax(1), -1)
+    return shown if novelty is None else np.where(novelty >= THRESHOLD, -2, shown)
 
 
 def answer_changes(fmt: ExportFormat, reference: np.ndarray, output: np.ndarray, manifest: dict,
                    names: list[str]) -> dict:
-    """The golden images on which the artefact's answer (a class or "uncertain") differs from the float
-    reference's, which `bmcell predict` gives: count and, for the first few, the image and both answers."""
-    confidence = manifest.get("confidence")
-    expected = answers(reference, "logits", confidence)
-    found = answers(output, fmt.output_kind, confidence)
-    label = ["uncertain", *manifest["classes"]]  # index -1 reads label[0]
+    """The golden images on which the artefact's answer (a class, "uncertain" or "does not look like a cell this
+    model knows") differs from the float reference's, which `bmcell predict` gives: count and, for the first few,
+    the image and both answers. reference and output are whole outputs (logits, then novelty when present)."""
+    confidence, classes = manifest.get("confidence"), len(manifest["classes"])
+    values, kind, novelty = _split(reference, classes, "logits")
+    expected = answers(values, kind, confidence, novelty)
+    values, kind, novelty = _split(output, classes, fmt.output_kind)
+    found = answers(values, kind, confidence, novelty)
+    label = [UNKNOWN_TEXT, "uncertain", *manifest["classes"]]  # index -2 reads label[0], -1 label[1]
     changed = np.flatnonzero(expected != found)
     return {"answer_changes": int(len(changed)),
-            "changed_answers": [{"image": names[i], "reference": label[expected[i] + 1],
-                                 "artefact": label[found[i] + 1]} for i in changed[:5]]}
+            "changed_answers": [{"image": names[i], "reference": label[expected[i] + 2],
+                                 "artefact": label[found[i] + 2]} for i in changed[:5]]}
+
+
+def _split(output: np.ndarray, classes: int, kind: str) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """answers' first two arguments and its novelty, from a whole output."""
+    values, novelty = split_output(output, classes)
+    return values, kind, novelty
 
 
 def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float] | None,
@@ -161,11 +197,15 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
             else:
                 run = fmt.load(path)
                 output = run(inputs)
-                numbers = agreement(expected_output(fmt, reference, manifest), output) \
+                classes = len(manifest["classes"])
+                (reference_values, reference_novelty), (values, novelty) = \
+                    split_output(reference, classes), split_output(output, classes)
+                numbers = agreement(expected_output(fmt, reference_values, manifest), values) \
+                    | novelty_agreement(reference_novelty, novelty) \
                     | answer_changes(fmt, reference, output, manifest, names)
                 if validation is not None:
                     val_inputs, val_targets, reference_accuracy = validation
-                    numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets)
+                    numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets, classes)
                     numbers["accuracy_drop_points"] = 100 * (reference_accuracy - numbers["val_accuracy"])
                 failures = judge(entry["precision"], numbers)
                 row |= numbers | {"status": "fail" if failures else "pass", "failures": failures}

@@ -16,13 +16,14 @@ from bmcell.core.device import select_device
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import staged_folder
 from export.formats.base import ExportFormat, ExportInputs
-from export.golden import GOLDEN, reference_logits, write_golden
+from export.golden import GOLDEN, reference_logits, reference_outputs, write_golden
 from export.manifest import (
     MANIFEST,
     artefact_entry,
     build_manifest,
     confidence_contract,
     lab_check_contract,
+    novelty_contract,
     write_manifest,
 )
 from export.samples import ExportImages, load_unit_images
@@ -31,7 +32,7 @@ from export.wrapper import NormalizedClassifier
 
 def folded_model(checkpoint: Checkpoint) -> NormalizedClassifier:
     """The network with its normalisation folded in front: what every artefact contains."""
-    return NormalizedClassifier(checkpoint.build_model(), checkpoint.mean, checkpoint.std).eval()
+    return NormalizedClassifier(checkpoint.scored_model(), checkpoint.mean, checkpoint.std).eval()
 
 
 def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
@@ -39,7 +40,9 @@ def embedded_metadata(checkpoint: Checkpoint) -> dict[str, str]:
     return {
         "classes": json.dumps(checkpoint.classes), "image_size": str(checkpoint.image_size),
         "mean": json.dumps(checkpoint.mean), "std": json.dumps(checkpoint.std),
-        "input": "image: 1x3xHxW float32 RGB in [0, 1], normalisation inside the model; output: logits",
+        "input": "image: 1x3xHxW float32 RGB in [0, 1], normalisation inside the model; output: logits" +
+                 (", then novelty" if checkpoint.novelty else ""),
+        "novelty": json.dumps(novelty_contract(checkpoint)),
         "arch": checkpoint.arch, "source_weights_sha256": checkpoint.weights_sha256,
         "bmcell_version": bmcell.__version__, "description": f"bmcell {checkpoint.arch} white-cell classifier",
         "license": "Apache-2.0 (code); the weights follow the licence of the data they were trained on",
@@ -67,7 +70,7 @@ def _export_one(fmt: ExportFormat, inputs: ExportInputs, staging: Path, image_si
     except Exception as error:  # a converter's own failure: name the format, keep the cause
         raise BmcellError(f"export to {fmt.name} failed: {type(error).__name__}: {error}") from error
     inputs.exported[fmt.name] = path
-    entry = artefact_entry(fmt, path, image_size, inputs.classes, time.perf_counter() - start)
+    entry = artefact_entry(fmt, path, image_size, inputs.classes, time.perf_counter() - start, inputs.novelty)
     log(f"  {fmt.name:<18} {entry['bytes'] / 1e6:8.2f} MB  {entry['export_seconds']:6.1f} s  {path.name}")
     return entry
 
@@ -84,12 +87,14 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
     inputs = ExportInputs(model=folded_model(checkpoint), example=golden_inputs[:1],
                           calibration=load_unit_images(images.root, images.calibration, image_size),
                           classes=checkpoint.classes, metadata=embedded_metadata(checkpoint),
-                          temperature=checkpoint.confidence.temperature if checkpoint.confidence else 1.0)
+                          temperature=checkpoint.confidence.temperature if checkpoint.confidence else 1.0,
+                          novelty=checkpoint.novelty is not None)
     with staged_folder(out) as staging:
         device = select_device("auto")
-        golden_logits = reference_logits(checkpoint, golden_inputs, device)
-        golden = write_golden(staging / GOLDEN, golden_inputs, golden_logits, [r.path for r in images.golden],
-                              checkpoint.weights_sha256, device)
+        golden_outputs = reference_outputs(checkpoint, golden_inputs, device)
+        golden_logits = golden_outputs[:, :len(checkpoint.classes)]
+        golden = write_golden(staging / GOLDEN, golden_inputs, golden_outputs, len(checkpoint.classes),
+                              [r.path for r in images.golden], checkpoint.weights_sha256, device)
         log(f"images from {images.origin}: golden set {len(images.golden)} (reference logits on {golden['device']}, "
             f"TF32 off), int8 calibration {len(images.calibration)}")
         with torch.no_grad():

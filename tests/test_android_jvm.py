@@ -1,6 +1,7 @@
 """The Android app's plain-Kotlin files compiled with kotlinc and run on a JVM: its preprocessing against the
-contract vectors (tests/contract/preprocessing.json) and the Python reference, bit for bit; its confidence rule and
-the texts its screen shows (the model header, answers at each confidence level, probabilities, class names,
+contract vectors (tests/contract/preprocessing.json) and the Python reference, bit for bit; its confidence rule, its
+novelty rule (model.json's "novelty": pictures unlike every training cell) and the texts its screen shows (the model
+header, answers at each confidence level, pictures that do not look like a known cell, probabilities, class names,
 failures).
 
 android_demo/app/src/main/java/org/bmcell/demo/PreprocessCore.kt holds all of the app's preprocessing arithmetic
@@ -30,12 +31,12 @@ from PIL import Image
 from bmcell.core.data.images import load_rgb
 from bmcell.core.data.transforms import unit_transform
 from tests.conftest import PBC
-from tests.contract.wording import ROUTE_LINE
+from tests.contract.wording import NOVELTY_PANEL_LINE, ROUTE_LINE, UNKNOWN_CELL, UNKNOWN_CELL_WHY, novelty_line
 from tests.contract.preprocessing import GOLDEN, python_unit_bytes, reference_images
 
 ROOT = Path(__file__).resolve().parents[1]
 KOTLIN = ROOT / "android_demo/app/src/main/java/org/bmcell/demo"
-SOURCES = [KOTLIN / "PreprocessCore.kt", KOTLIN / "Confidence.kt", KOTLIN / "Messages.kt"]
+SOURCES = [KOTLIN / "PreprocessCore.kt", KOTLIN / "Confidence.kt", KOTLIN / "Novelty.kt", KOTLIN / "Messages.kt"]
 HARNESS = ROOT / "android_demo/app/src/test/jvm/ContractCheck.kt"
 MAIN_CLASS = "org.bmcell.demo.ContractCheckKt"
 
@@ -475,3 +476,109 @@ def test_model_panel_names_the_labs_the_adaptation_and_how_to_adapt(harness, tmp
         assert results[id_] == [labs_line, adapted_line, ROUTE_LINE], (id_, results[id_])
     jargon = ("ATC", "logit", "OOD", "softmax", "temperature", "calibrat")
     assert not [word for word in jargon if word in "\n".join(results["adapted"])], results["adapted"]
+
+
+LOGITS = [2.0, 1.0, 0.0, -1.0]  # top probability 0.6439… at temperature 1: "64.4 %"
+
+
+def verdict_job(jobs: Jobs, id_: str, output: list[float], confidence: tuple | None, novelty_threshold) -> None:
+    """A verdict job: the output of a model with len(LOGITS) classes under a confidence rule (temperature, threshold,
+    confident_from; None: no rule) and a novelty rule with that threshold (None: no novelty block)."""
+    rule = ("null", "null", "null") if confidence is None else tuple(map(repr, confidence))
+    jobs.add("verdict", id_, len(LOGITS), *rule, "null" if novelty_threshold is None else repr(novelty_threshold),
+             ",".join(repr(float(v)) for v in output))
+
+
+def test_novelty_flags_pictures_unlike_the_training_cells(harness, tmp_path):
+    """Novelty.kt with Confidence.kt and Messages.kt: an output of C class scores then a novelty score is split (the
+    probabilities from the class scores alone); a score at or above model.json's novelty threshold answers "does not
+    look like a cell this model knows" with why, whatever the probabilities and with or without a confidence rule;
+    just below it the confidence level as before, with how unlike the training cells the picture is; without a novelty
+    block C values answer exactly as before, and an output of C + 1 values without a block, or of C with one, is
+    refused."""
+    exps = np.exp(np.array(LOGITS) - max(LOGITS))
+    probabilities = exps / exps.sum()
+    confident, strict = (1.0, 0.5, 0.6), (1.0, 0.7, 0.9)  # the top probability is confident, uncertain
+    cases = {  # id: (output, confidence rule, novelty threshold, level)
+        "flagged": (LOGITS + [1.5], confident, 1.0, "unknown"),
+        "at_threshold": (LOGITS + [1.0], confident, 1.0, "unknown"),
+        "flagged_uncertain": (LOGITS + [2.5], strict, 1.0, "unknown"),
+        "flagged_without_confidence": (LOGITS + [3.0], None, 2.0, "unknown"),
+        "just_below": (LOGITS + [0.999], confident, 1.0, "confident"),
+        "below_uncertain": (LOGITS + [0.25], strict, 1.0, "uncertain"),
+        "no_block": (LOGITS, confident, None, "confident"),
+        "no_block_uncertain": (LOGITS, strict, None, "uncertain"),
+    }
+    refused = {  # id: (output, novelty threshold, words)
+        "extra_value_without_block": (LOGITS + [0.5], None, ["output has 5 values", "4 classes and no novelty score"]),
+        "block_without_value": (LOGITS, 1.0, ["output has 4 values", "declares novelty at index 4"]),
+        "two_extra_values": (LOGITS + [0.5, 0.5], 1.0, ["output has 6 values", "declares novelty at index 4"]),
+    }
+    jobs = Jobs(tmp_path)
+    for id_, (output, confidence, threshold, _) in cases.items():
+        verdict_job(jobs, id_, output, confidence, threshold)
+        if threshold is None:  # the same output through the answer job, as before novelty blocks existed
+            jobs.add("answer", f"{id_}-before", *map(repr, confidence), ",".join(repr(float(v)) for v in output))
+    for id_, (output, threshold, _) in refused.items():
+        verdict_job(jobs, id_, output, confident, threshold)
+    results = jobs.run(harness)
+
+    for id_, (output, _, threshold, level) in cases.items():
+        got_level, labels, headline, note, line, shown = results[id_]
+        assert (got_level, labels) == (level, "c0,c1,c2,c3"), (id_, results[id_])
+        np.testing.assert_allclose([float(v) for v in shown.split(",")], probabilities, rtol=1e-6, err_msg=id_)
+        assert line == ("-" if threshold is None else novelty_line(output[-1], threshold)), (id_, line)
+        if level == "unknown":
+            assert (headline, note) == (UNKNOWN_CELL, UNKNOWN_CELL_WHY), (id_, headline, note)
+        else:
+            assert UNKNOWN_CELL not in headline and note != UNKNOWN_CELL_WHY, (id_, headline, note)
+        if threshold is None:
+            assert results[f"{id_}-before"] == [got_level, labels, headline, note], (id_, results[f"{id_}-before"])
+    assert results["just_below"][4] == "Unlike the cells it was trained on: 1.00 × the usual distance (flagged from " \
+                                      "1.00 ×)."  # 0.999 rounds to 1.00: the level, not the line, decides
+    assert results["below_uncertain"][2] == "uncertain — check by eye"
+    for id_, (_, _, words) in refused.items():
+        assert results[id_][0] == "error" and all(word in results[id_][1] for word in words), (id_, results[id_])
+
+
+def test_novelty_rule_refuses_unusable_blocks(harness, tmp_path):
+    """Novelty.kt's noveltyRule, as ModelBundle.kt applies model.json's "novelty": a threshold that is not a finite
+    number > 0 and an output_index other than the number of classes are refused naming the field (the blocks the web
+    test refuses); a usable block gives the model panel's line (the web app's words) and the description of its
+    threshold and of the share of its own test cells it flags; a model without one says it flags nothing."""
+    usable = {"usable": ("1.0", "8", "8", "0.05"), "no_share": ("1.25", "8", "8", "null"),
+              "share_out_of_range": ("1.0", "3", "3", "1.5"), "index_as_decimal": ("0.8", "8.0", "8", "0.1")}
+    refused = {"threshold_zero": ("0", "8", "threshold 0.0 (must be a finite number > 0)"),
+               "threshold_negative": ("-1.0", "8", "threshold -1.0"),
+               "threshold_text": ("abc", "8", "threshold abc"),
+               "threshold_nan": ("NaN", "8", "threshold NaN"),
+               "threshold_infinite": ("Infinity", "8", "threshold Infinity"),
+               "threshold_missing": ("null", "8", "threshold null"),
+               "index_before_the_end": ("1.0", "7", "output_index 7.0 (must be 8: the score after the 8 class scores)"),
+               "index_past_the_end": ("1.0", "9", "output_index 9.0"),
+               "index_text": ("1.0", "eight", "output_index eight"),
+               "index_missing": ("1.0", "null", "output_index null")}
+    jobs = Jobs(tmp_path)
+    for id_, fields in usable.items():
+        jobs.add("novelty", id_, *fields)
+    for id_, (threshold, index, _) in refused.items():
+        jobs.add("novelty", id_, threshold, index, "8", "0.05")
+    jobs.add("novelty", "none")
+    results = jobs.run(harness)
+
+    for id_, (threshold, index, classes, share) in usable.items():
+        status, got_threshold, got_index, got_share, panel, description = results[id_]
+        assert (status, float(got_threshold), got_index) == ("ok", float(threshold), classes), (id_, results[id_])
+        assert panel == NOVELTY_PANEL_LINE, (id_, panel)
+        expected_share = share if share in ("0.05", "0.1") else "-"
+        assert got_share == expected_share, (id_, got_share)
+        assert description.startswith(f"It flags a picture as “{UNKNOWN_CELL}” when its distance to the nearest "
+                                      f"training cell is at least {float(threshold):.2f} × the usual distance"), id_
+        assert ("of its own test cells are flagged too" in description) == (expected_share != "-"), (id_, description)
+    assert results["usable"][5].endswith("(5.0 % of its own test cells are flagged too).")
+    for id_, (_, _, words) in refused.items():
+        assert results[id_][0] == "refused" and words in results[id_][1], (id_, results[id_])
+    assert "threshold" not in results["index_text"][1] and "output_index" not in results["threshold_text"][1]
+    assert results["none"] == ["-", "It does not flag pictures unlike its training cells: re-export it with this "
+                                    "version of bmcell."]
+

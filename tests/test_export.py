@@ -77,6 +77,15 @@ def test_export_all_writes_every_artefact_and_checks_parity(exported):
         assert rows[fp32]["max_relative_error"] < 1e-3 and rows[fp32]["top1_agreement"] == 1.0
     for int8 in ("onnx-int8", "executorch-int8", "ort-int8"):
         assert rows[int8]["sqnr_db"] > 15  # the tier's agreement bound may fail on a model this small
+    # every artefact carries the per-image novelty after the logits, held to the reference's like them
+    classes = len(manifest["classes"])
+    assert manifest["novelty"]["output_index"] == classes and manifest["novelty"]["threshold"] == 1.0
+    assert all(entry["output"]["shape"] == [1, classes + 1] for entry in manifest["artefacts"])
+    assert "novelty" in rows["coreml-fp16"]["declared"]["outputs"]
+    for fp32 in ("onnx-fp32", "executorch-fp32", "torchscript-fp32", "ort-fp32"):
+        assert rows[fp32]["flag_agreement"] == 1.0 and rows[fp32]["novelty_max_abs_error"] < 1e-3
+    for int8 in ("onnx-int8", "executorch-int8", "ort-int8"):
+        assert 0 <= rows[int8]["flag_agreement"] <= 1 and rows[int8]["novelty_max_abs_error"] >= 0
     # the exit status follows the report: 0 only when no artefact failed
     assert (result.exit_code == 0) == parity["passed"], result.output
     assert result.exit_code in (0, 1)
@@ -107,7 +116,7 @@ def test_wrong_preprocessing_fails_parity(trained, tmp_path, monkeypatch):
     from export.wrapper import NormalizedClassifier
 
     def wrong_mean_std(checkpoint):
-        return NormalizedClassifier(checkpoint.build_model(), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).eval()
+        return NormalizedClassifier(checkpoint.scored_model(), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]).eval()
 
     monkeypatch.setattr(pipeline, "folded_model", wrong_mean_std)
     result = runner.invoke(app, ["export", str(trained), "--target", "onnx", "--quantize", "none",

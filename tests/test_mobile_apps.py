@@ -16,6 +16,7 @@ import yaml
 from bmcell.core.data.label_maps import BUILTIN_LABEL_MAPS
 from bmcell.core.data.synthetic import SYNTH_CLASSES
 from bmcell.core.fileio import sha256_path
+from tests.contract.wording import NOVELTY_PANEL_LINE, UNKNOWN_CELL, UNKNOWN_CELL_WHY
 
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID = ROOT / "android_demo"
@@ -308,3 +309,64 @@ def test_apps_name_the_labs_the_adaptation_and_how_to_adapt():
         assert key in web, key
     for source in (kotlin, view, (SWIFT / "ModelBundle.swift").read_text(), bundle):
         assert "lab_check" not in source  # the batch check is the web app's only
+
+
+def string_constant(source: str, declaration: str, **interpolated: str) -> str:
+    """The text of a top-level string constant of Kotlin or Swift source ("const val NAME", "let name"), over as many
+    lines as it continues, with each interpolation (Kotlin's $NAME, Swift's \\(name)) replaced by interpolated[NAME]."""
+    text = string_literals(re.search(rf"{re.escape(declaration)} =(.*?)\n(?!\s)", source, re.S).group(1))
+    for name, value in interpolated.items():
+        text = text.replace(f"${name}", value).replace(f"\\({name})", value)
+    return text
+
+
+def test_apps_read_the_novelty_block_and_say_a_picture_does_not_look_like_a_known_cell():
+    """model.json's "novelty" (a per-image novelty score inside the model): both apps read its threshold and
+    output_index, refuse an unusable block and a model whose outputs model.json does not declare; Android splits the
+    C + 1 values of its program's output (Novelty.kt, plain Kotlin: run on a JVM by test_android_jvm.py), iOS reads
+    the Core ML output coreml_output names, through Core ML directly (Vision hands over a classifier's labels only);
+    both say "does not look like a cell this model knows", why, and the panel line in the words the web app and the
+    JVM test use (tests/contract/wording.py), and show how unlike the training cells the picture is."""
+    bundle = (KOTLIN / "ModelBundle.kt").read_text()
+    for key in ('"novelty"', '"output_index"', '"flagged_on_validation"', "val novelty: NoveltyRule?",
+                "parseNovelty(json, classes.size)", "model.json's novelty has an unusable"):
+        assert key in bundle, key
+    novelty = (KOTLIN / "Novelty.kt").read_text()
+    assert not re.search(r"^import (android|androidx|org\.pytorch|org\.json)\.", novelty, re.M)  # plain Kotlin
+    unknown = string_constant(novelty, "const val UNKNOWN_CELL_TEXT")
+    assert unknown == UNKNOWN_CELL and string_constant(novelty, "const val UNKNOWN_CELL_WHY") == UNKNOWN_CELL_WHY
+    assert string_constant(novelty, "const val NOVELTY_PANEL_TEXT", UNKNOWN_CELL_TEXT=unknown) == NOVELTY_PANEL_LINE
+    assert "novelty >= rule.threshold" in novelty and "t.isFinite()" in novelty
+    classifier = (KOTLIN / "Classifier.kt").read_text()
+    assert "outputProblem(output.size, info.classes.size, info.novelty)" in classifier and "info.novelty)" in classifier
+    assert "classifier.output(input)" in (KOTLIN / "BenchmarkActivity.kt").read_text()
+    activity = (KOTLIN / "MainActivity.kt").read_text()
+    for call in ("noveltyPanelLine(it.novelty)", "noveltyDescription(info.novelty)",
+                 "noveltyLine(outcome, info.novelty)", "ConfidenceLevel.UNKNOWN to UNKNOWN_COLOR"):
+        assert call in activity, call
+
+    swift_bundle = (SWIFT / "ModelBundle.swift").read_text()
+    for key in ('case novelty = "novelty"', 'case outputIndex = "output_index"', 'case coremlOutput = "coreml_output"',
+                'case flaggedOnValidation = "flagged_on_validation"', "let novelty: NoveltySpec?",
+                "try checkNovelty(info)", "novelty.outputIndex != Double(classes)", "$0.isFinite && $0 > 0",
+                "model.json's novelty has an unusable"):
+        assert key in swift_bundle, key
+    swift = (SWIFT / "Classifier.swift").read_text()
+    unknown = string_constant(swift, "let unknownCellText")
+    assert unknown == UNKNOWN_CELL and string_constant(swift, "let unknownCellWhy") == UNKNOWN_CELL_WHY
+    for key in ("MLFeatureValue(cgImage: picture", "loaded.model.prediction(from:", "$0.coremlOutput",
+                "try Self.checkOutputs(description, novelty: loaded.info.novelty)", "return novelty >= threshold",
+                "noveltyRule: info.novelty"):
+        assert key in swift, key
+    view = (SWIFT / "ContentView.swift").read_text()
+    assert string_constant(view, "let noveltyPanelText", unknownCellText=unknown) == NOVELTY_PANEL_LINE
+    for key in ("if answered.unknown { return .unknown }", "case .unknown: return unknownCellText",
+                "if level == .unknown { return unknownCellWhy }", "Self.noveltyLine(answered, info.novelty)",
+                "Self.describeNovelty(info.novelty)", "info.novelty.map { _ in noveltyPanelText }",
+                '"Unlike the cells it was trained on: '):
+        assert key in view, key
+
+    for readme in (ANDROID / "README.md", IOS / "README.md", ROOT / "web_demo/README.md", ROOT / "docs/apps.md"):
+        text = readme.read_text()
+        assert UNKNOWN_CELL in text and '"novelty"' in text, readme
+

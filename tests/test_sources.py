@@ -86,6 +86,18 @@ def test_source_balanced_weights_share_each_class_equally_among_its_sources():
     assert drawn["small"] / (drawn["small"] + drawn["big"]) == pytest.approx(0.5, abs=0.03)
 
 
+def test_epoch_images_sets_the_epoch_length_and_redraws_each_epoch():
+    labels = [0] * 30 + [1] * 10
+    for balanced in (True, False):
+        sampler = EpochSampler(labels, balanced, seed=0, epoch_images=12)
+        first = sampler.indices().tolist()
+        sampler.set_epoch(1)
+        assert len(first) == len(sampler) == 12 and sampler.indices().tolist() != first
+    longer = EpochSampler(labels, False, seed=0, epoch_images=100)  # longer than the folder: every image twice+
+    drawn = Counter(longer.indices().tolist())
+    assert len(longer.indices()) == 100 and set(drawn) == set(range(40)) and min(drawn.values()) >= 2
+
+
 def test_combine_errors_before_writing(synthetic_data, tmp_path):
     out = tmp_path / "c"
     bad = runner.invoke(app, ["combine", str(out), "--source", f"a={synthetic_data}", "--groups", "b=x.csv:s"])

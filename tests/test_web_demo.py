@@ -8,10 +8,16 @@ the pickers; then, with model.json replaced, its calibrated probabilities, its c
 "uncertain — check by eye" answers, its refusal of an unusable confidence block, the per-lab scores, a crafted model
 card (links, tables, nothing run as HTML), and a model.json without the "model" block. A quicker job with a tiny
 model checks the labs, adapted and route lines of the header and "Check a batch of my photos": its progress, the
-files it cannot read, and an estimated accuracy equal to the share Python computes from the same model's logits."""
+files it cannot read, and an estimated accuracy equal to the share Python computes from the same model's logits; and
+model.json's "novelty" block: a model whose output is its class scores then a novelty score (the export's, or a
+stand-in grafted onto the ONNX file until the export writes one), "does not look like a cell this model knows" for a
+picture at or above the threshold, the batch check's count of them, the refusal of unusable blocks and of a model
+whose output length model.json does not declare, and, once the export writes the block, photographs that are not
+cells flagged by the exported model (tests/data/noncell)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -31,7 +37,8 @@ from bmcell.core.engine import fit
 from bmcell.jobs.release import DEFAULT_MODEL
 from export.apps import install_bundle
 from tests.conftest import PBC, TINY
-from tests.contract.wording import CHECK, FINETUNE, ROUTE_LINE
+from tests.contract.wording import (CHECK, FINETUNE, NOVELTY_PANEL_LINE, ROUTE_LINE, UNKNOWN_CELL, UNKNOWN_CELL_WHY,
+                                   novelty_line)
 from tests.contract.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
@@ -40,6 +47,7 @@ APP_FILES = ("index.html", "style.css", "app.js", "preprocess.js", "assets.js", 
 ARTIFACTS = WEB_DEMO / "tests" / "artifacts"
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 RELEASED = (DEFAULT_MODEL / "best.json").is_file()
+NONCELL = Path(__file__).resolve().parent / "data" / "noncell"  # photographs that are not cells (see its README)
 
 
 def missing_toolchain() -> str | None:
@@ -148,6 +156,17 @@ models/a_long_unbroken_path/without_any_spaces/in_it/mobilevit_xs-pbc8-chula/bes
 CRAFTED_HEADINGS = ["Crafted card", "A wide table", "Notes", "Small heading"]
 
 
+NEVER_FLAGGED = 1e9  # a novelty threshold no picture reaches
+
+
+def never_flagged(card: dict) -> dict:
+    """model.json with its novelty block (when the export wrote one) kept but its threshold out of reach: the tests of
+    the confidence levels see those levels alone, whatever the novelty of their pictures (the generated reference
+    images are not cells)."""
+    novelty = card.get("novelty")
+    return card | {"novelty": novelty | {"threshold": NEVER_FLAGGED}} if novelty else card
+
+
 def three_levels(tops: dict[str, float]) -> tuple[str, str, str]:
     """The most and the least confident reference images, and the one in between farthest from both."""
     sure, unsure = max(tops, key=tops.get), min(tops, key=tops.get)
@@ -162,8 +181,9 @@ def confidence_variants(bundle: Path, images: dict[str, Path], root: Path) -> tu
     probability and confident_from halfway between the middle and the most confident one's, so the three get an
     "uncertain", a "low" and a "confident" answer; with release facts (SCORES, RELEASE_WORDS, bracketed class names).
     "defaults": as an older export writes it (no confident_from, scores or precision_words), with a threshold that
-    puts the middle image between it and the default confident_from, (1 + threshold) / 2."""
-    card = json.loads((bundle / "model.json").read_text())
+    puts the middle image between it and the default confident_from, (1 + threshold) / 2. A novelty block is kept,
+    never flagging (never_flagged)."""
+    card = never_flagged(json.loads((bundle / "model.json").read_text()))
     tops = {name: float(python_probabilities(bundle, path, CONFIDENCE_TEMPERATURE).max())
             for name, path in images.items()}
     sure, middle, unsure = three_levels(tops)
@@ -225,12 +245,30 @@ def bad_files(root: Path, picture: Path) -> dict[str, Path]:
     return {"not_image": notes, "tiff": root / "cell.tif"}
 
 
+def noncell_photos() -> list[Path]:
+    """The photographs that are not cells (tests/data/noncell)."""
+    photos = sorted(NONCELL.glob("*.jpg"))
+    assert photos, NONCELL
+    return photos
+
+
+def exported_novelty_variants(bundle: Path, images: dict[str, Path]) -> list[dict]:
+    """The browser job "exported_novelty": model.json as exported, novelty block included, on the photographs that
+    are not cells and the images given; none while the export writes no novelty block."""
+    card = json.loads((bundle / "model.json").read_text())
+    if not card.get("novelty"):
+        return []
+    return [{"name": "exported_novelty", "model_json": card,
+             "images": [str(path) for path in [*noncell_photos(), *images.values()]]}]
+
+
 @pytest.fixture(scope="module")
 def browser_runs(tmp_path_factory, request, synthetic_data):
     """The released model (or a tiny one) in copies of web_demo, in headless Chromium: the float model on every
     reference image with the golden tensors, a non-image and a screenshot, then with model.json's confidence block
-    replaced (calibrated, null, unusable, no "model" block); the int8 model on the same images. Both count the bytes
-    of a first visit and an online reload."""
+    replaced (calibrated, null, unusable, no "model" block) and, once the export writes a novelty block, as exported
+    on photographs that are not cells and the reference images; the int8 model on the same images. Both count the
+    bytes of a first visit and an online reload."""
     require_toolchain()
     root = tmp_path_factory.mktemp("web")
     export_dir = export_model(root, request, synthetic_data)
@@ -238,6 +276,7 @@ def browser_runs(tmp_path_factory, request, synthetic_data):
     bad = bad_files(root, next(iter(images.values())))
     float_site = site_with(root, "web_float", export_dir, "float")
     variants, expected = confidence_variants(float_site / "bmcell_model", images, root)
+    variants += exported_novelty_variants(float_site / "bmcell_model", images)
     race = race_images(root)
     report = run_browser(float_site, {"images": [str(p) for p in images.values()], "sizes": list(SIZES),
                                       "bad": [str(path) for path in bad.values()],
@@ -256,6 +295,7 @@ def browser_runs(tmp_path_factory, request, synthetic_data):
             "int8": (int8_report, images, int8_site / "bmcell_model"),
             "confidence": (report["variants"], expected, float_site / "bmcell_model"),
             "race": (report["race"], race, float_site / "bmcell_model"),
+            "exported": (report["variants"].get("exported_novelty"), float_site / "bmcell_model", images),
             "bad": (report["bad"], bad),
             "sites": {"float": (report, float_site), "int8": (int8_report, int8_site)}}
 
@@ -266,17 +306,29 @@ def browser_run(browser_runs):
     return browser_runs["float"]
 
 
-def python_probabilities(bundle: Path, path: Path, temperature: float | None = None) -> np.ndarray:
-    """Softmax of onnxruntime's logits / temperature for the image through the Python preprocessing; by default
-    the temperature of the bundle's model.json (1 when its confidence is null)."""
+def python_outputs(bundle: Path, path: Path, card: dict | None = None) -> tuple[np.ndarray, float | None]:
+    """onnxruntime's output for the image through the Python preprocessing, split as model.json's contract says: the
+    class logits (float64), and the novelty score after them (None without a novelty block). card: the model.json to
+    read (its file in the bundle), by default the bundle's."""
     import onnxruntime as ort
 
-    card = json.loads((bundle / "model.json").read_text())
-    if temperature is None:
-        temperature = (card.get("confidence") or {}).get("temperature", 1.0)
+    card = card or json.loads((bundle / "model.json").read_text())
     session = ort.InferenceSession(str(bundle / card["file"]), providers=["CPUExecutionProvider"])
     tensor = python_unit_bytes(path, card["image_size"]).astype(np.float32) * np.float32(1 / 255)
-    logits = session.run(None, {session.get_inputs()[0].name: tensor[None]})[0][0].astype(np.float64) / temperature
+    output = session.run(None, {session.get_inputs()[0].name: tensor[None]})[0][0].astype(np.float64)
+    classes, novelty = len(card["classes"]), card.get("novelty")
+    assert len(output) == classes + (1 if novelty else 0), (len(output), classes, novelty)
+    return output[:classes], float(output[novelty["output_index"]]) if novelty else None
+
+
+def python_probabilities(bundle: Path, path: Path, temperature: float | None = None,
+                         card: dict | None = None) -> np.ndarray:
+    """Softmax of onnxruntime's logits / temperature for the image through the Python preprocessing; by default
+    the temperature of the bundle's model.json (1 when its confidence is null)."""
+    card = card or json.loads((bundle / "model.json").read_text())
+    if temperature is None:
+        temperature = (card.get("confidence") or {}).get("temperature", 1.0)
+    logits = python_outputs(bundle, path, card)[0] / temperature
     exps = np.exp(logits - logits.max())
     return exps / exps.sum()
 
@@ -397,17 +449,70 @@ def test_web_demo_without_calibrated_confidence_answers_as_before(browser_runs):
     np.testing.assert_allclose(answer["probabilities"], python_probabilities(bundle, expected["sure"], 1.0), atol=1e-4)
 
 
+def assert_refused(refused: dict, *words: str) -> None:
+    """The page refused the model on screen, its message holding every one of words: the model line says so and no
+    picture can be chosen."""
+    assert refused["error"] and all(word in refused["error"] for word in words), (words, refused)
+    page = refused["page"]
+    assert page["status_class"] == "error" and all(word in page["status"] for word in (*words, "refusing")), page
+    assert page["model"] == "no usable model" and not page["file_enabled"] and page["answer"] == ""
+
+
 @pytest.mark.parametrize("name", sorted(UNUSABLE_CONFIDENCE))
 def test_web_demo_refuses_an_unusable_confidence_block(browser_runs, name):
     """A temperature that is not a finite number > 0, a threshold outside [0, 1] or a confident_from outside
     [threshold, 1] is refused on screen."""
     variants, _, _ = browser_runs["confidence"]
-    refused = variants[name]
-    word = UNUSABLE_CONFIDENCE[name][1]
-    assert refused["error"] and word in refused["error"], refused
-    page = refused["page"]
-    assert page["status_class"] == "error" and word in page["status"] and "refusing" in page["status"], page
-    assert page["model"] == "no usable model" and not page["file_enabled"] and page["answer"] == ""
+    assert_refused(variants[name], UNUSABLE_CONFIDENCE[name][1])
+
+
+# Browser vs Python on a novelty score: float32 sums in another order (the stand-in's mean of every input value, the
+# export's cosine similarity over the features, divided by a radius that can be small) differ by up to 2e-4 measured.
+NOVELTY_TOLERANCE = 2e-3
+
+
+def require_novelty_output(card: dict) -> None:
+    """Skip while the fixture's export writes no novelty block into model.json (nor the novelty score its model
+    would then output after the class scores)."""
+    if not card.get("novelty"):
+        pytest.skip("fixture export has no novelty output yet")
+
+
+def assert_flagged(answer: dict, novelty: float, threshold: float, classes: int) -> None:
+    """The page's answer for a picture whose novelty score (Python's: novelty) reaches the threshold: the browser's
+    score is Python's, the level "unknown", the answer box says "does not look like a cell this model knows" and
+    why, styled apart from "uncertain", with every class listed but secondary and how unlike the training cells the
+    picture is."""
+    assert "error" not in answer, answer["error"]
+    assert abs(answer["novelty"] - novelty) < NOVELTY_TOLERANCE, (answer["novelty"], novelty)
+    assert answer["level"] == "unknown" and answer["unknown"] is True and answer["uncertain"] is False, answer
+    page = answer["page"]
+    assert page["answer_class"] == "unknown" and page["answer"].splitlines() == [UNKNOWN_CELL, UNKNOWN_CELL_WHY], page
+    assert page["top_class"] == "secondary" and page["top-heading"] == "Class probabilities", page
+    assert len([line for line in page["top"].splitlines() if line.strip()]) == classes, page["top"]
+    assert page["novelty"] == novelty_line(answer["novelty"], threshold), page["novelty"]
+
+
+@pytest.mark.parametrize("runs", ["browser_runs", "lab_runs"])
+def test_web_demo_flags_a_photograph_that_is_not_a_cell(request, runs):
+    """The model as exported with model.json's novelty block (the released model, or a tiny one; the session's tiny
+    run): photographs of a coffee cup and of an astronaut (tests/data/noncell) get "does not look like a cell this
+    model knows" (assert_flagged) by the score Python's onnxruntime computes; every reference image the level
+    Python's score gives it; the header says the model flags pictures unlike its training cells."""
+    variant, bundle, images = request.getfixturevalue(runs)["exported"]
+    card = json.loads((bundle / "model.json").read_text())
+    require_novelty_output(card)
+    threshold, classes = card["novelty"]["threshold"], len(card["classes"])
+    assert variant["error"] is None and variant["page"]["flags"] == NOVELTY_PANEL_LINE, variant["page"]
+    for path in noncell_photos():
+        novelty = python_outputs(bundle, path)[1]
+        assert novelty >= threshold, f"the export does not flag {path.name}: novelty {novelty:.3f} < {threshold}"
+        assert_flagged(variant["images"][str(path)], novelty, threshold, classes)
+    for name, path in images.items():
+        answer, novelty = variant["images"][str(path)], python_outputs(bundle, path)[1]
+        assert abs(answer["novelty"] - novelty) < NOVELTY_TOLERANCE, (name, answer["novelty"], novelty)
+        if abs(novelty - threshold) > 2 * NOVELTY_TOLERANCE:  # far from the threshold compared with browser vs Python
+            assert (answer["level"] == "unknown") == (novelty >= threshold), (name, answer["level"], novelty)
 
 
 def test_web_demo_on_real_pbc_images(browser_run, pbc_root):
@@ -570,8 +675,8 @@ def test_web_demo_renders_the_model_card_as_html_within_a_phone_screen(browser_r
     assert crafted["tables"][0]["scroll_width"] > crafted["tables"][0]["client_width"]  # it scrolls, within 390 px
 
 
-MAIN_SCREEN = ("model", "precision", "scores", "labs", "adapted", "route", "status", "offline", "answer", "timing",
-               "note", "top-heading", "top", "caption", "batch")
+MAIN_SCREEN = ("model", "precision", "scores", "labs", "adapted", "flags", "route", "status", "offline", "answer",
+               "timing", "novelty", "note", "top-heading", "top", "caption", "batch")
 JARGON = ("(int8)", "(fp32)", "top-1", "validation split", "validation images", "calibrated probability")
 
 
@@ -699,9 +804,10 @@ def batch_photos(synthetic_data: Path) -> list[Path]:
     return photos
 
 
-def threshold_between(tops: list[float], low: float, high: float) -> tuple[float, float]:
-    """A threshold in the widest gap between the sorted top probabilities from quantile low to high, and that gap."""
-    ranked = sorted(tops)
+def threshold_between(values: list[float], low: float, high: float) -> tuple[float, float]:
+    """A threshold in the widest gap between the sorted values (top probabilities, novelty scores) from quantile low
+    to high, and that gap."""
+    ranked = sorted(values)
     i = max(range(int(low * len(ranked)), int(high * len(ranked))), key=lambda i: ranked[i + 1] - ranked[i])
     return (ranked[i] + ranked[i + 1]) / 2, ranked[i + 1] - ranked[i]
 
@@ -723,13 +829,97 @@ def lab_check_thresholds(bundle: Path, photos: list[Path]) -> tuple[float, float
     raise AssertionError(f"no temperature spreads the photos' top probabilities: {log_p}")
 
 
+# model.json's "novelty" block as export/apps.py writes it, but output_index (the number of classes) and threshold.
+NOVELTY_BLOCK = {"threshold": 1.0, "coreml_output": "novelty", "flagged_on_validation": 0.05,
+                 "rule": "novelty = cosine distance of the pooled features to the nearest training image / radius; at "
+                         "or above threshold: does not look like a cell this model knows"}
+UNUSABLE_NOVELTY = {  # name: (model.json "novelty" made from a usable block and the classes, words its refusal names)
+    "threshold_zero": (lambda block, classes: block | {"threshold": 0}, "threshold 0 (must be a finite number > 0)"),
+    "threshold_negative": (lambda block, classes: block | {"threshold": -1.0}, "threshold -1"),
+    "threshold_text": (lambda block, classes: block | {"threshold": "1.0"}, 'threshold "1.0"'),
+    "threshold_missing": (lambda block, classes: {k: v for k, v in block.items() if k != "threshold"}, "threshold"),
+    "index_before_the_end": (lambda block, classes: block | {"output_index": classes - 1}, "output_index"),
+    "index_text": (lambda block, classes: block | {"output_index": str(classes)}, "output_index"),
+    "index_missing": (lambda block, classes: {k: v for k, v in block.items() if k != "output_index"}, "output_index"),
+    "not_an_object": (lambda block, classes: 5, "novelty must be null or an object"),
+}
+
+
+def graft_novelty(source: Path, target: Path, classes: int) -> None:
+    """A copy of an ONNX classifier whose output is its class logits, then a stand-in novelty score (twice the mean
+    input value: 1 for a mid-grey picture), declared as C + 1 values: the contract of model.json's novelty block,
+    for a model exported before the export computed the real score."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(source))
+    graph, output = model.graph, model.graph.output[0]
+    scores = f"{output.name}_classes"
+    for node in graph.node:  # the node that made the output now makes the class scores
+        node.output[:] = [scores if name == output.name else name for name in node.output]
+        node.input[:] = [scores if name == output.name else name for name in node.input]
+    graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "novelty_scale"))
+    graph.node.extend([
+        helper.make_node("ReduceMean", [graph.input[0].name], ["novelty_mean"], keepdims=1),  # over every axis
+        helper.make_node("Flatten", ["novelty_mean"], ["novelty_column"], axis=1),  # 1 x 1
+        helper.make_node("Mul", ["novelty_column", "novelty_scale"], ["novelty_score"]),
+        helper.make_node("Concat", [scores, "novelty_score"], [output.name], axis=1),
+    ])
+    output.type.tensor_type.shape.dim[-1].dim_value = classes + 1
+    onnx.save_model(model, str(target))
+
+
+def novelty_card(bundle: Path, card: dict) -> dict:
+    """model.json for a model that outputs a novelty score after its class scores: card itself when the export wrote
+    a novelty block, else card for model-novelty.onnx, the bundle's model with a stand-in score (graft_novelty)."""
+    if card.get("novelty"):
+        return card
+    classes = len(card["classes"])
+    grafted = bundle / "model-novelty.onnx"
+    graft_novelty(bundle / card["file"], grafted, classes)
+    data = grafted.read_bytes()
+    return card | {"file": grafted.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                   "novelty": NOVELTY_BLOCK | {"output_index": classes}}
+
+
+def novelty_variants(bundle: Path, new: dict, photos: list[Path], root: Path) -> tuple[list[dict], dict]:
+    """The browser jobs for model.json's novelty block, and what they should do. "novelty": new (its confidence and
+    lab check) for a model that outputs a novelty score (novelty_card), its threshold in the widest gap between the
+    batch photos' scores (the export's own are 0 for its training images, as most batch photos are), given the least
+    and the most novel photo, then every batch photo;
+    "novelty_mismatch": a novelty block with a model that has no novelty output (or, once the export writes one, the
+    reverse); one job per UNUSABLE_NOVELTY block."""
+    card = novelty_card(bundle, new)
+    scores = {str(path): python_outputs(bundle, path, card)[1] for path in photos}
+    threshold, gap = threshold_between(list(scores.values()), 0, 1 - 1 / len(scores))  # some photos either side
+    assert gap > 4 * NOVELTY_TOLERANCE, scores  # far from every photo compared with browser vs Python
+    card = card | {"novelty": card["novelty"] | {"threshold": threshold}}
+    classes = len(card["classes"])
+    if new.get("novelty"):
+        mismatched = {key: value for key, value in new.items() if key != "novelty"}
+        mismatch_words = (f"output has {classes + 1} values", f"lists {classes} classes and no novelty score")
+    else:
+        mismatched = new | {"novelty": card["novelty"]}
+        mismatch_words = (f"output has {classes} values", f"declares novelty at index {classes}")
+    known, flagged = min(scores, key=scores.get), max(scores, key=scores.get)
+    variants = [{"name": "novelty", "model_json": card, "images": [known, flagged],
+                 "batches": [{"name": "all", "files": [str(path) for path in photos]}],
+                 "screenshot": str(root / "unknown-phone.png")},
+                {"name": "novelty_mismatch", "model_json": mismatched}]
+    variants += [{"name": f"novelty_{name}", "model_json": new | {"novelty": make(card["novelty"], classes)}}
+                 for name, (make, _) in UNUSABLE_NOVELTY.items()]
+    return variants, {"card": card, "scores": scores, "known": known, "flagged": flagged,
+                      "mismatch_words": mismatch_words}
+
+
 @pytest.fixture(scope="module")
 def lab_runs(tmp_path_factory, tiny_run, synthetic_data):
     """A tiny model (the session's tiny run, exported here without int8 or parity: quick) in a copy of web_demo,
     in headless Chromium with model.json replaced: with labs, adapted_to and a confidence block and lab_check whose
     thresholds sit between the batch photos' calibrated top probabilities, given 5 photos, then BATCH_PHOTOS photos
     and a file that is not a picture (the screenshot shows this batch's result); with adapted_to and lab_check null;
-    as an older export has it (none of the three); with an unusable lab_check."""
+    as an older export has it (none of the three); with an unusable lab_check; with novelty blocks
+    (novelty_variants); as exported, on photographs that are not cells, once the export writes a novelty block."""
     require_toolchain()
     root = tmp_path_factory.mktemp("web-lab")
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--target", "web", "--quantize", "none", "--no-parity",
@@ -760,11 +950,18 @@ def lab_runs(tmp_path_factory, tiny_run, synthetic_data):
         {"name": "older", "model_json": older},
         {"name": "unusable_check", "model_json": new | {"lab_check": {"threshold": 1.5}}},
     ]
-    report = run_browser(site, {"variants_only": True, "variants": variants})
+    more, novelty = novelty_variants(bundle, new, photos, root)
+    more += exported_novelty_variants(bundle, {})
+    report = run_browser(site, {"variants_only": True, "variants": variants + more})
     ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(root / "batch-phone.png", ARTIFACTS / "batch-phone.png")
+    for screenshot in ("batch-phone.png", "unknown-phone.png"):
+        shutil.copy(root / screenshot, ARTIFACTS / screenshot)
+    exported = new.get("novelty")  # the lab variant's: the export's own block, once it writes one
+    flagged = {path: bool(exported) and novelty["scores"][path] >= exported["threshold"] for path in tops}
     return {"variants": report["variants"], "tops": tops, "confidence": confidence, "lab_check": lab_check,
-            "photos": photos}
+            "photos": photos, "flagged": flagged, "novelty": novelty, "bundle": bundle,
+            "exported_novelty": bool(exported),
+            "exported": (report["variants"].get("exported_novelty"), bundle, {})}
 
 
 def test_web_demo_names_the_labs_the_adaptation_and_how_to_adapt(lab_runs):
@@ -773,7 +970,7 @@ def test_web_demo_names_the_labs_the_adaptation_and_how_to_adapt(lab_runs):
     lab (the commands as code), in plain words; without adapted_to only the labs and the route; an older model.json
     (none of the new fields) the route line only, and no batch check (the reason under "Model details")."""
     variants = lab_runs["variants"]
-    for name in variants:
+    for name in ("lab", "not_adapted", "older", "unusable_check", "novelty"):
         assert variants[name]["error"] is None, (name, variants[name]["error"])
     page = variants["lab"]["page"]
     assert page["labs"] == LABS_LINE and page["adapted"] == ADAPTED_LINE, page
@@ -793,14 +990,19 @@ def test_web_demo_names_the_labs_the_adaptation_and_how_to_adapt(lab_runs):
     assert (older["labs"], older["adapted"], older["route"]) == ("", "", ROUTE_LINE), older
     assert "carries no accuracy check" in older["details"]
     assert "unusable" in variants["unusable_check"]["page"]["details"]
+    if not lab_runs["exported_novelty"]:  # an export without a novelty block: no line about it but in the details
+        for name in ("lab", "older"):
+            shown = variants[name]["page"]
+            assert shown["flags"] == "" and "no check for pictures unlike the training cells" in shown["details"]
 
 
 def test_web_demo_estimates_the_accuracy_on_a_batch_of_photos(lab_runs):
     """"Check a batch of my photos" with BATCH_PHOTOS photos and a text file: each photo through the single-photo
     path (top probabilities as Python's softmax(logits / temperature)), progress "i / n" photo by photo with the page
     drawing frames meanwhile, the file it could not read named, the share it would answer (top >= the confidence
-    threshold) and the estimated accuracy equal to the share Python computes from the same model's logits (top >=
-    lab_check's threshold), with the sentence on its limits; under min_images photos no estimate."""
+    threshold, and not flagged by the export's novelty block when it writes one) and the estimated accuracy equal to
+    the share Python computes from the same model's logits (top >= lab_check's threshold), with the sentence on its
+    limits; under min_images photos no estimate."""
     batch = lab_runs["variants"]["lab"]["batches"]["all"]
     summary, tops = batch["summary"], lab_runs["tops"]
     files = BATCH_PHOTOS + 1
@@ -810,20 +1012,25 @@ def test_web_demo_estimates_the_accuracy_on_a_batch_of_photos(lab_runs):
     browser_tops = {entry["file"]: entry["top"] for entry in summary["photos"]}
     for path, top in tops.items():
         assert abs(browser_tops[Path(path).name] - top) < 1e-4, (path, browser_tops[Path(path).name], top)
-    threshold = lab_runs["lab_check"]["threshold"]
+    threshold, flagged = lab_runs["lab_check"]["threshold"], lab_runs["flagged"]
     expected = sum(top >= threshold for top in tops.values()) / BATCH_PHOTOS
-    answered = sum(top >= lab_runs["confidence"]["threshold"] for top in tops.values()) / BATCH_PHOTOS
+    answer_threshold = lab_runs["confidence"]["threshold"]
+    named = sum(top >= answer_threshold and not flagged[path] for path, top in tops.items())
+    uncertain = sum(top < answer_threshold and not flagged[path] for path, top in tops.items())
+    answered = named / BATCH_PHOTOS
     assert summary["estimate"] == expected and summary["answered"] == answered, (summary, expected, answered)
-    assert 0 < expected < answered < 1  # the thresholds split the photos: neither share is trivially 0 or 1
+    assert (summary["named"], summary["uncertain"]) == (named, uncertain), summary
+    assert 0 < expected < 1 and 0 < answered < 1  # the thresholds split the photos: neither share is trivially 0 or 1
 
     assert batch["progress"] == [f"Checking your photos: {i} / {files}" for i in range(1, files + 1)], batch["progress"]
     assert batch["frames"] > 1, batch["frames"]  # the page kept drawing while it worked
     text = batch["page"]["batch-result"]
     assert f"Estimated accuracy on these photos: about {math.floor(100 * expected + 0.5)} % or lower." in text, text
     assert f"Read {BATCH_PHOTOS} of {files} photos; could not read: notes.jpg." in text, text
-    named = round(answered * BATCH_PHOTOS)
     assert (f"would name a cell type for {named} of them ({math.floor(100 * answered + 0.5)} %); "
-            f"{BATCH_PHOTOS - named} would be “uncertain — check by eye”") in text, text
+            f"{uncertain} would be “uncertain — check by eye”") in text, text
+    if not lab_runs["exported_novelty"]:
+        assert summary["unknown"] is None and UNKNOWN_CELL not in text, summary
     for words in ("confidence alone", "too high", "bmcell finetune", "bmcell check", "91 %"):
         assert words in text, (words, text)
     assert not [word for word in LAB_JARGON if word in text], text
@@ -834,3 +1041,69 @@ def test_web_demo_estimates_the_accuracy_on_a_batch_of_photos(lab_runs):
     assert few["summary"]["read"] == 5 and few["summary"]["estimate"] is None, few["summary"]
     assert "Choose at least 20 photos for an estimate" in few["page"]["batch-result"], few["page"]
     assert "Estimated accuracy" not in few["page"]["batch-result"]
+
+
+def test_web_demo_says_a_picture_does_not_look_like_a_cell_it_knows(lab_runs):
+    """A model that outputs its class scores, then a novelty score (the export's, or until it writes one a stand-in
+    grafted on the tiny model), with model.json's novelty threshold between the batch photos' scores: the page splits
+    the output as the contract says (probabilities from the class scores alone, as Python's; the score as Python's),
+    flags the most novel photo (assert_flagged) and gives the least novel one its confidence level, with how unlike
+    the training cells it is; the header says that the model flags pictures unlike its training cells, the details
+    from which score and how often on its own test cells."""
+    variant, novelty, bundle = lab_runs["variants"]["novelty"], lab_runs["novelty"], lab_runs["bundle"]
+    card = novelty["card"]
+    threshold, classes = card["novelty"]["threshold"], len(card["classes"])
+    flagged_share = 100 * card["novelty"]["flagged_on_validation"]
+    page = variant["page"]
+    assert page["flags"] == NOVELTY_PANEL_LINE, page["flags"]
+    assert (f"at least {threshold:.2f} × the usual distance ({flagged_share:.1f} % of its own test cells are flagged "
+            "too)") in page["details"], page["details"]
+    for path in (novelty["known"], novelty["flagged"]):
+        answer = variant["images"][path]
+        assert "error" not in answer, answer["error"]
+        np.testing.assert_allclose(answer["probabilities"], python_probabilities(bundle, Path(path), card=card),
+                                   atol=1e-4, err_msg=path)
+    assert_flagged(variant["images"][novelty["flagged"]], novelty["scores"][novelty["flagged"]], threshold, classes)
+
+    known = variant["images"][novelty["known"]]
+    assert abs(known["novelty"] - novelty["scores"][novelty["known"]]) < NOVELTY_TOLERANCE, known["novelty"]
+    assert known["level"] in ("confident", "low", "uncertain") and known["unknown"] is False, known
+    assert known["uncertain"] == (max(known["probabilities"]) < card["confidence"]["threshold"]), known
+    assert known["page"]["answer_class"] == known["level"] and UNKNOWN_CELL not in known["page"]["answer"]
+    assert known["page"]["novelty"] == novelty_line(known["novelty"], threshold), known["page"]["novelty"]
+    screen = "\n".join(known["page"][key] for key in MAIN_SCREEN)
+    assert not [word for word in LAB_JARGON if word in screen], screen
+
+
+def test_web_demo_counts_the_batch_photos_that_do_not_look_like_known_cells(lab_runs):
+    """"Check a batch of my photos" with a novelty block: how many photos do not look like a cell this model knows
+    (those Python's scores put at or above the threshold), beside the share of its own test cells flagged; those are
+    neither named nor "uncertain"."""
+    novelty = lab_runs["novelty"]
+    batch = lab_runs["variants"]["novelty"]["batches"]["all"]
+    summary, threshold = batch["summary"], novelty["card"]["novelty"]["threshold"]
+    flagged = {Path(path).name for path, score in novelty["scores"].items() if score >= threshold}
+    assert {photo["file"] for photo in summary["photos"] if photo["level"] == "unknown"} == flagged, summary["photos"]
+    assert summary["unknown"] == len(flagged) and 0 < len(flagged) < BATCH_PHOTOS, summary
+    assert summary["named"] + summary["uncertain"] + summary["unknown"] == summary["read"] == BATCH_PHOTOS, summary
+    text = batch["page"]["batch-result"]
+    share = math.floor(100 * len(flagged) / BATCH_PHOTOS + 0.5)
+    own = math.floor(100 * novelty["card"]["novelty"]["flagged_on_validation"] + 0.5)
+    assert (f"{len(flagged)} of the {BATCH_PHOTOS} photos do not look like a cell this model knows ({share} %; among "
+            f"its own test cells: {own} %).") in text, text
+    assert f"{summary['uncertain']} would be “uncertain — check by eye”" in text, text
+    assert not [word for word in LAB_JARGON if word in text], text
+    assert (ARTIFACTS / "unknown-phone.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("name", [*sorted(UNUSABLE_NOVELTY), "output_length"])
+def test_web_demo_refuses_an_unusable_novelty_block(lab_runs, name):
+    """A novelty threshold that is not a finite number > 0, an output_index other than the number of classes, a
+    block that is not an object, and a model whose output length is not what model.json declares (a novelty block
+    for a model that outputs its class scores only, or once the export writes one, the reverse) are refused on
+    screen."""
+    variants = lab_runs["variants"]
+    if name == "output_length":
+        assert_refused(variants["novelty_mismatch"], *lab_runs["novelty"]["mismatch_words"])
+    else:
+        assert_refused(variants[f"novelty_{name}"], UNUSABLE_NOVELTY[name][1])

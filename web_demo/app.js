@@ -39,6 +39,19 @@ const plainPercent = (p) => `${(100 * p).toFixed(1)}\u00a0%`;
 const wholePercent = (p) => `${Math.round(100 * p)}\u00a0%`;
 /** "1 cell", "1,200 cells". */
 const howMany = (n, word) => `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
+/** A novelty score or its threshold, in multiples of the usual distance: "1.43 ×" (no break before the ×). */
+const times = (value) => `${value.toFixed(2)}\u00a0×`;
+
+// The words of a picture unlike every cell the model was trained on; the Android app's Novelty.kt and the iOS app's
+// Classifier.swift say the same (tests/contract/wording.py).
+const UNKNOWN_TEXT = "does not look like a cell this model knows";
+const UNKNOWN_WHY = "It is unlike every cell this model was trained on — another kind of cell (a blast?), not a cell " +
+  "at all, or a very different microscope or stain: check by eye.";
+const NOVELTY_PANEL = "Pictures unlike every cell it was trained on get no cell type: it says " +
+  `\u201c${UNKNOWN_TEXT}\u201d.`;
+/** How unlike the training cells a picture is, under its answer: its novelty score and the threshold, in words. */
+const noveltyLine = (score, threshold) => `Unlike the cells it was trained on: ${times(score)} the usual distance ` +
+  `(flagged from ${times(threshold)}).`;
 
 /**
  * Register the service worker. Resolves to {state, registration, installed, message}: state "controlled" (it serves
@@ -125,7 +138,59 @@ function confidenceRule(card) {
   return { ...confidence, confident_from: confidentFrom };
 }
 
-/** model.json, checked: the preprocessing contract this app implements and a usable confidence block. */
+/**
+ * model.json's "novelty": null (or absent, from older exports) for a model whose output is its C class scores only,
+ * else {threshold, output_index, flagged_on_validation, ...}: the output then holds the C class scores, then at
+ * output_index (which must be C) the picture's novelty score; a score at or above threshold means the picture does
+ * not look like a cell this model knows. {threshold, outputIndex, flaggedOnValidation (null when unknown)}, or null; a
+ * block the app cannot apply is refused, like an unusable confidence block.
+ */
+function noveltyRule(card) {
+  const novelty = card.novelty ?? null;
+  if (novelty === null) return null;
+  if (!isObject(novelty)) {
+    throw new Error(`model.json's novelty must be null or an object, not ${JSON.stringify(novelty)}: refusing ` +
+      "the model; reinstall it with bmcell export --app");
+  }
+  const { threshold, output_index: outputIndex } = novelty;
+  const classes = card.classes.length;
+  const problems = [];
+  if (typeof threshold !== "number" || !Number.isFinite(threshold) || threshold <= 0) {
+    problems.push(`threshold ${JSON.stringify(threshold)} (must be a finite number > 0)`);
+  }
+  if (outputIndex !== classes) {
+    problems.push(`output_index ${JSON.stringify(outputIndex)} (must be ${classes}: the score after the ${classes} ` +
+      "class scores)");
+  }
+  if (problems.length) {
+    throw new Error(`model.json's novelty has an unusable ${problems.join(" and ")}: refusing the model; ` +
+      "reinstall it with bmcell export --app");
+  }
+  const flagged = novelty.flagged_on_validation;
+  return { threshold, outputIndex, flaggedOnValidation: isFraction(flagged) ? flagged : null };
+}
+
+/**
+ * Why a model output of `length` values per picture does not fit model.json (its C class scores, then the novelty
+ * score when it has a novelty block), or null when it does.
+ */
+function outputProblem(length, classes, novelty) {
+  if (length === classes + (novelty ? 1 : 0)) return null;
+  const declared = novelty ? `model.json declares novelty at index ${novelty.outputIndex} (${classes} class ` +
+    "scores, then the novelty score)" : `model.json lists ${classes} classes and no novelty score`;
+  return `the model's output has ${length} values, but ${declared}: refusing the model; reinstall it with bmcell ` +
+    "export --app";
+}
+
+/** Refuse a session whose ONNX file fixes an output length (its last dimension) that model.json does not declare. */
+function checkOutput(session, card, novelty) {
+  const shape = session.outputMetadata?.[0]?.shape;
+  const length = Array.isArray(shape) ? shape.at(-1) : undefined;
+  const problem = Number.isInteger(length) ? outputProblem(length, card.classes.length, novelty) : null;
+  if (problem) throw new Error(problem);
+}
+
+/** model.json, checked: the preprocessing contract this app implements and usable confidence and novelty blocks. */
 async function readCard() {
   let response;
   try {
@@ -143,7 +208,7 @@ async function readCard() {
   const mismatched = Object.keys(SUPPORTED).filter((key) => pre[key] !== SUPPORTED[key]);
   if (pre.resize_shorter_side_to !== card.image_size || pre.center_crop !== card.image_size) mismatched.push("size");
   if (mismatched.length) throw new Error(`model.json asks for preprocessing this app does not do: ${mismatched}`);
-  return { card, confidence: confidenceRule(card), labCheck: labCheckRule(card) };
+  return { card, confidence: confidenceRule(card), novelty: noveltyRule(card), labCheck: labCheckRule(card) };
 }
 
 /**
@@ -308,7 +373,8 @@ function routeNodes() {
 
 /**
  * The header: "Model NAME · bmcell VERSION · model card", the precision in words, how well it did, the labs it was
- * trained on, the lab it was adapted to, and how to adapt it to yours.
+ * trained on, the lab it was adapted to, that it flags pictures unlike its training cells, and how to adapt it to
+ * yours.
  */
 function showVersionLine(model) {
   const { facts } = model;
@@ -318,6 +384,7 @@ function showVersionLine(model) {
   showLine("scores", scoresLine(facts));
   showLine("labs", labsLine(facts));
   showLine("adapted", adaptedLine(facts));
+  showLine("flags", model.novelty ? NOVELTY_PANEL : null);
   $("route").replaceChildren(...routeNodes());
   $("route").hidden = false;
   const line = $("model");
@@ -356,6 +423,7 @@ function showDetails(model, runtimeFacts) {
     `${plainPercent(confidence.threshold)}, confident from ${plainPercent(confidence.confident_from)}` +
     (typeof confidence.fitted_on === "string" ? `, fitted on: ${confidence.fitted_on}` : "")
     : "no calibrated confidence");
+  rows.push(noveltyDetails(model.novelty));
   const { rule, problem } = model.labCheck;
   rows.push(rule ? `accuracy check for a batch of photos: a photo counts as right when its top probability is at ` +
     `least ${plainPercent(rule.threshold)}` + (rule.validationAccuracy === null ? "" : ` (this reproduces the ` +
@@ -364,6 +432,17 @@ function showDetails(model, runtimeFacts) {
   rows.push(`onnxruntime-web ${runtimeFacts.version} (WebAssembly, 1 thread)`);
   $("details-list").replaceChildren(...rows.map((row) => element("li", row)));
   $("details").hidden = false;
+}
+
+/** The details' line on the novelty check: from which score a picture is flagged, and how often its test cells are. */
+function noveltyDetails(novelty) {
+  if (novelty === null) {
+    return "no check for pictures unlike the training cells: re-export it with this version of bmcell";
+  }
+  const share = novelty.flaggedOnValidation === null ? "" : ` (${plainPercent(novelty.flaggedOnValidation)} of its ` +
+    "own test cells are flagged too)";
+  return `flags a picture as \u201c${UNKNOWN_TEXT}\u201d when its distance to the nearest training cell is at least ` +
+    `${times(novelty.threshold)} the usual distance${share}`;
 }
 
 // The model card's Markdown, rendered as DOM nodes whose text is always set as text (never parsed as HTML):
@@ -495,11 +574,32 @@ function confidenceLevel(confidence, p) {
 }
 
 /**
- * Classify one file: {probabilities, top: every class [{label, probability}], most probable first, level, uncertain,
- * image: {width, height}, crop: the uint8 CHW pixels the model sees, timing: {decode_ms, preprocess_ms, model_ms,
- * total_ms}}, or null when isStale() says a newer picture was chosen meanwhile. probabilities are calibrated
- * (softmax of logits / temperature) when model.json has a confidence block; level is confidenceLevel's, and
- * uncertain is true when it is "uncertain".
+ * The model's output for one picture → {logits: its C class scores, novelty: the novelty score after them, null
+ * without a novelty block}; an output of any other length is refused.
+ */
+function splitOutput(output, model) {
+  const classes = model.card.classes.length;
+  const problem = outputProblem(output.length, classes, model.novelty);
+  if (problem) throw new Error(problem);
+  return { logits: output.subarray(0, classes), novelty: model.novelty ? output[model.novelty.outputIndex] : null };
+}
+
+/**
+ * The answer's level: "unknown" (does not look like a cell this model knows) when the novelty score reaches the
+ * novelty threshold, whatever the probabilities; otherwise confidenceLevel's.
+ */
+function answerLevel(model, novelty, p) {
+  if (novelty !== null && novelty >= model.novelty.threshold) return "unknown";
+  return confidenceLevel(model.confidence, p);
+}
+
+/**
+ * Classify one file: {probabilities, top: every class [{label, probability}], most probable first, novelty, level,
+ * uncertain, unknown, image: {width, height}, crop: the uint8 CHW pixels the model sees, timing: {decode_ms,
+ * preprocess_ms, model_ms, total_ms}}, or null when isStale() says a newer picture was chosen meanwhile.
+ * probabilities are calibrated (softmax of the class scores / temperature) when model.json has a confidence block;
+ * novelty is the model's novelty score (null without a novelty block); level is answerLevel's, uncertain and unknown
+ * are true when it is "uncertain" or "unknown".
  */
 async function classify(model, file, isStale = () => false) {
   const start = performance.now();
@@ -513,15 +613,15 @@ async function classify(model, file, isStale = () => false) {
   const ran = await runModel(model, feeds, isStale);
   if (ran === null || isStale()) return null;
   const { confidence } = model;
-  const logits = ran.output[model.session.outputNames[0]].data;
+  const { logits, novelty } = splitOutput(ran.output[model.session.outputNames[0]].data, model);
   const probabilities = softmax(logits, confidence ? confidence.temperature : 1);
   const top = probabilities.map((probability, i) => ({ label: model.card.classes[i], probability }))
     .sort((a, b) => b.probability - a.probability);
-  const level = confidenceLevel(confidence, top[0].probability);
+  const level = answerLevel(model, novelty, top[0].probability);
   const timing = { decode_ms: decoded - start, preprocess_ms: preprocessed - decoded, model_ms: ran.ms,
     total_ms: performance.now() - start };
-  return { probabilities, top, level, uncertain: level === "uncertain", image: { width: image.width,
-    height: image.height }, crop: bytes, timing };
+  return { probabilities, top, novelty, level, uncertain: level === "uncertain", unknown: level === "unknown",
+    image: { width: image.width, height: image.height }, crop: bytes, timing };
 }
 
 /** Draw the model's input (uint8 CHW, size x size) on the preview canvas: what the model sees. */
@@ -543,7 +643,10 @@ function drawCrop(bytes, size) {
 
 const ms = (value) => `${Math.round(value)}\u00a0ms`;
 
-/** The answer box, styled by level: a class, a class marked "low confidence", or "uncertain — check by eye". */
+/**
+ * The answer box, styled by level: a class, a class marked "low confidence", "uncertain — check by eye", or "does
+ * not look like a cell this model knows" with why.
+ */
 function showAnswer(model, level, { label, probability }) {
   const name = classLabel(model, label);
   const { confidence } = model;
@@ -553,6 +656,7 @@ function showAnswer(model, level, { label, probability }) {
       element("span", `${percent(probability)}; a confident answer needs ${plainPercent(confidence.confident_from)}`)],
     uncertain: () => [element("strong", "uncertain — check by eye"), element("span", `most probable: ${name} at ` +
       `${percent(probability)}, below the ${plainPercent(confidence.threshold)} this model needs to name a cell type`)],
+    unknown: () => [element("strong", UNKNOWN_TEXT), element("span", UNKNOWN_WHY)],
   }[level]();
   const answer = $("answer");
   answer.className = level;
@@ -568,7 +672,8 @@ function show(model, result, file) {
   $("timing").textContent = `Classified in ${ms(timing.total_ms)} on this device (reading the picture ` +
     `${ms(timing.decode_ms)}, resizing ${ms(timing.preprocess_ms)}, model ${ms(timing.model_ms)}).`;
   $("timing").hidden = false;
-  $("top").className = result.uncertain ? "secondary" : "";
+  showLine("novelty", result.novelty === null ? null : noveltyLine(result.novelty, model.novelty.threshold));
+  $("top").className = result.uncertain || result.unknown ? "secondary" : "";
   $("top").replaceChildren(...result.top.map(({ label, probability }) => {
     const bar = element("div");
     bar.className = "bar";
@@ -610,6 +715,7 @@ async function onFile(model, file) {
   $("top").replaceChildren();
   $("answer").hidden = true;
   $("timing").hidden = true;
+  $("novelty").hidden = true;
   $("top-heading").hidden = true;
   $("preview").hidden = true;
   setStatus(`classifying ${file.name}…`);
@@ -633,31 +739,51 @@ let latestBatch = 0; // only the latest batch runs on: choosing another batch st
 window.bmcellBatch = null; // for tests: the latest batch's summary once it has ended (batchSummary, plus its run)
 
 /**
- * What a batch of classified photos says: {files, read, unread: [{file, error}], photos: [{file, top, level}], named:
- * how many the model would name a cell type for (level not "uncertain", exactly as for a single photo; null without
- * a confidence block), answered: that share of those read, estimate: the share whose calibrated top probability is
- * >= the lab check's threshold (null under min_images photos read)}.
+ * What a batch of classified photos says: {files, read, unread: [{file, error}], photos: [{file, top, novelty, level}],
+ * named: how many the model would name a cell type for (level "low" or "confident", exactly as for a single photo;
+ * null without a confidence block), uncertain: how many would be "uncertain" (null likewise), answered: the share
+ * named of those read, unknown: how many do not look like a cell this model knows (null without a novelty block),
+ * estimate: the share whose calibrated top probability is >= the lab check's threshold (null under min_images photos
+ * read)}.
  */
 function batchSummary(model, files, photos, unread) {
   const read = photos.length;
   const rule = model.labCheck.rule;
-  const named = model.confidence === null ? null : photos.filter((photo) => photo.level !== "uncertain").length;
+  const count = (...levels) => photos.filter((photo) => levels.includes(photo.level)).length;
+  const named = model.confidence === null ? null : count("low", "confident");
   const estimate = read < rule.minImages ? null : photos.filter((photo) => photo.top >= rule.threshold).length / read;
-  return { files: files.length, read, unread, photos, named, answered: named === null || !read ? null : named / read,
+  return { files: files.length, read, unread, photos, named, uncertain: named === null ? null : count("uncertain"),
+    answered: named === null || !read ? null : named / read, unknown: model.novelty ? count("unknown") : null,
     estimate };
+}
+
+/**
+ * How many photos of the batch do not look like a cell this model knows, beside the share of its own test cells that
+ * are flagged, and what many of them mean; null without a novelty block or a photo read.
+ */
+function unknownLine(model, { read, unknown }) {
+  if (unknown === null || !read) return null;
+  const { flaggedOnValidation } = model.novelty;
+  const share = wholePercent(unknown / read) + (flaggedOnValidation === null ? ""
+    : `; among its own test cells: ${wholePercent(flaggedOnValidation)}`);
+  return element("p", element("strong", `${unknown} of the ${howMany(read, "photo")} do not look like a cell this ` +
+    "model knows"), ` (${share}). Check them by eye; many of them mean that your cells, stain or microscope are ` +
+    "unlike those it was trained on.");
 }
 
 /** The batch's outcome in plain words: what was read, what the model would answer, the estimated accuracy. */
 function showBatch(model, summary) {
-  const { read, unread, named, answered, estimate, files } = summary;
+  const { read, unread, named, uncertain, answered, estimate, files } = summary;
   const rule = model.labCheck.rule;
   const lines = [element("p", `Read ${read} of ${howMany(files, "photo")}` +
     (unread.length ? `; could not read: ${unread.map(({ file }) => file).join(", ")}.` : "."))];
   if (unread.length) lines.push(element("ul", ...unread.map(({ error }) => element("li", error))));
   if (answered !== null) {
     lines.push(element("p", `The model would name a cell type for ${named} of them (${wholePercent(answered)}); ` +
-      `${read - named} would be \u201cuncertain \u2014 check by eye\u201d.`));
+      `${uncertain} would be \u201cuncertain \u2014 check by eye\u201d.`));
   }
+  const unknownNode = unknownLine(model, summary);
+  if (unknownNode) lines.push(unknownNode);
   if (estimate === null) {
     lines.push(element("p", element("strong", `Choose at least ${rule.minImages} photos for an estimate`),
       ` of its accuracy on them (${read} read).`));
@@ -694,7 +820,7 @@ async function onBatch(model, files) {
     try {
       const result = await classify(model, file, isStale);
       if (result === null || isStale()) return;
-      photos.push({ file: file.name, top: result.top[0].probability, level: result.level });
+      photos.push({ file: file.name, top: result.top[0].probability, novelty: result.novelty, level: result.level });
     } catch (error) {
       if (isStale()) return;
       unread.push({ file: file.name, error: error instanceof BadImageError ? error.message
@@ -759,7 +885,8 @@ async function showOffline(worker, urls) {
 async function main() {
   const starting = startOfflineWorker();
   try {
-    const [runtimeFacts, { card, confidence, labCheck }] = await Promise.all([readRuntimeFacts(), readCard()]);
+    const [runtimeFacts, { card, confidence, novelty, labCheck }] = await Promise.all([readRuntimeFacts(),
+      readCard()]);
     const worker = await starting;
     if (worker.state === "installing") { // a first visit: the worker downloads runtime and model, once
       const runtimeBytes = Object.values(runtimeFacts.files).reduce((total, file) => total + file.bytes, 0);
@@ -770,7 +897,8 @@ async function main() {
     setStatus("loading the model…");
     await loadRuntime(runtimeFacts);
     const { session, bytes } = await loadSession(card);
-    const model = { card, confidence, labCheck, session, bytes, facts: modelFacts(card) };
+    checkOutput(session, card, novelty);
+    const model = { card, confidence, novelty, labCheck, session, bytes, facts: modelFacts(card) };
     showVersionLine(model);
     showDetails(model, runtimeFacts);
     $("note").textContent = confidenceNote(confidence);
@@ -785,7 +913,7 @@ async function main() {
     }
     setUpBatch(model);
     // For tests and debugging: the same steps the page takes, callable with a File.
-    window.bmcell = { card, confidence, labCheck: labCheck.rule, runtime: runtimeFacts,
+    window.bmcell = { card, confidence, novelty, labCheck: labCheck.rule, runtime: runtimeFacts,
       classify: (file) => classify(model, file), decodeRgb, unitTensor };
     setStatus("ready: choose or take a picture");
     // The model card is small and network first: asking for it keeps the stored copy that of the installed model.

@@ -16,6 +16,7 @@ from bmcell.core.checkpoint import load_checkpoint, names_a_checkpoint
 from bmcell.core.device import select_device
 from bmcell.core.errors import BmcellError
 from bmcell.core.inference import Classifier
+from bmcell.core.novelty import UNKNOWN_TEXT
 from bmcell.jobs.release import default_checkpoint
 
 
@@ -83,7 +84,8 @@ def predict(
         for i in range(top_k):
             table.add_column(f"#{i + 1}", overflow="fold")
         for r, name in zip(answered, names):
-            answer = "[yellow]uncertain - check by eye[/]" if r.uncertain else r.top[0][0]
+            answer = f"[magenta]{UNKNOWN_TEXT}[/] (novelty {r.novelty:.2f})" if r.unknown \
+                else "[yellow]uncertain - check by eye[/]" if r.uncertain else r.top[0][0]
             table.add_row(Text(name), answer, *(f"{c} {p:.3f}" for c, p in r.top))
         console.print(table)
     failed = [r for r in results if r.error]

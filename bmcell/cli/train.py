@@ -16,6 +16,7 @@ from bmcell.core.distributed import process_group
 from bmcell.core.engine import fit
 from bmcell.core.run_folder import SYNTHETIC_DATA, check_out_folder, read_config
 
+
 def _differs(key: str, saved, given) -> bool:
     """Whether an option given to --resume differs from the run's value (--data compared as a folder)."""
     if key == "data" and saved is not None:
@@ -70,6 +71,7 @@ def train(
     input_norm: Optional[str] = typer.Option(None, help=option_help("input_norm")),
     coverage: Optional[float] = typer.Option(None, help=option_help("coverage")),
     outlier_exposure: Optional[float] = typer.Option(None, help=option_help("outlier_exposure")),
+    epoch_images: Optional[int] = typer.Option(None, help=option_help("epoch_images")),
     balance_sources: Optional[bool] = typer.Option(None, "--balance-sources/--no-balance-sources",
                                                    help=option_help("balance_sources")),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=option_help("compile")),

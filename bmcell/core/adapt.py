@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader
 
-from bmcell.core.checkpoint import Checkpoint, save_checkpoint
+from bmcell.core.checkpoint import Checkpoint, carried_meta, save_checkpoint
 from bmcell.core.data.dataset import CellImageDataset
 from bmcell.core.data.folder import DatasetError, ImageRecord, check_images
 from bmcell.core.data.images import is_image_file
@@ -24,7 +24,6 @@ from bmcell.core.errors import BmcellError
 
 MIN_ADAPT_IMAGES = 32  # fewer images give running statistics too noisy to trust
 MIN_SIDE = 32  # pixels on the shorter side; smaller files are icons or thumbnails, not microscope photos
-SAVED_KEYS = ("format", "format_version", "weights", "versions", "saved_at", "metadata_sha256")  # save_checkpoint's
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -111,5 +110,5 @@ def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: to
                           "temperature and abstention threshold are the source model's"}
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy2(checkpoint.run_dir / SPLIT_FILE, out / SPLIT_FILE)
-    body = {k: v for k, v in meta.items() if k not in SAVED_KEYS}
+    body = carried_meta(meta)
     return save_checkpoint(out, "best", model, body | {"adapted_on": adapted_on})

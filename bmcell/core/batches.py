@@ -72,7 +72,8 @@ def make_batches(config: TrainConfig, data: PreparedData, device: torch.device, 
     batch = per_rank_batch(config.batch_size, dist.world_size)
     train_targets = [data.classes.index(r.label) for r in data.train]
     sources = record_sources(data.root, [r.path for r in data.train]) if config.balance_sources else None
-    sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size, sources)
+    sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size, sources,
+                           config.epoch_images)
     val_records = data.val[dist.rank::dist.world_size]
     if resolve_data_path(config.data_path) == "device":
         work = working_size(config.image_size)

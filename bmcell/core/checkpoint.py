@@ -25,10 +25,20 @@ from bmcell.core.fileio import (
     sha256_path,
 )
 from bmcell.core.models import build_model
+from bmcell.core.novelty import BANK_KEY, Novelty, NoveltyScored
 from bmcell.core.versions import installed_versions
 
 FORMAT = "bmcell-checkpoint"
 FORMAT_VERSION = 1
+SAVED_KEYS = ("format", "format_version", "weights", "versions", "saved_at", "metadata_sha256")  # save_checkpoint's
+
+
+def carried_meta(meta: dict) -> dict:
+    """The metadata a checkpoint derived from this one starts from: without save_checkpoint's own keys and without
+    the novelty statistics, which describe the source's features (re-fit them for the new weights)."""
+    return {k: v for k, v in meta.items() if k not in SAVED_KEYS and k != "novelty"}
+
+
 REQUIRED_KEYS = ("arch", "classes", "image_size", "mean", "std", "weights", "metadata_sha256")
 RESUME_FILE = "last.resume.safetensors"
 CHECKPOINT_PACKAGES = ("bmcell", "torch", "torchvision", "timm", "numpy", "pillow", "safetensors")
@@ -48,14 +58,16 @@ def _pending(json_path: Path) -> Path:
     return json_path.with_name(f".{json_path.name}.next")
 
 
-def save_checkpoint(run_dir: Path, name: str, model: nn.Module, meta: dict) -> Path:
-    """Write <name>.safetensors and <name>.json (which records the weights' sha256); returns the JSON path.
+def save_checkpoint(run_dir: Path, name: str, model: nn.Module, meta: dict,
+                    extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write <name>.safetensors (the model's weights and any extra tensors, e.g. the novelty bank) and <name>.json
+    (which records their sha256); returns the JSON path.
     A kill at any moment leaves one whole checkpoint under the name, the previous or the new one: the new metadata
     is written aside first (.<name>.json.next), then the weights replace the old ones, then the metadata moves into
     place; load_checkpoint finishes a save that was stopped between the last two steps."""
     run_dir = Path(run_dir)
     weights_path, json_path = run_dir / f"{name}.safetensors", run_dir / f"{name}.json"
-    data = save_safetensors_bytes(_cpu_tensors(model.state_dict()), metadata={"format": FORMAT})
+    data = save_safetensors_bytes(_cpu_tensors(model.state_dict() | (extra or {})), metadata={"format": FORMAT})
     payload = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta,
                "weights": {"file": weights_path.name, "sha256": sha256_bytes(data)},
                "versions": installed_versions(CHECKPOINT_PACKAGES),
@@ -102,6 +114,7 @@ class Checkpoint:
     meta: dict
     state_dict: dict[str, torch.Tensor]
     json_path: Path
+    novelty_bank: torch.Tensor | None = None  # stored beside the weights under BANK_KEY
 
     @property
     def classes(self) -> list[str]:
@@ -207,6 +220,12 @@ class Checkpoint:
         return Confidence.from_dict(values) if values else None
 
     @property
+    def novelty(self) -> Novelty | None:
+        """The per-image novelty statistics (bmcell.core.novelty), when the checkpoint has them."""
+        values = self.meta.get("novelty")
+        return Novelty.from_parts(values, self.novelty_bank) if values and self.novelty_bank is not None else None
+
+    @property
     def input_norm(self) -> str:
         """How inputs are normalised before the network: 'dataset' (mean/std only) or 'per-image'."""
         return self.meta.get("input_norm", "dataset")
@@ -222,6 +241,11 @@ class Checkpoint:
                 f"{len(self.classes)} classes: {str(error).splitlines()[0]}"
             ) from None
         return model.eval()
+
+    def scored_model(self) -> nn.Module:
+        """build_model, with the novelty column after the logits when the checkpoint has novelty statistics."""
+        novelty = self.novelty
+        return NoveltyScored(self.build_model(), novelty).eval() if novelty else self.build_model()
 
 
 def names_a_checkpoint(path: Path) -> bool:
@@ -271,7 +295,11 @@ def load_checkpoint(path: Path) -> Checkpoint:
         state = load_safetensors_bytes(data)
     except SafetensorError as error:
         raise CheckpointError(f"{weights_path}: unreadable safetensors ({error})") from None
-    return Checkpoint(meta, state, json_path)
+    bank = state.pop(BANK_KEY, None)
+    if (bank is None) != (meta.get("novelty") is None):
+        raise CheckpointError(f"{json_path}: the novelty statistics are incomplete (metadata block and stored "
+                              f"features {BANK_KEY} go together); re-save it with `bmcell train` or `bmcell release`")
+    return Checkpoint(meta, state, json_path, bank)
 
 
 def save_resume_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -62,6 +62,8 @@ class TrainConfig:
     outlier_exposure: float = setting(0.0, "Weight of outlier exposure: batches of synthesised non-cell images "
                                       "(noise, flat colours, patterns, drawings) trained toward a uniform answer, so "
                                       "they fall under the abstention threshold; 0: off.")
+    epoch_images: int | None = setting(None, "Training images drawn per epoch (none: as many as the training side "
+                                       "holds): shorter epochs over a large folder, each a fresh draw from all of it.")
     balance_sources: bool = setting(False, "In a `bmcell combine` folder, draw each source of a class equally "
                                     "often, however many images it has.")
     compile: bool = setting(False, "Compile the training step with torch.compile (forward and backward; CUDA graphs "
@@ -79,6 +81,7 @@ class TrainConfig:
             "input_norm": self.input_norm in INPUT_NORMS, "coverage": 0 < self.coverage <= 1,
             "outlier_exposure": self.outlier_exposure >= 0,
             "balance_sources": self.balanced_sampler or not self.balance_sources,
+            "epoch_images": self.epoch_images is None or self.epoch_images >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -86,7 +89,8 @@ class TrainConfig:
                      "device": "auto, cpu, cuda or cuda:N", "augment": " or ".join(AUGMENTATIONS),
                      "data_path": ", ".join(DATA_PATHS),
                      "input_norm": " or ".join(INPUT_NORMS), "coverage": "in (0, 1]",
-                     "balance_sources": "needs the balanced sampler"}
+                     "balance_sources": "needs the balanced sampler",
+                     "epoch_images": "at least 1"}
             raise ConfigError("; ".join(f"invalid {n}={getattr(self, n)!r}" + (f" ({hints[n]})" if n in hints else "")
                                         for n in bad))
 

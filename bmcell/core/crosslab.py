@@ -19,9 +19,10 @@ from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.confidence import Confidence, calibrated, selective_report
 from bmcell.core.data.folder import DatasetError, ImageRecord, check_images, list_image_files
 from bmcell.core.data.noncell import NON_CELL_KINDS, non_cell_images
-from bmcell.core.evaluation import checkpoint_logits, unit_logits
+from bmcell.core.evaluation import checkpoint_outputs, unit_outputs
 from bmcell.core.fileio import atomic_write_json
 from bmcell.core.metrics import classification_report, confusion_matrix
+from bmcell.core.novelty import THRESHOLD, split_output
 from bmcell.core.reports import plot_confusion, write_confusion_csv
 
 CROSSLAB_JSON = "crosslab.json"
@@ -136,16 +137,20 @@ def folder_scores(logits: np.ndarray, targets: np.ndarray, classes: list[str],
 def non_cell_scores(checkpoint: Checkpoint, count: int, device: torch.device) -> dict:
     """How often the model abstains on synthesised non-cell images (noise, drawings, everyday-like scenes)."""
     images, kinds = non_cell_images(count, checkpoint.image_size)
-    logits = unit_logits(checkpoint, images, device)
+    logits, novelty = split_output(unit_outputs(checkpoint, images, device), len(checkpoint.classes))
     confidence = checkpoint.confidence
     probabilities, kept = calibrated(confidence, logits)
     top, flagged = probabilities.max(1), ~kept
+    unlike = novelty >= THRESHOLD if novelty is not None else None
     kinds_arr = np.asarray(kinds)
-    return {"images": len(kinds), "flagged": float(flagged.mean()) if confidence else None,
-            "median_top_probability": float(np.median(top)),
-            "per_kind": {k: {"images": int((kinds_arr == k).sum()),
-                             "flagged": float(flagged[kinds_arr == k].mean()) if confidence else None}
-                         for k in NON_CELL_KINDS}}
+
+    def share(values: np.ndarray | None, kind: str | None = None) -> float | None:
+        return None if values is None else float(values[kinds_arr == kind].mean() if kind else values.mean())
+
+    return {"images": len(kinds), "flagged": share(flagged if confidence else None),
+            "unlike_training": share(unlike), "median_top_probability": float(np.median(top)),
+            "per_kind": {k: {"images": int((kinds_arr == k).sum()), "flagged": share(flagged if confidence else None, k),
+                             "unlike_training": share(unlike, k)} for k in NON_CELL_KINDS}}
 
 
 def unique_names(folders: list[Path]) -> list[str]:
@@ -171,8 +176,10 @@ def crosslab_report(checkpoint: Checkpoint, folders: list[Path], out: Path, devi
     out.mkdir(parents=True, exist_ok=True)
     rows = {}
     for name, folder in zip(unique_names(folders), foreign):
-        logits, targets = checkpoint_logits(checkpoint, folder.records, folder.root, device, batch_size, workers)
+        outputs, targets = checkpoint_outputs(checkpoint, folder.records, folder.root, device, batch_size, workers)
+        logits, novelty = split_output(outputs, len(classes))
         scores = folder_scores(logits, targets, classes, checkpoint.confidence)
+        scores["unlike_training"] = None if novelty is None else float(np.mean(novelty >= THRESHOLD))
         rows[name] = {"path": str(folder.root), "mapping": folder.mapping, "unscored": folder.unscored,
                       "bad_files": folder.bad_files, **scores}
         _write_folder_files(out / name, name, folder, logits, scores, classes, checkpoint.confidence)
@@ -207,16 +214,17 @@ def _fmt(value: float | None) -> str:
 
 
 def markdown_table(report: dict) -> list[str]:
-    """One row per folder: the headline scores, the baseline and abstention; then recall per class and non-cells."""
+    """One row per folder: the headline scores, the baseline, abstention and the share flagged as unlike the training
+    cells (novelty); then recall per class and non-cells."""
     lines = ["| folder | images | accuracy | balanced acc. | macro-F1 | majority baseline | acc. (folder's classes) "
-             "| answered | acc. answered |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| answered | acc. answered | unlike training |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, row in report["folders"].items():
         kept = row.get("abstention") or {}
         below = " (below baseline)" if row["accuracy"] < row["majority_baseline"] else ""
         lines.append(f"| {name} | {row['images']} | {_fmt(row['accuracy'])}{below} | "
                      f"{_fmt(row['balanced_accuracy'])} | {_fmt(row['macro_f1'])} | {_fmt(row['majority_baseline'])} | "
                      f"{_fmt(row['accuracy_folder_classes'])} | {_fmt(kept.get('coverage'))} | "
-                     f"{_fmt(kept.get('accuracy_kept'))} |")
+                     f"{_fmt(kept.get('accuracy_kept'))} | {_fmt(row.get('unlike_training'))} |")
     lines += ["", "Recall per class:", ""]
     for name, row in report["folders"].items():
         recalls = ", ".join(f"{c} {r:.2f} ({row['support'][c]})" for c, r in row["recall"].items())
@@ -226,6 +234,8 @@ def markdown_table(report: dict) -> list[str]:
     if non_cell:
         flagged = "no confidence threshold in this checkpoint" if non_cell["flagged"] is None else \
             f"{non_cell['flagged']:.3f} flagged as uncertain"
+        if non_cell.get("unlike_training") is not None:
+            flagged += f", {non_cell['unlike_training']:.3f} as unlike the training cells (novelty)"
         lines += ["", f"Non-cell images ({non_cell['images']} synthesised: {', '.join(non_cell['per_kind'])}): "
                       f"{flagged}; median top probability {non_cell['median_top_probability']:.3f}."]
     return lines

@@ -26,8 +26,16 @@ from bmcell.core.data.prepare import class_counts
 from bmcell.core.device import select_device
 from bmcell.core.distributed import Dist
 from bmcell.core.metrics import classification_report, confusion_matrix
-from bmcell.core.models import build_model, get_arch, load_pretrained
-from bmcell.core.run_folder import CACHE_DIR, RunState, checkpoint_meta, read_history, save_epoch, start_or_resume
+from bmcell.core.models import build_model, get_arch, is_mobilevit, load_pretrained
+from bmcell.core.run_folder import (
+    CACHE_DIR,
+    RunState,
+    checkpoint_meta,
+    read_history,
+    save_epoch,
+    start_or_resume,
+    store_novelty,
+)
 
 LINE_EVERY_S = 30  # seconds between plain progress lines when the output is not a terminal
 SYNC_EVERY = 10  # optimizer steps between reading the loss back from the device (each read waits for the GPU)
@@ -237,5 +245,11 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
                       f"val acc {report['accuracy']:.3f}  bal acc {report['balanced_accuracy']:.3f}  "
                       f"macro-F1 {report['macro_f1']:.3f}  {train['images_per_s']:.0f} img/s"
                       + ("  [green]best[/]" if is_best else ""))
+    if dist.is_main and state.epoch == config.epochs and is_mobilevit(model):  # what the finished run knows
+        for name in ("best", "last"):
+            novelty = store_novelty(run_dir / f"{name}.json", data.root, data.train, data.val, device,
+                                    batches.batch_size, 0)
+            console.print(f"{name}: novelty fitted on {novelty.bank.shape[0]} training images, radius "
+                          f"{novelty.radius:.4f} ({novelty.flagged_on_validation:.1%} of validation images flagged)")
     dist.barrier()  # the others leave once rank 0 has written the last epoch
     return run_dir / "best.json"

@@ -38,22 +38,36 @@ def records_for(checkpoint: Checkpoint, data: Path, split: str, warn: Callable[[
     return records
 
 
-def checkpoint_logits(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, device: torch.device,
-                      batch_size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and targets of the records through the checkpoint's evaluation preprocessing."""
+def checkpoint_outputs(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, device: torch.device,
+                       batch_size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs (logits, then novelty when the checkpoint has it) and targets of the records through the
+    checkpoint's evaluation preprocessing."""
     dataset = CellImageDataset(data, records, checkpoint.classes,
                                eval_transform(checkpoint.image_size, checkpoint.mean, checkpoint.std))
-    model = checkpoint.build_model().to(device, memory_format=torch.channels_last)
+    model = checkpoint.scored_model().to(device, memory_format=torch.channels_last)
     return predict_logits(model, make_loader(dataset, batch_size, workers), device)
 
 
+def checkpoint_logits(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, device: torch.device,
+                      batch_size: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets of the records through the checkpoint's evaluation preprocessing."""
+    outputs, targets = checkpoint_outputs(checkpoint, records, data, device, batch_size, workers)
+    return outputs[:, :len(checkpoint.classes)], targets
+
+
 @torch.no_grad()
-def unit_logits(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
-    """float32 logits of Nx3xSxS RGB inputs in [0, 1]: the checkpoint's own normalisation and network, batches of 32."""
-    model = checkpoint.build_model().to(device).float()
+def unit_outputs(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
+    """float32 outputs of Nx3xSxS RGB inputs in [0, 1] through the checkpoint's own normalisation and network,
+    batches of 32: the logits, then the novelty column when the checkpoint has novelty statistics."""
+    model = checkpoint.scored_model().to(device).float()
     mean, std = checkpoint.mean, checkpoint.std
     return torch.cat([model(TF.normalize(batch.to(device), mean, std)).float().cpu()
                       for batch in inputs.split(32)]).numpy()
+
+
+def unit_logits(checkpoint: Checkpoint, inputs: torch.Tensor, device: torch.device) -> np.ndarray:
+    """The logits of unit_outputs."""
+    return unit_outputs(checkpoint, inputs, device)[:, :len(checkpoint.classes)]
 
 
 def evaluate_checkpoint(checkpoint: Checkpoint, records: list[ImageRecord], data: Path, out: Path,

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from bmcell.core.adapt import MIN_SIDE, SAVED_KEYS, too_small
-from bmcell.core.checkpoint import Checkpoint, save_checkpoint
+from bmcell.core.adapt import MIN_SIDE, too_small
+from bmcell.core.checkpoint import Checkpoint, carried_meta, save_checkpoint
 from bmcell.core.confidence import DEFAULT_COVERAGE, fit_confidence
 from bmcell.core.crosslab import map_classes
 from bmcell.core.data.dataset import CellImageDataset
@@ -36,6 +36,7 @@ from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import atomic_write_json, staged_folder
 from bmcell.core.metrics import classification_report, confusion_matrix
 from bmcell.core.models import Top, Trunk
+from bmcell.core.novelty import BANK_KEY, fit_novelty
 
 MIN_PER_CLASS = 5  # fewer labelled cells of a class cannot be split into folds nor trusted to teach it
 DEFAULT_FOLDS = 5
@@ -294,8 +295,11 @@ def finetune_checkpoint(checkpoint: Checkpoint, lab: LabCells, replay: ReplayIma
         "own_data": f"{len(replay.validation)} validation images of {replay.origin}",
         "source_weights_sha256": checkpoint.weights_sha256, "source": checkpoint.run_dir.name,
     }
-    body = {k: v for k, v in checkpoint.meta.items() if k not in SAVED_KEYS}
+    body = carried_meta(checkpoint.meta)
     body["metrics"] = {k: report["own_data_after"][k] for k in ("accuracy", "balanced_accuracy", "images")}
+    novelty = fit_novelty(np.concatenate([top_features(final, replay_maps), top_features(final, maps)]),
+                          top_features(final, check_maps)) if checkpoint.novelty else None
+    extra = {"novelty": novelty.to_meta()} if novelty else {}
     with staged_folder(out) as staging:
         shutil.copy2(checkpoint.run_dir / SPLIT_FILE, staging / SPLIT_FILE)
         for record in lab.records:
@@ -305,9 +309,9 @@ def finetune_checkpoint(checkpoint: Checkpoint, lab: LabCells, replay: ReplayIma
         for folder in carry:
             shutil.copytree(folder, staging / folder.name)
         atomic_write_json(staging / FINETUNE_JSON, report)
-        save_checkpoint(staging, "best", model, body | {"confidence": confidence.to_dict(), "finetuned_on": {
+        save_checkpoint(staging, "best", model, body | extra | {"confidence": confidence.to_dict(), "finetuned_on": {
             k: report[k] for k in ("lab", "cells", "per_class", "cells_sha256", "classes_not_labelled", "folds",
                                    "source_weights_sha256", "source")} | {
             "accuracy": report["lab_cross_validated"]["accuracy"],
-            "interval": report["lab_cross_validated"]["interval"]}})
+            "interval": report["lab_cross_validated"]["interval"]}}, {BANK_KEY: novelty.bank} if novelty else None)
     return out / "best.json", report

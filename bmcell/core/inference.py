@@ -11,6 +11,9 @@ from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.confidence import calibrated
 from bmcell.core.data.images import BadImageError, load_rgb
 from bmcell.core.data.transforms import eval_transform
+from bmcell.core.novelty import THRESHOLD, split_output
+
+BATCH = 32  # images decoded and classified at a time: memory stays flat however many images are given
 
 
 @dataclass(frozen=True)
@@ -21,12 +24,18 @@ class Prediction:
     top: list[tuple[str, float]]
     error: str | None = None
     uncertain: bool = False  # the calibrated top probability is under the checkpoint's abstention threshold
+    novelty: float | None = None  # distance to the training images over the usual one (None: model without it)
+
+    @property
+    def unknown(self) -> bool:
+        """Whether the picture does not look like a cell the model knows (novelty at or above the threshold)."""
+        return self.novelty is not None and self.novelty >= THRESHOLD
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
         if self.error:
             return {"image": self.image, "error": self.error}
-        return {"image": self.image, "uncertain": self.uncertain,
+        return {"image": self.image, "unknown": self.unknown, "novelty": self.novelty, "uncertain": self.uncertain,
                 "top": [{"class": c, "probability": p} for c, p in self.top]}
 
 
@@ -37,12 +46,18 @@ class Classifier:
         self.classes = checkpoint.classes
         self.confidence = checkpoint.confidence
         self.device = device
-        self.model = checkpoint.build_model().to(device)
+        self.model = checkpoint.scored_model().to(device)
         self.transform = eval_transform(checkpoint.image_size, checkpoint.mean, checkpoint.std)
 
-    @torch.no_grad()
     def predict(self, paths: list[Path], top_k: int) -> list[Prediction]:
-        """Top-k predictions per path; an unreadable image gets an error entry, the others are still answered."""
+        """Top-k predictions per path, BATCH images at a time; an unreadable image gets an error entry, the others
+        are still answered."""
+        return [result for start in range(0, len(paths), BATCH)
+                for result in self._predict_batch(paths[start:start + BATCH], top_k)]
+
+    @torch.no_grad()
+    def _predict_batch(self, paths: list[Path], top_k: int) -> list[Prediction]:
+        """predict for one batch of paths."""
         inputs, results = [], []
         for path in paths:
             try:
@@ -51,13 +66,15 @@ class Classifier:
             except BadImageError as error:
                 results.append(Prediction(str(path), [], str(error)))
         if inputs:
-            logits = self.model(torch.stack(inputs).to(self.device)).float().cpu().numpy()
+            output = self.model(torch.stack(inputs).to(self.device)).float().cpu().numpy()
+            logits, novelty = split_output(output, len(self.classes))
             probabilities, kept = calibrated(self.confidence, logits)
             values, indices = torch.from_numpy(probabilities).topk(min(top_k, len(self.classes)), dim=1)
-            answers = iter(zip(values.tolist(), indices.tolist(), kept))
+            answers = iter(zip(values.tolist(), indices.tolist(), kept,
+                               novelty.tolist() if novelty is not None else [None] * len(kept)))
             for i, path in enumerate(paths):
                 if results[i] is None:
-                    vals, idxs, keep = next(answers)
+                    vals, idxs, keep, score = next(answers)
                     results[i] = Prediction(str(path), [(self.classes[j], v) for v, j in zip(vals, idxs)],
-                                            uncertain=not bool(keep))
+                                            uncertain=not bool(keep), novelty=score)
         return results

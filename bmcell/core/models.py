@@ -198,10 +198,16 @@ class Top(nn.Module):
         return self.head(self.final_conv(maps))
 
 
+def is_mobilevit(model: nn.Module) -> bool:
+    """Whether the network (behind an optional per-image standardisation) splits into Trunk and Top."""
+    net = model.net if isinstance(model, PerImageStandardized) else model
+    return all(hasattr(net, part) for part in ("stem", "stages", "final_conv", "head"))
+
+
 def network_of(model: nn.Module) -> nn.Module:
     """The MobileViT behind an optional per-image standardisation, or an error for other architectures."""
     net = model.net if isinstance(model, PerImageStandardized) else model
-    if not all(hasattr(net, part) for part in ("stem", "stages", "final_conv", "head")):
+    if not is_mobilevit(model):
         raise ModelError(f"{type(net).__name__} is not a MobileViT: fine-tuning to a lab and the shift check need the "
                          "MobileViT architectures (mobilevit_xxs/xs/s and their _gn variants)")
     return net

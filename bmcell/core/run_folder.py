@@ -13,14 +13,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bmcell.core.batches import make_loader
 from bmcell.core.checkpoint import (
     RESUME_FILE,
+    SAVED_KEYS,
     CheckpointError,
+    load_checkpoint,
     save_checkpoint,
     save_resume_state,
 )
 from bmcell.core.confidence import Confidence
 from bmcell.core.config import ConfigError, TrainConfig
+from bmcell.core.data.dataset import CellImageDataset
+from bmcell.core.data.folder import ImageRecord
 from bmcell.core.data.label_maps import resolve_label_map
 from bmcell.core.data.prepare import (
     BAD_FILES,
@@ -29,6 +34,7 @@ from bmcell.core.data.prepare import (
     load_prepared,
     prepare_data,
 )
+from bmcell.core.data.transforms import eval_transform
 from bmcell.core.device import select_device
 from bmcell.core.fileio import (
     DiskFullError,
@@ -38,6 +44,7 @@ from bmcell.core.fileio import (
     is_disk_full,
 )
 from bmcell.core.models import build_model, get_arch, load_pretrained
+from bmcell.core.novelty import BANK_KEY, Novelty, bank_pick, fit_novelty, pooled_features
 from bmcell.core.reports import plot_curves
 
 METRICS_FILE = "metrics.jsonl"
@@ -228,3 +235,22 @@ def save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
         if not is_disk_full(error):
             raise
         raise DiskFullError(_not_saved(run_dir, state.epoch, error, model, optimizer)) from None
+
+
+def store_novelty(json_path: Path, root: Path, train: list[ImageRecord], val: list[ImageRecord],
+                  device: torch.device, batch_size: int = 64, workers: int = 0) -> Novelty:
+    """Fit a checkpoint's per-image novelty (the features of bank_pick's training images, the radius on the
+    validation images) and save it into that checkpoint, in place."""
+    checkpoint = load_checkpoint(json_path)
+    model = checkpoint.build_model()
+    transform = eval_transform(checkpoint.image_size, checkpoint.mean, checkpoint.std)
+
+    def features(records: list[ImageRecord]):
+        dataset = CellImageDataset(root, records, checkpoint.classes, transform)
+        return pooled_features(model, make_loader(dataset, batch_size, workers), device)
+
+    novelty = fit_novelty(features(bank_pick(train)), features(val))
+    body = {k: v for k, v in checkpoint.meta.items() if k not in SAVED_KEYS}
+    save_checkpoint(Path(json_path).parent, Path(json_path).stem, model, body | {"novelty": novelty.to_meta()},
+                    {BANK_KEY: novelty.bank})
+    return novelty

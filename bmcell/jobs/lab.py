@@ -13,17 +13,17 @@ import torch
 from bmcell.core.adapt import adaptation_images
 from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.data.folder import check_images, list_image_files
+from bmcell.core.fileio import atomic_write_json
 from bmcell.core.finetune import (
     LAB_CELLS_DIR,
-    ReplayImages,
     Recipe,
+    ReplayImages,
     finetune_checkpoint,
     read_lab_cells,
     top_features,
     top_logits,
     trunk_maps,
 )
-from bmcell.core.fileio import atomic_write_json
 from bmcell.core.models import Top, Trunk
 from bmcell.core.shift import MIN_CHECK_IMAGES, advice, check_photos, fit_reference
 from export.samples import DEFAULT_CALIBRATION, MIN_GOLDEN, SAMPLES_DIR, balanced_pick, export_images

@@ -13,17 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bmcell.core.checkpoint import Checkpoint, load_checkpoint
-from bmcell.core.checkpoint import metadata_digest
+from bmcell.core.checkpoint import Checkpoint, load_checkpoint, metadata_digest
 from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table
 from bmcell.core.data.folder import ImageRecord
-from bmcell.core.data.prepare import SPLIT_FILE
+from bmcell.core.data.prepare import SPLIT_FILE, load_prepared
 from bmcell.core.data.sources import SOURCES_FILE
 from bmcell.core.device import device_description, select_device
 from bmcell.core.errors import BmcellError
 from bmcell.core.evaluation import evaluate_checkpoint, records_for
 from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, sha256_path, staged_folder
+from bmcell.core.models import is_mobilevit
+from bmcell.core.novelty import UNKNOWN_TEXT
 from bmcell.core.reports import markdown_report
+from bmcell.core.run_folder import store_novelty
 from export.golden import reference_logits
 from export.samples import (
     DEFAULT_CALIBRATION,
@@ -110,6 +112,36 @@ def _metrics_rows(report: dict) -> list[str]:
             for name, row in report["per_class"].items() if row["support"]]
 
 
+DATASET_CREDITS = {  # a source's folder name -> its citation and licence, as its README states them
+    "pbc": "PBC: Acevedo A, Merino A, Alférez S, Molina Á, Boldú L, Rodellar J. *A dataset of microscopic "
+           "peripheral blood cell images for development of automatic recognition systems.* Data in Brief 30 (2020) "
+           "105474, doi:10.1016/j.dib.2020.105474 (Mendeley Data snkd93bnjr v1); healthy donors, Hospital Clinic of "
+           "Barcelona, CellaVision DM96, May-Grünwald-Giemsa. Released, as we understand it, under CC BY 4.0 — "
+           "confirm on that record before redistributing.",
+    "chula_wbc": "chula_wbc: the \"WBC_Dataset\" of the Embedded System and IC Design Laboratory, Chulalongkorn "
+                 "University, Bangkok (github.com/singgihbekti/WBC_Dataset, commit 45759ab; MIT licence; cite the "
+                 "repository); a Raspberry Pi camera on a microscope, cropped to single cells.",
+    "bccd": "bccd: white-cell crops of the BCCD blood-smear photographs (github.com/apple2373/BCCD, commit "
+            "7751031e, from the MIT-licensed BCCD_Dataset; no licence of its own: research and testing; cite the "
+            "repositories).",
+}
+
+
+def _training_folder_name(checkpoint: Checkpoint) -> str:
+    """The name of the folder a checkpoint was trained on, as its metadata records it."""
+    folder = checkpoint.meta.get("data") or checkpoint.config.get("data")
+    return Path(folder).name if folder else "its training folder"
+
+
+def data_credits(sources: dict | None, default: str) -> list[str]:
+    """The model card's data lines: each training source's citation and licence (DATASET_CREDITS by its folder
+    name), a note for a source we hold no record of, and the weights' terms."""
+    roots = [Path(source["root"]).name for source in sources["sources"].values()] if sources else [default]
+    lines = [f"- {DATASET_CREDITS.get(root, f'{root}: no citation or licence on record; add them before sharing')}"
+             for root in roots]
+    return lines + ["", "These weights derive from the data above and carry its attribution. Code: Apache-2.0."]
+
+
 def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], reference: dict, note: str,
                crosslab: dict | None = None, sources: dict | None = None) -> str:
     """The model card: what it is, data and licence, split, metrics per class, intended use and limitations."""
@@ -124,13 +156,7 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
              + ("made by `bmcell combine`, see `sources.json`: grouped sources by series, the others by image"
                 if sources else "stratified by class, image-level")
              + "), sha256 " + checkpoint.split_sha256[:16] + "...", "",
-             "## Data and licence", "",
-             "PBC: Acevedo A, Merino A, Alférez S, Molina Á, Boldú L, Rodellar J. *A dataset of microscopic peripheral "
-             "blood cell images for development of automatic recognition systems.* Data in Brief 30 (2020) 105474, "
-             "doi:10.1016/j.dib.2020.105474 (Mendeley Data snkd93bnjr v1); healthy donors, Hospital Clinic of Barcelona, "
-             "CellaVision DM96, May-Grünwald-Giemsa. The data is, as we understand it, released under CC BY 4.0 — "
-             "confirm on that record before redistributing; these weights derive from it and carry its attribution. "
-             "Code: Apache-2.0.", "",
+             "## Data and licence", "", *data_credits(sources, _training_folder_name(checkpoint)), "",
              "## Metrics", ""]
     for label, report in reports.items():
         lines += [f"### {label}: accuracy {report['accuracy']:.4f}, balanced accuracy "
@@ -163,6 +189,15 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
                "of them." if confidence else
                "No calibrated confidence: this checkpoint predates it, so `predict` and the apps never say "
                "\"uncertain\"."), ""]
+    novelty = checkpoint.novelty
+    lines += ["## Pictures unlike its training cells", "",
+              (f"Every artefact computes a per-image novelty inside the model: the cosine distance of the picture's "
+               f"pooled features to the nearest of {novelty.bank.shape[0]} stored training images, over the distance "
+               f"95% of its validation images stay within ({novelty.flagged_on_validation:.1%} of them flagged). At "
+               f"1 or more `predict` and the apps answer \"{UNKNOWN_TEXT}\" instead of a class. The share flagged "
+               "on other labs and on non-cell images is in the other-lab table above." if novelty else
+               "No novelty statistics: this checkpoint predates them, so pictures unlike any training cell still get "
+               "a class (or \"uncertain\")."), ""]
     lines += ["## Golden file", "",
               f"`{REFERENCE_LOGITS_FILE}`: float32 reference logits of {len(reference['images'])} named validation "
               f"images, computed on {reference['device']} with TF32 {reference['tf32']} (torch {reference['torch']}); "
@@ -327,6 +362,12 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
             shutil.copy2(Path(data).parent / SOURCES_FILE, staging / SOURCES_FILE)
         released = load_checkpoint(staging / checkpoint.json_path.name)
         device = select_device("auto")
+        if released.novelty is None and is_mobilevit(released.build_model()):  # a run trained before novelty
+            prepared = load_prepared(data, released.run_dir, released.split_sha256)
+            novelty = store_novelty(released.json_path, prepared.root, prepared.train, prepared.val, device)
+            log(f"novelty fitted on {novelty.bank.shape[0]} training images: {novelty.flagged_on_validation:.1%} of "
+                "validation images flagged")
+            released = load_checkpoint(released.json_path)
         reports = {}
         val = records_for(released, data, "val", log)
         reports["own validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-val", device,

@@ -25,13 +25,15 @@ class ExportInputs:
     """What every format is given.
 
     model: eval mode, CPU, float32; takes one RGB image 1x3xHxW float32 in [0, 1] (normalisation is folded in)
-        and returns 1xC logits.
+        and returns 1xC logits, or 1x(C+1) with novelty last.
     example: a 1x3xHxW input in [0, 1] (a real image).
     calibration: Nx3xHxW real images in [0, 1] from the checkpoint's training split, for static quantisation.
     classes: the class names in output order.
     metadata: flat str → str metadata to embed where the format allows (classes as JSON, mean, std, image size,
         preprocessing, source checkpoint sha256, bmcell version, licence, description).
     temperature: the calibrated temperature; formats whose output is probabilities give softmax(logits / it).
+    novelty: whether the model's output has a novelty column after the C logits (1x(C+1)); its distance module
+        (model.model.novelty) stays float in int8 artefacts.
     exported: the artefacts already written by this export, by format name, for a format that converts another
         (the ORT format converts the ONNX file instead of exporting and calibrating it again).
     """
@@ -43,6 +45,7 @@ class ExportInputs:
     metadata: dict[str, str]
     temperature: float = 1.0
     exported: dict[str, Path] = field(default_factory=dict)
+    novelty: bool = False
 
 
 class ExportFormat(ABC):

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 IMAGE = "image"
 LABEL = "classLabel"  # coremltools' classifier outputs: the top label, and a label -> score dictionary
 SCORES = "classLabel_probs"
+PROBABILITIES = "probabilities"  # the probabilities' tensor before the classifier turns it into SCORES
+NOVELTY = "novelty"  # export.manifest.NOVELTY_OUTPUT
 OUTPUT_NOTE = "calibrated probability of every class: softmax(logits / {:.4g}), summing to 1"
 # MIL ops that turn stored low-bit weights into fp16 at load time (iOS16 and iOS18 opsets).
 QUANTIZED_WEIGHT_OPS = frozenset({"constexpr_affine_dequantize", "constexpr_blockwise_shift_scale"})
@@ -31,25 +33,36 @@ def _convert(inputs: ExportInputs) -> ct.models.MLModel:
     Core ML scales by 1/255 into the [0, 1] tensor the model takes."""
     import coremltools as ct
 
-    model = torch.nn.Sequential(inputs.model, Calibrated(inputs.temperature)).eval()
+    classes = len(inputs.classes) if inputs.novelty else None
+    model = torch.nn.Sequential(inputs.model, Calibrated(inputs.temperature, classes)).eval()
     program = torch.export.export(model, (inputs.example,)).run_decompositions({})
     image = ct.ImageType(name=IMAGE, shape=tuple(inputs.example.shape), scale=1 / 255.0,
                          color_layout=ct.colorlayout.RGB)
-    return ct.convert(program, inputs=[image], classifier_config=ct.ClassifierConfig(list(inputs.classes)),
-                      convert_to="mlprogram", compute_precision=ct.precision.FLOAT16,
-                      minimum_deployment_target=ct.target.iOS16)
+    options = {"classifier_config": ct.ClassifierConfig(list(inputs.classes)), "convert_to": "mlprogram",
+               "compute_precision": ct.precision.FLOAT16, "minimum_deployment_target": ct.target.iOS16}
+    if not inputs.novelty:
+        return ct.convert(program, inputs=[image], **options)
+    # Two outputs: coremltools' classifier takes the last for the probabilities and cannot then describe the other
+    # (it matches output types to outputs by position), so convert to MIL first, drop the positional types, finish.
+    mil = ct.convert(program, inputs=[image], outputs=[ct.TensorType(name=NOVELTY), ct.TensorType(name=PROBABILITIES)],
+                     **(options | {"convert_to": "milinternal"}))
+    mil.functions["main"].output_types = None
+    return ct.convert(mil, **options)
 
 
 class Calibrated(torch.nn.Module):
-    """softmax(logits / temperature) over the classes: the calibrated probabilities the apps' threshold applies to."""
+    """softmax(logits / temperature) over the classes: the calibrated probabilities the apps' threshold applies to;
+    with classes given, the output's column after them is the novelty, passed on as another output (first)."""
 
-    def __init__(self, temperature: float) -> None:
+    def __init__(self, temperature: float, classes: int | None = None) -> None:
         super().__init__()
-        self.temperature = float(temperature)
+        self.temperature, self.classes = float(temperature), classes
 
-    def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        """Probabilities, one row per image."""
-        return torch.softmax(logits / self.temperature, dim=1)
+    def forward(self, output: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Probabilities, one row per image (and the novelty column)."""
+        if self.classes is None:
+            return torch.softmax(output / self.temperature, dim=1)
+        return output[:, self.classes:], torch.softmax(output[:, :self.classes] / self.temperature, dim=1)  # novelty first
 
 
 def _describe(model: ct.models.MLModel, inputs: ExportInputs) -> None:
@@ -98,7 +111,8 @@ def _output_kind(spec: ct.proto.Model_pb2.Model) -> str:
 
 
 class CoreMLFormat(ExportFormat):
-    """An .mlpackage: input "image" (RGB, HxW), outputs "classLabel" and "classLabel_probs" (label -> probability)."""
+    """An .mlpackage: input "image" (RGB, HxW), outputs "classLabel", "classLabel_probs" (label -> probability) and,
+    for a model with novelty statistics, "novelty" (1x1)."""
 
     family = "coreml"
     suffix = ".mlpackage"
@@ -136,8 +150,10 @@ class CoreMLFormat(ExportFormat):
 
         def run(images: np.ndarray) -> np.ndarray:
             pixels = np.round(np.clip(np.asarray(images), 0.0, 1.0) * 255.0).astype(np.uint8).transpose(0, 2, 3, 1)
-            scores = [model.predict({IMAGE: Image.fromarray(picture, "RGB")})[SCORES] for picture in pixels]
-            return np.array([[row[c] for c in classes] for row in scores], dtype=np.float32)
+            results = [model.predict({IMAGE: Image.fromarray(picture, "RGB")}) for picture in pixels]
+            return np.array([[result[SCORES][c] for c in classes]
+                             + ([float(np.ravel(result[NOVELTY])[0])] if NOVELTY in result else [])
+                             for result in results], dtype=np.float32)
 
         return run
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from bmcell.core.novelty import NoveltyDistance
 from export.formats.base import ExportError, ExportFormat, ExportInputs, Runner
 from export.ranges import widen_to_grid
 
@@ -208,6 +209,13 @@ def _grid_histogram_observer() -> type:
     return GridHistogramObserver
 
 
+def outside_novelty(node: torch.fx.Node) -> bool:
+    """Whether a graph node lies outside the novelty distance (bmcell.core.novelty.NoveltyDistance), which int8
+    artefacts keep in float: cosine distances to the stored training images differ by less than int8's steps."""
+    return not any(getattr(kind, "__name__", str(kind)).endswith(NoveltyDistance.__name__)
+                   for _, kind in node.meta.get("nn_module_stack", {}).values())
+
+
 def _quantization_config() -> Any:
     """XNNPACK's symmetric config (int8 per-tensor activations, per-channel symmetric weights), its activation
     observer on the grid."""
@@ -241,6 +249,7 @@ class ExecuTorchInt8(ExecuTorchFormat):
         if len(inputs.calibration) == 0:
             raise ExportError(f"{self.name}: static quantisation needs calibration images and none were given")
         quantizer = XNNPACKQuantizer().set_global(_quantization_config())
+        quantizer.set_filter_function(outside_novelty)
         prepared = prepare_pt2e(exported.module(), quantizer)
         with torch.no_grad():
             for image in inputs.calibration:

@@ -86,11 +86,34 @@ def _export_fp32(inputs: ExportInputs, path: Path) -> None:
     _embed_metadata(path, inputs)
 
 
+def _novelty_nodes(model: onnx.ModelProto) -> set[str]:
+    """The nodes of the novelty distance (bmcell.core.novelty.NoveltyDistance) and the output's concatenation: those
+    that feed the output but not the classifier, whose weights are named ...head.fc...; empty for a model without
+    novelty."""
+    producer = {output: node for node in model.graph.node for output in node.output}
+
+    def ancestors(names: list[str]) -> set[str]:
+        seen, stack = set(), list(names)
+        while stack:
+            node = producer.get(stack.pop())
+            if node is not None and node.name not in seen:
+                seen.add(node.name)
+                stack.extend(node.input)
+        return seen
+
+    classifier = [node.output[0] for node in model.graph.node if any("head.fc" in name for name in node.input)]
+    if not any("novelty" in tensor.name for tensor in model.graph.initializer):
+        return set()
+    return ancestors([output.name for output in model.graph.output]) - ancestors(classifier)
+
+
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes onnx-int8 keeps in float: FLOAT_OP_TYPES and the attention products (MatMuls of two activations).
-    Were the product after a Softmax quantised, ORT would fuse DQ -> Softmax -> Q into the slow QLinearSoftmax."""
+    """Nodes onnx-int8 keeps in float: FLOAT_OP_TYPES, the attention products (MatMuls of two activations) and the
+    novelty distance (cosine distances to the stored training images differ by less than int8's steps). Were the
+    attention product after a Softmax quantised, ORT would fuse DQ -> Softmax -> Q into the slow QLinearSoftmax."""
     weights = {tensor.name for tensor in model.graph.initializer}
-    return [node.name for node in model.graph.node if node.op_type in FLOAT_OP_TYPES
+    novelty = _novelty_nodes(model)
+    return [node.name for node in model.graph.node if node.op_type in FLOAT_OP_TYPES or node.name in novelty
             or (node.op_type == "MatMul" and not weights.intersection(node.input))]
 
 
@@ -124,7 +147,9 @@ def _export_int8(inputs: ExportInputs, path: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fp32, prepared, cache = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "ranges.json"
         _export_fp32(inputs, fp32)
-        quant_pre_process(str(fp32), str(prepared))
+        # ORT's symbolic shape inference does not know ReduceMax with its axes as an input (opset 18 on), which the
+        # novelty distance uses; ONNX's own shape inference does, and the shapes are static.
+        quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=inputs.novelty)
         options = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
                        per_channel=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))),
                        calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),

@@ -4,12 +4,14 @@ import UIKit
 import UniformTypeIdentifiers
 
 /// Pick a photo (PhotosPicker), open any file, or take a photo; show the answer — the top class, the top class headed
-/// "low confidence — check by eye" when its calibrated probability is below model.json's confident_from, or
-/// "uncertain — check by eye" when it is below the threshold — then every class's probability, the inference time
-/// and the model's input (the centre square it sees). The header names the model and the bmcell version, says its
-/// precision in words, how well it did, the labs whose cells it was trained on and the lab it was adapted to, how to
-/// adapt it to another lab, and opens its model card. The texts mirror the Android app's Messages.kt and
-/// Confidence.kt, which the test suite runs on a JVM; this Swift has not been compiled.
+/// "low confidence — check by eye" when its calibrated probability is below model.json's confident_from,
+/// "uncertain — check by eye" when it is below the threshold, or "does not look like a cell this model knows" when its
+/// novelty score reaches model.json's novelty threshold — then how unlike the training cells it is, every class's
+/// probability, the inference time and the model's input (the centre square it sees). The header names the model and
+/// the bmcell version, says its precision in words, how well it did, the labs whose cells it was trained on and the
+/// lab it was adapted to, that it flags pictures unlike its training cells, how to adapt it to another lab, and opens
+/// its model card. The texts mirror the Android app's Messages.kt, Confidence.kt and Novelty.kt, which the test suite
+/// runs on a JVM; this Swift has not been compiled.
 struct ContentView: View {
     @StateObject private var state = AppState()
     @State private var pickerItem: PhotosPickerItem?
@@ -58,12 +60,12 @@ struct ContentView: View {
                     if !state.answer.isEmpty {
                         Text(state.answer)
                             .font(.title2.bold())
-                            .foregroundStyle(state.level == .confident ? Color.primary : Color.orange)
+                            .foregroundStyle(state.level.color)
                             .textSelection(.enabled)
                     }
-                    Text(state.result) // under an answer: what a confident one needs or why uncertain, classes, timing
+                    Text(state.result) // under an answer: what a confident one needs or why not, classes, timing
                         .font(state.answer.isEmpty ? .title3 : .body)
-                        .foregroundStyle(state.level == .uncertain ? Color.secondary : Color.primary)
+                        .foregroundStyle(state.level.classesSecondary ? Color.secondary : Color.primary)
                         .textSelection(.enabled)
                 }
                 .padding()
@@ -120,8 +122,28 @@ let adaptRouteText = "Photos from another microscope, stain or camera can get ma
     + "MODEL --data YOUR_FOLDER --out NEW_MODEL on a computer, then export the new model to this app. bmcell check "
     + "MODEL --images YOUR_PHOTOS estimates first how well it will do on your photos."
 
-/// How sure an answer is: below the threshold, below confident_from, or from confident_from on.
-enum AnswerLevel { case uncertain, low, confident }
+/// The model panel's line for a model that flags pictures unlike its training cells: the words of the Android app's
+/// Novelty.kt::NOVELTY_PANEL_TEXT and of the web app.
+let noveltyPanelText = "Pictures unlike every cell it was trained on get no cell type: it says "
+    + "“\(unknownCellText)”."
+
+/// How sure an answer is: below the threshold, below confident_from, or from confident_from on; unknown when the
+/// picture does not look like a cell this model knows, whatever its probabilities.
+enum AnswerLevel {
+    case uncertain, low, confident, unknown
+
+    /// The headline's colour: plain when confident, orange when to be checked by eye, red when not a known cell.
+    var color: Color {
+        switch self {
+        case .confident: return .primary
+        case .low, .uncertain: return .orange
+        case .unknown: return .red
+        }
+    }
+
+    /// Whether the class list under the headline is secondary: no class is named.
+    var classesSecondary: Bool { self == .uncertain || self == .unknown }
+}
 
 /// The loaded classifier and what the screen shows.
 @MainActor
@@ -146,14 +168,15 @@ final class AppState: ObservableObject {
             let info = loaded.info
             modelLine = Self.headline(info)
             modelFacts = [Self.precisionLine(info.model, manifestPrecision: loaded.precision),
-                          Self.scoresLine(info.model), Self.labsLine(info.model),
-                          Self.adaptedLine(info.model)].compactMap { $0 }.joined(separator: "\n")
+                          Self.scoresLine(info.model), Self.labsLine(info.model), Self.adaptedLine(info.model),
+                          info.novelty.map { _ in noveltyPanelText }].compactMap { $0 }.joined(separator: "\n")
             modelRoute = adaptRouteText
             modelCard = ModelBundle.modelCard(info)
             modelStatus = "Artefact \(info.name) (\(info.bytes / 1024) KiB, sha256 \(info.sha256.prefix(12))… verified), "
                 + "\(info.imageSize)x\(info.imageSize) input, \(info.classes.count) classes: "
                 + info.classes.joined(separator: ", ")
-                + (info.bmcellVersion.map { "; bmcell \($0)" } ?? "") + ". " + Self.describe(info.confidence)
+                + (info.bmcellVersion.map { "; bmcell \($0)" } ?? "") + ". " + Self.describe(info.confidence) + " "
+                + Self.describeNovelty(info.novelty)
         } catch {
             modelStatus = error.localizedDescription
         }
@@ -240,9 +263,11 @@ final class AppState: ObservableObject {
         info.model?.classNames?[label].map { "\(label) — \($0)" } ?? label
     }
 
-    /// How sure an answer is: uncertain below the threshold (Classifier's rule), low confidence below confident_from,
-    /// else confident (always, without a confidence block) — Confidence.kt's confidenceLevel.
+    /// How sure an answer is: unknown when the novelty score flags the picture, uncertain below the threshold
+    /// (Classifier's rules), low confidence below confident_from, else confident (always, without a confidence block)
+    /// — Confidence.kt's answer().
     static func answerLevel(_ answered: Answer, _ confidence: ConfidenceSpec?) -> AnswerLevel {
+        if answered.unknown { return .unknown }
         if answered.uncertain { return .uncertain }
         guard let confidentFrom = confidence?.confidentFrom, answered.ranked[0].probability < confidentFrom else {
             return .confident
@@ -251,24 +276,28 @@ final class AppState: ObservableObject {
     }
 
     /// The answer in large print, by its level: "label — full name  97.3 %" when confident, the same headed "low
-    /// confidence — check by eye" when low, "uncertain — check by eye" (no class named) when uncertain.
+    /// confidence — check by eye" when low, "uncertain — check by eye" (no class named) when uncertain, "does not look
+    /// like a cell this model knows" (no class named) when the novelty score flags the picture.
     static func answerHeadline(_ level: AnswerLevel, _ best: Prediction, _ info: ModelInfo) -> String {
         let line = "\(named(best.label, info))  \(percent(best.probability))"
         switch level {
         case .confident: return line
         case .low: return "\(lowConfidenceText)\n\(line)"
         case .uncertain: return uncertainText
+        case .unknown: return unknownCellText
         }
     }
 
-    /// The sentence under a low-confidence answer (what a confident one needs) or an uncertain one (the most probable
-    /// class and the threshold it missed); nil under a confident one.
+    /// The sentence under a low-confidence answer (what a confident one needs), an uncertain one (the most probable
+    /// class and the threshold it missed) or a picture that does not look like a cell this model knows (why); nil
+    /// under a confident one.
     static func answerNote(_ level: AnswerLevel, _ best: Prediction, _ info: ModelInfo) -> String? {
+        if level == .unknown { return unknownCellWhy }
         guard let threshold = info.confidence?.threshold, let confidentFrom = info.confidence?.confidentFrom else {
-            return nil // without a confidence block every answer is confident
+            return nil // without a confidence block every other answer is confident
         }
         switch level {
-        case .confident: return nil
+        case .confident, .unknown: return nil
         case .low: return "A confident answer needs \(plainPercent(confidentFrom))."
         case .uncertain:
             return "Most probable: \(named(best.label, info)) at \(percent(best.probability)), below the "
@@ -290,6 +319,30 @@ final class AppState: ObservableObject {
         return String(format: "Calibrated (temperature %g): ", temperature)
             + "from \(from): a confident answer; \(low)below \(below): \"\(uncertainText)\""
             + (confidence.fittedOn.map { "; threshold fitted on: \($0)" } ?? "") + "."
+    }
+
+    /// A novelty score or its threshold in multiples of the usual distance: "1.43 ×".
+    static func times(_ value: Double) -> String {
+        String(format: "%.2f ×", value)
+    }
+
+    /// The line under an answer: how unlike the training cells the picture is; nil without a novelty score.
+    static func noveltyLine(_ answered: Answer, _ rule: NoveltySpec?) -> String? {
+        guard let score = answered.novelty, let threshold = rule?.threshold else { return nil }
+        return "Unlike the cells it was trained on: \(times(score)) the usual distance (flagged from "
+            + "\(times(threshold)))."
+    }
+
+    /// What the novelty block means, in the model's description: from which score a picture is flagged, and how often
+    /// on its own test cells — Novelty.kt's noveltyDescription.
+    static func describeNovelty(_ rule: NoveltySpec?) -> String {
+        guard let rule, let threshold = rule.threshold else {
+            return "It does not flag pictures unlike its training cells: re-export it with this version of bmcell."
+        }
+        let share = rule.flaggedOnValidation
+            .map { " (\(plainPercent($0)) of its own test cells are flagged too)" } ?? ""
+        return "It flags a picture as “\(unknownCellText)” when its distance to the nearest training cell is at least "
+            + "\(times(threshold)) the usual distance\(share)."
     }
 
     func classify(_ data: Data) async {
@@ -319,6 +372,7 @@ final class AppState: ObservableObject {
             var lines = ["Class probabilities:"] + answered.ranked.enumerated().map { index, prediction in
                 "\(index + 1). \(Self.named(prediction.label, info))  " + Self.percent(prediction.probability)
             }
+            if let line = Self.noveltyLine(answered, info.novelty) { lines.insert(line, at: 0) }
             if let note = Self.answerNote(level, best, info) { lines.insert(note, at: 0) }
             let footer = String(format: "%dx%d picture → %dx%d input; Vision + Core ML %.1f ms", prepared.sourceWidth,
                                 prepared.sourceHeight, prepared.input.width, prepared.input.height, ms)

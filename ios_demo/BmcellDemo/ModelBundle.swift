@@ -55,24 +55,59 @@ struct ConfidenceSpec: Decodable {
 
     init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        let temperature = Self.number(container, .temperature)
+        let temperature = leniently(container, .temperature)
         self.temperature = temperature.value
         temperatureText = temperature.text
-        let threshold = Self.number(container, .threshold)
+        let threshold = leniently(container, .threshold)
         self.threshold = threshold.value
         thresholdText = threshold.text
-        let confidentFrom = Self.number(container, .confidentFrom)
+        let confidentFrom = leniently(container, .confidentFrom)
         let absent = (try? container.decodeNil(forKey: .confidentFrom)) ?? true // absent, or true when null
         self.confidentFrom = absent ? threshold.value.map { (1 + $0) / 2 } : confidentFrom.value
         confidentFromText = confidentFrom.text
         fittedOn = try? container.decodeIfPresent(String.self, forKey: .fittedOn)
     }
+}
 
-    private static func number(_ container: KeyedDecodingContainer<CodingKeys>,
-                               _ key: CodingKeys) -> (value: Double?, text: String) {
-        if let value = try? container.decode(Double.self, forKey: key) { return (value, String(value)) }
-        if let text = try? container.decode(String.self, forKey: key) { return (nil, "\"\(text)\"") }
-        return (nil, container.contains(key) ? "null (or not a number)" : "missing")
+/// A number of a model.json block decoded leniently: its value, or nil, and how check() names it in a refusal (the
+/// number, a string in quotes, "null (or not a number)" or "missing").
+func leniently<Key: CodingKey>(_ container: KeyedDecodingContainer<Key>, _ key: Key) -> (value: Double?, text: String) {
+    if let value = try? container.decode(Double.self, forKey: key) { return (value, String(value)) }
+    if let text = try? container.decode(String.self, forKey: key) { return (nil, "\"\(text)\"") }
+    return (nil, container.contains(key) ? "null (or not a number)" : "missing")
+}
+
+/// model.json's "novelty" (null or absent in older exports, whose model has no novelty output): the Core ML model
+/// then has an output named coreml_output (absent: "novelty") holding the picture's novelty score, one value; at or
+/// above threshold the picture does not look like a cell this model knows, whatever its probabilities. output_index
+/// (where the score follows the class scores in the ONNX and ExecuTorch artefacts) must be the number of classes here
+/// too. Decoded leniently, as ConfidenceSpec, so that check() can say which value is unusable.
+struct NoveltySpec: Decodable {
+    let threshold: Double?
+    let outputIndex: Double?
+    let coremlOutput: String
+    let flaggedOnValidation: Double? // the share of the model's validation images it flags; nil when unknown
+    let thresholdText: String
+    let outputIndexText: String
+
+    enum CodingKeys: String, CodingKey {
+        case threshold = "threshold"
+        case outputIndex = "output_index"
+        case coremlOutput = "coreml_output"
+        case flaggedOnValidation = "flagged_on_validation"
+    }
+
+    init(from decoder: Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let threshold = leniently(container, .threshold)
+        self.threshold = threshold.value
+        thresholdText = threshold.text
+        let outputIndex = leniently(container, .outputIndex)
+        self.outputIndex = outputIndex.value
+        outputIndexText = outputIndex.text
+        coremlOutput = (try? container.decode(String.self, forKey: .coremlOutput)).flatMap { $0.isEmpty ? nil : $0 }
+            ?? "novelty"
+        flaggedOnValidation = fraction(leniently(container, .flaggedOnValidation).value)
     }
 }
 
@@ -86,6 +121,7 @@ struct ModelInfo: Decodable {
     let imageSize: Int
     let preprocessing: PreprocessingSpec
     let confidence: ConfidenceSpec? // nil: no calibrated confidence (temperature 1, never "uncertain")
+    let novelty: NoveltySpec? // nil: no novelty output (older exports), no picture is flagged
     let sourceWeightsSha256: String?
     let bmcellVersion: String?
     let output: String? // "probabilities" (calibrated, inside the model) or "logits"/nil (older bundles)
@@ -94,6 +130,7 @@ struct ModelInfo: Decodable {
     enum CodingKeys: String, CodingKey {
         case name, file, sha256, bytes, classes, preprocessing, output, model
         case confidence = "confidence"
+        case novelty = "novelty"
         case imageSize = "image_size"
         case sourceWeightsSha256 = "source_weights_sha256"
         case bmcellVersion = "bmcell_version"
@@ -315,6 +352,7 @@ enum ModelBundle {
             throw BundleError("model.json asks for scale \(pre.scale) and mean/std \(String(describing: pre.mean))/"
                               + "\(String(describing: pre.std)); the Core ML model scales by 1/255 itself and nothing else.")
         }
+        try checkNovelty(info)
         if let confidence = info.confidence {
             var problems: [String] = []
             if !(confidence.temperature.map { $0.isFinite && $0 > 0 } ?? false) {
@@ -331,6 +369,25 @@ enum ModelBundle {
                 throw BundleError("model.json's confidence has an unusable \(problems.joined(separator: " and ")): "
                                   + "refusing the model; \(installHint).")
             }
+        }
+    }
+
+    /// Refuse a novelty block whose threshold is not a finite number > 0 or whose output_index is not the number of
+    /// classes (Classifier checks that the model has the output it names).
+    static func checkNovelty(_ info: ModelInfo) throws {
+        guard let novelty = info.novelty else { return }
+        let classes = info.classes.count
+        var problems: [String] = []
+        if !(novelty.threshold.map { $0.isFinite && $0 > 0 } ?? false) {
+            problems.append("threshold \(novelty.thresholdText) (must be a finite number > 0)")
+        }
+        if novelty.outputIndex != Double(classes) {
+            problems.append("output_index \(novelty.outputIndexText) (must be \(classes): the score after the "
+                            + "\(classes) class scores)")
+        }
+        guard problems.isEmpty else {
+            throw BundleError("model.json's novelty has an unusable \(problems.joined(separator: " and ")): "
+                              + "refusing the model; \(installHint).")
         }
     }
 

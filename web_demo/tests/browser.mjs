@@ -102,8 +102,8 @@ async function pick(path, on = page) {
 /** The text a person sees in each of these elements ("" when hidden), and #status's class. */
 async function shown(on) {
   const text = {};
-  for (const id of ["model", "precision", "scores", "labs", "adapted", "route", "status", "offline", "answer", "timing",
-    "note", "top-heading", "top", "caption", "batch", "batch-status", "batch-result"]) {
+  for (const id of ["model", "precision", "scores", "labs", "adapted", "flags", "route", "status", "offline", "answer",
+    "timing", "novelty", "note", "top-heading", "top", "caption", "batch", "batch-status", "batch-result"]) {
     const element = on.locator(`#${id}`);
     text[id] = (await element.isVisible()) ? (await element.innerText()).replaceAll("\u00a0", " ").trim() : "";
   }

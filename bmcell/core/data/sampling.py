@@ -26,18 +26,18 @@ def source_balanced_weights(labels: list[int], sources: list[str]) -> torch.Tens
 
 
 class EpochSampler(Sampler[int]):
-    """One rank's share (len(labels) // world_size indices) of an epoch, reshuffled by set_epoch.
+    """One rank's share (epoch_images, default len(labels), // world_size indices) of an epoch, redrawn by set_epoch.
 
     Balanced: draws with replacement from the inverse-class-frequency distribution, as torchsampler does, from a
     generator seeded by (seed, epoch, rank), so ranks draw independently. Not balanced: one permutation shared by all
     ranks (seeded by seed and epoch), dealt out rank::world_size, so no image is seen twice in an epoch."""
 
     def __init__(self, labels: list[int], balanced: bool, seed: int, rank: int = 0, world_size: int = 1,
-                 sources: list[str] | None = None) -> None:
+                 sources: list[str] | None = None, epoch_images: int | None = None) -> None:
         self.weights = None if not balanced else \
             source_balanced_weights(labels, sources) if sources is not None else balanced_weights(labels)
         self.size, self.seed, self.rank, self.world_size = len(labels), seed, rank, world_size
-        self.num_samples = max(1, len(labels) // world_size)
+        self.num_samples = max(1, (epoch_images or len(labels)) // world_size)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -51,6 +51,9 @@ class EpochSampler(Sampler[int]):
             return torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         order = torch.randperm(self.size, generator=generator)
+        if self.num_samples * self.world_size > self.size:  # longer than the folder: several permutations
+            order = torch.cat([torch.randperm(self.size, generator=generator)
+                               for _ in range(-(-self.num_samples * self.world_size // self.size))])
         return order[self.rank::self.world_size][: self.num_samples]
 
     def __iter__(self) -> Iterator[int]:

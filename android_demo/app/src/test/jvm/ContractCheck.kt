@@ -6,7 +6,7 @@ import java.nio.ByteOrder
 import java.security.MessageDigest
 
 // The JVM side of tests/test_android_jvm.py: runs the app's plain-Kotlin files (PreprocessCore.kt, Confidence.kt,
-// Messages.kt) on jobs Python prepared, one job per line of a tab-separated file, and prints one result line per
+// Novelty.kt, Messages.kt) on jobs Python prepared, one job per line of a tab-separated file, and prints one result line per
 // job (tab-separated, the job's id first). Python compares them with the reference (bmcell.core.data.images.load_rgb,
 // bmcell.core.data.transforms.unit_transform, tests/contract/preprocessing.json). Not part of the Gradle build.
 //
@@ -22,6 +22,17 @@ import java.security.MessageDigest
 //                                                 for none), class cI named "class I (spelled out)"
 //   rule    ID TEMPERATURE THRESHOLD CONFIDENT_FROM
 //                                                 confidenceRule: "ok" and its values, or "refused" and the message
+//   verdict ID CLASSES TEMPERATURE THRESHOLD CONFIDENT_FROM NOVELTY_THRESHOLD OUTPUT
+//                                                 answer() of OUTPUT (CLASSES class scores, then a novelty score) under
+//                                                 that confidence rule ("null" TEMPERATURE: none) and a novelty rule
+//                                                 with that threshold ("null": none): the level, the labels most
+//                                                 probable first, answerHeadline, answerNote, noveltyLine ("-" for
+//                                                 none) and the probabilities in class order (floats, ",")
+//   novelty ID [THRESHOLD OUTPUT_INDEX CLASSES FLAGGED]
+//                                                 noveltyRule: "ok", its threshold, output index and flagged share ("-"
+//                                                 for none), noveltyPanelLine and noveltyDescription, or "refused" and
+//                                                 the message; without the fields: the panel line ("-") and the
+//                                                 description of a model without a novelty rule
 //   describe ID [TEMPERATURE THRESHOLD CONFIDENT_FROM FITTED_ON]
 //                                                 confidenceDescription of that rule (of none without the fields)
 //   header  ID ARTEFACT MANIFEST_PRECISION VERSION [NAME PRECISION PRECISION_WORDS VAL ARTEFACT_VAL SCORES]
@@ -74,6 +85,9 @@ fun main(args: Array<String>) {
                 } catch (error: IllegalArgumentException) {
                     listOf("refused", error.message.orEmpty())
                 }
+                "verdict" -> verdict(f)
+                "novelty" -> if (f.size > 2) novelty(f) else
+                    listOf(noveltyPanelLine(null) ?: "-", noveltyDescription(null))
                 "describe" -> listOf(confidenceDescription(
                     if (f.size > 2) confidenceRule(value(f[2]), value(f[3]), value(f[4]), text(f[5])) else null))
                 "header" -> {
@@ -97,6 +111,29 @@ fun main(args: Array<String>) {
         }
         println((listOf(id) + result).joinToString("\t") { it.replace('\t', ' ').replace('\n', ' ') })
     }
+}
+
+/** The verdict job: answer() of an output under a confidence rule and a novelty rule, as the screen words it. */
+private fun verdict(f: List<String>): List<String> {
+    val output = logits(f[7])
+    val classes = List(f[2].toInt()) { "c$it" }
+    val names = classes.withIndex().associate { (i, label) -> label to "class $i (spelled out)" }
+    val rule = if (f[3] == "null") null else confidenceRule(value(f[3]), value(f[4]), value(f[5]), null)
+    val novelty = if (f[6] == "null") null else noveltyRule(value(f[6]), classes.size, classes.size, 0.05)
+    val answer = answer(output, classes, rule, classes.size, novelty)
+    val probabilities = answer.top.sortedBy { it.label.drop(1).toInt() }.map { it.probability }
+    return listOf(answer.level.name.lowercase(), answer.top.joinToString(",") { it.label },
+        answerHeadline(answer, names), answerNote(answer, rule, names) ?: "-", noveltyLine(answer, novelty) ?: "-",
+        probabilities.joinToString(","))
+}
+
+/** The novelty job: noveltyRule of the fields, with the lines the screen shows of it, or its refusal. */
+private fun novelty(f: List<String>): List<String> = try {
+    val rule = noveltyRule(value(f[2]), value(f[3]), f[4].toInt(), value(f[5]))
+    listOf("ok", rule.threshold.toString(), rule.outputIndex.toString(), rule.flaggedOnValidation?.toString() ?: "-",
+        noveltyPanelLine(rule) ?: "-", noveltyDescription(rule))
+} catch (error: IllegalArgumentException) {
+    listOf("refused", error.message.orEmpty())
 }
 
 private fun readRgb(path: String, width: Int, height: Int) = RgbImage(width, height, File(path).readBytes())

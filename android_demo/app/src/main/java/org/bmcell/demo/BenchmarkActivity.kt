@@ -102,10 +102,10 @@ class BenchmarkActivity : ComponentActivity() {
 
     /** p50 and p90 in ms of `runs` forwards after `warmup` untimed ones (export/bench.py::latency_ms). */
     private fun latencyMs(classifier: Classifier, input: FloatArray, runs: Int, warmup: Int): Pair<Double, Double> {
-        repeat(warmup) { classifier.logits(input) }
+        repeat(warmup) { classifier.output(input) }
         val times = DoubleArray(runs) {
             val start = SystemClock.elapsedRealtimeNanos()
-            classifier.logits(input)
+            classifier.output(input)
             msSince(start)
         }
         return percentile(times, 50.0) to percentile(times, 90.0)

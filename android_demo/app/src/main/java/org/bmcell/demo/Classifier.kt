@@ -8,7 +8,8 @@ import org.pytorch.executorch.Module
 import org.pytorch.executorch.Tensor
 
 /**
- * The bundled ExecuTorch program: a 1x3xSxS float32 tensor in, 1xC logits out (classes in model.json's order).
+ * The bundled ExecuTorch program: a 1x3xSxS float32 tensor in, 1xC logits out (classes in model.json's order), or
+ * 1x(C + 1) when model.json has a novelty block: the logits, then the picture's novelty score (Novelty.kt).
  *
  * Loading a Module resizes ExecuTorch's process-wide threadpool, and XNNPACK methods loaded earlier keep a
  * pointer to the old pool: keep one Classifier per process and close it before opening another.
@@ -45,23 +46,28 @@ class Classifier private constructor(val info: ModelInfo, private val module: Mo
         }
     }
 
-    /** Raw logits for one preprocessed image (PreprocessCore.toTensor's output). */
-    fun logits(input: FloatArray): FloatArray {
+    /**
+     * The raw output for one preprocessed image (PreprocessCore.toTensor's output): the logits, then the novelty score
+     * when model.json has a novelty block. A program whose output length model.json does not declare is refused.
+     */
+    fun output(input: FloatArray): FloatArray {
         val size = info.imageSize.toLong()
         require(input.size.toLong() == 3 * size * size) { "input has ${input.size} values, expected 3x${size}x$size" }
         val outputs = module.forward(EValue.from(Tensor.fromBlob(input, longArrayOf(1, 3, size, size))))
-        val logits = outputs[0].toTensor().dataAsFloatArray
-        check(logits.size == info.classes.size) {
-            "the model returned ${logits.size} scores but model.json lists ${info.classes.size} classes"
+        val output = outputs[0].toTensor().dataAsFloatArray
+        outputProblem(output.size, info.classes.size, info.novelty)?.let {
+            throw BundleError("Refusing the model: $it; $INSTALL_HINT.")
         }
-        return logits
+        return output
     }
 
     /**
      * The k most probable classes (all of them by default), most probable first, with model.json's calibrated
-     * probabilities (softmax(logits / temperature)), and whether the top one is below its threshold (Confidence.kt).
+     * probabilities (softmax(logits / temperature)), how sure the top one is, and the novelty score: an answer of
+     * UNKNOWN level when it reaches model.json's novelty threshold (Confidence.kt, Novelty.kt).
      */
-    fun classify(input: FloatArray, k: Int = info.classes.size): Answer = answer(logits(input), info.classes, info.confidence, k)
+    fun classify(input: FloatArray, k: Int = info.classes.size): Answer =
+        answer(output(input), info.classes, info.confidence, k, info.novelty)
 
     override fun close() = module.destroy()
 }

@@ -4,7 +4,8 @@ import kotlin.math.exp
 
 // Calibrated probabilities and how sure an answer is, as model.json's "confidence" block states them:
 // probabilities = softmax(logits / temperature); the top class is uncertain below threshold, low confidence below
-// confident_from, else confident. Plain Kotlin (no Android or ExecuTorch imports), so it can be unit-tested on the JVM.
+// confident_from, else confident — unless the picture's novelty score (Novelty.kt) says it does not look like a cell
+// this model knows. Plain Kotlin (no Android or ExecuTorch imports), so it can be unit-tested on the JVM.
 
 /** What the app shows instead of a class when the top probability is below the threshold. */
 const val UNCERTAIN_TEXT = "uncertain — check by eye"
@@ -21,11 +22,15 @@ data class Prediction(val label: String, val probability: Float)
  */
 data class ConfidenceRule(val temperature: Double, val threshold: Double, val confidentFrom: Double, val fittedOn: String?)
 
-/** How sure an answer is: below the threshold, below confident_from, or from confident_from on. */
-enum class ConfidenceLevel { UNCERTAIN, LOW, CONFIDENT }
+/**
+ * How sure an answer is: below the threshold, below confident_from, or from confident_from on; UNKNOWN when the
+ * picture does not look like a cell this model knows (its novelty score at or above model.json's novelty threshold),
+ * whatever its probabilities.
+ */
+enum class ConfidenceLevel { UNCERTAIN, LOW, CONFIDENT, UNKNOWN }
 
-/** The top k classes, most probable first, and how sure the top one is. */
-data class Answer(val top: List<Prediction>, val level: ConfidenceLevel)
+/** The top k classes, most probable first, how sure the top one is, and the novelty score (null without a rule). */
+data class Answer(val top: List<Prediction>, val level: ConfidenceLevel, val novelty: Double? = null)
 
 /**
  * model.json's temperature, threshold and confident_from as parsed JSON values (a number, a string, null…) → a
@@ -71,10 +76,17 @@ fun confidenceLevel(rule: ConfidenceRule?, top: Double): ConfidenceLevel = when 
 }
 
 /**
- * Logits → the answer: calibrated probabilities when the model has a confidence rule (temperature 1 and always
- * confident when it has none, as older exports), and the top probability's level.
+ * The program's output → the answer: the class scores and the novelty score split as model.json says (splitOutput:
+ * C values without a novelty rule, C + 1 with one; any other length throws), calibrated probabilities of the class
+ * scores when the model has a confidence rule (temperature 1 and always confident when it has none, as older
+ * exports), and the level: UNKNOWN when the novelty score reaches the novelty threshold, else the top probability's.
  */
-fun answer(logits: FloatArray, classes: List<String>, rule: ConfidenceRule?, k: Int): Answer {
-    val probabilities = softmax(logits, rule?.temperature ?: 1.0)
-    return Answer(topK(probabilities, classes, k), confidenceLevel(rule, probabilities.max()))
+fun answer(
+    output: FloatArray, classes: List<String>, rule: ConfidenceRule?, k: Int, novelty: NoveltyRule? = null,
+): Answer {
+    val split = splitOutput(output, classes.size, novelty)
+    val probabilities = softmax(split.logits, rule?.temperature ?: 1.0)
+    val level = if (isUnknown(split.novelty, novelty)) ConfidenceLevel.UNKNOWN
+    else confidenceLevel(rule, probabilities.max())
+    return Answer(topK(probabilities, classes, k), level, split.novelty)
 }

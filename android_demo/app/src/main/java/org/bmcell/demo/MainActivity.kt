@@ -19,10 +19,12 @@ import java.util.Locale
 /**
  * Pick a photo (Android photo picker), open any file, or take a photo (CameraX); show the answer — the top class, the
  * top class headed "low confidence — check by eye" when its calibrated probability is below model.json's
- * confident_from, or "uncertain — check by eye" when it is below the threshold — then every class's probability, the
- * inference time and the centre square the model saw. The header names the model and the bmcell version, says its
- * precision in words, how well it did, the labs whose cells it was trained on and the lab it was adapted to
- * (model.json's "model" block), how to adapt it to another lab, and opens its model card.
+ * confident_from, "uncertain — check by eye" when it is below the threshold, or "does not look like a cell this model
+ * knows" when its novelty score reaches model.json's novelty threshold — then how unlike the training cells it is,
+ * every class's probability, the inference time and the centre square the model saw. The header names the model and
+ * the bmcell version, says its precision in words, how well it did, the labs whose cells it was trained on and the lab
+ * it was adapted to (model.json's "model" block), that it flags pictures unlike its training cells, how to adapt it
+ * to another lab, and opens its model card.
  *
  * Every failure ends as a message on screen: the inference thread (Engine) hands anything thrown there back here.
  */
@@ -87,7 +89,7 @@ class MainActivity : ComponentActivity() {
             val title = info?.let { modelHeadline(it.model, it.name, it.bmcellVersion) }.orEmpty()
             val facts = info?.let {
                 listOfNotNull(precisionLine(it.model, it.precision), scoresLine(it.model), labsLine(it.model),
-                    adaptedLine(it.model))
+                    adaptedLine(it.model), noveltyPanelLine(it.novelty))
             }.orEmpty().joinToString("\n")
             val text = info?.let { describe(it) } ?: error.orEmpty()
             val card = info?.let { ModelBundle.readModelCard(assetManager, it) }
@@ -130,7 +132,7 @@ class MainActivity : ComponentActivity() {
             "${size}x$size input, ${info.classes.size} classes: ${info.classes.joinToString(", ")}" +
             (facts?.arch?.let { "; architecture $it" } ?: "") + (facts?.epoch?.let { ", epoch $it" } ?: "") +
             (facts?.parity?.let { "; parity with the reference: $it" } ?: "") + ". " +
-            confidenceDescription(info.confidence)
+            confidenceDescription(info.confidence) + " " + noveltyDescription(info.novelty)
     }
 
     private fun classify(uri: Uri) {
@@ -164,7 +166,8 @@ class MainActivity : ComponentActivity() {
                 val inferenceMs = msSince(start)
                 val headline = answerHeadline(outcome, names)
                 val note = answerNote(outcome, info.confidence, names)
-                val lines = listOfNotNull(note, "Class probabilities:") + probabilityLines(outcome.top, names)
+                val lines = listOfNotNull(note, noveltyLine(outcome, info.novelty), "Class probabilities:") +
+                    probabilityLines(outcome.top, names)
                 val crop = input.crop.toBitmap()
                 val reduced = if (input.sampleSize > 1) {
                     " (decoded at 1/${input.sampleSize}: more than ${Preprocessing.EXACT_MAX_PIXELS / 1_000_000} megapixels)"
@@ -176,7 +179,7 @@ class MainActivity : ComponentActivity() {
                     if (mine != latest) return@onUi // a newer picture was chosen meanwhile: its result is the one shown
                     modelInput.setImageBitmap(crop)
                     answer.text = headline
-                    answer.setTextColor(if (outcome.level == ConfidenceLevel.CONFIDENT) CONFIDENT_COLOR else CHECK_COLOR)
+                    answer.setTextColor(ANSWER_COLORS.getValue(outcome.level))
                     result.text = (lines + "" + footer).joinToString("\n")
                 }
             } catch (error: Throwable) { // ExecuTorch's forward failing, OutOfMemoryError…
@@ -200,5 +203,8 @@ class MainActivity : ComponentActivity() {
         const val TAG = "bmcell"
         val CHECK_COLOR = 0xFFB26A00.toInt() // amber: low confidence or uncertain, look at the cell yourself
         val CONFIDENT_COLOR = 0xFF222222.toInt()
+        val UNKNOWN_COLOR = 0xFFB00020.toInt() // red: not a cell this model knows, whatever its probabilities
+        val ANSWER_COLORS = mapOf(ConfidenceLevel.CONFIDENT to CONFIDENT_COLOR, ConfidenceLevel.LOW to CHECK_COLOR,
+            ConfidenceLevel.UNCERTAIN to CHECK_COLOR, ConfidenceLevel.UNKNOWN to UNKNOWN_COLOR)
     }
 }

@@ -176,7 +176,8 @@ fun probabilityLines(probabilities: List<Prediction>, classNames: Map<String, St
 
 /**
  * The answer in large print, by its level: "label — full name  97.3 %" when confident, the same headed "low
- * confidence — check by eye" when low, "uncertain — check by eye" (no class named) when uncertain.
+ * confidence — check by eye" when low, "uncertain — check by eye" (no class named) when uncertain, "does not look
+ * like a cell this model knows" (no class named) when the novelty score flags the picture.
  */
 fun answerHeadline(answer: Answer, classNames: Map<String, String>): String {
     val best = answer.top.first()
@@ -185,18 +186,21 @@ fun answerHeadline(answer: Answer, classNames: Map<String, String>): String {
         ConfidenceLevel.CONFIDENT -> named
         ConfidenceLevel.LOW -> "$LOW_CONFIDENCE_TEXT\n$named"
         ConfidenceLevel.UNCERTAIN -> UNCERTAIN_TEXT
+        ConfidenceLevel.UNKNOWN -> UNKNOWN_CELL_TEXT
     }
 }
 
 /**
- * The sentence under a low-confidence answer (what a confident one needs) or an uncertain one (the most probable
- * class and the threshold it missed); null under a confident one.
+ * The sentence under a low-confidence answer (what a confident one needs), an uncertain one (the most probable class
+ * and the threshold it missed) or a picture that does not look like a cell this model knows (UNKNOWN_CELL_WHY); null
+ * under a confident one.
  */
 fun answerNote(answer: Answer, rule: ConfidenceRule?, classNames: Map<String, String>): String? {
-    if (rule == null) return null // without a confidence rule every answer is confident
+    if (answer.level == ConfidenceLevel.UNKNOWN) return UNKNOWN_CELL_WHY
+    if (rule == null) return null // without a confidence rule every other answer is confident
     val best = answer.top.first()
     return when (answer.level) {
-        ConfidenceLevel.CONFIDENT -> null
+        ConfidenceLevel.CONFIDENT, ConfidenceLevel.UNKNOWN -> null
         ConfidenceLevel.LOW -> "A confident answer needs ${plainPercent(rule.confidentFrom)}."
         ConfidenceLevel.UNCERTAIN -> "Most probable: ${displayName(best.label, classNames)} at " +
             "${percent(best.probability.toDouble())}, below the ${plainPercent(rule.threshold)} this model needs to " +

@@ -14,8 +14,8 @@ import org.json.JSONObject
 /**
  * The model bundle that `bmcell export RUN --target android --app android_demo` writes into
  * app/src/main/assets/bmcell_model/: model.pte (the program), model.json (what this app needs: file, sha256,
- * bytes, classes in output order, input contract, preprocessing, confidence, and a "model" block with what the
- * screen shows about the model: its name, precision in words, scores per lab…), manifest.json (the export manifest)
+ * bytes, classes in output order, input contract, preprocessing, confidence, novelty, and a "model" block with what
+ * the screen shows about the model: its name, precision in words, scores per lab…), manifest.json (the export manifest)
  * and, for a released model, MODEL_CARD.md.
  *
  * Everything about the model — class names, input size, preprocessing — comes from model.json; nothing is
@@ -36,6 +36,7 @@ data class ModelInfo(
     val imageSize: Int,
     val preprocessing: PreprocessingSpec,
     val confidence: ConfidenceRule?, // null: no calibrated confidence (older checkpoints), temperature 1, never uncertain
+    val novelty: NoveltyRule?, // null: the program outputs class scores only (older exports), no picture is flagged
     val precision: String?, // from manifest.json's entry for this artefact, when there is one
     val runtime: String?,
     val bmcellVersion: String?,
@@ -208,6 +209,7 @@ object ModelBundle {
         }
 
         val confidence = parseConfidence(json)
+        val novelty = parseNovelty(json, classes.size)
 
         val name = json.getString("name")
         val entry = manifest?.optJSONArray("artefacts")?.let { artefacts ->
@@ -222,6 +224,7 @@ object ModelBundle {
             imageSize = size,
             preprocessing = spec,
             confidence = confidence,
+            novelty = novelty,
             precision = entry?.optString("precision")?.takeIf { it.isNotEmpty() },
             runtime = entry?.optString("runtime")?.takeIf { it.isNotEmpty() },
             bmcellVersion = json.optString("bmcell_version").takeIf { it.isNotEmpty() },
@@ -291,6 +294,24 @@ object ModelBundle {
             confidenceRule(block.opt("temperature"), block.opt("threshold"), confidentFrom, block.opt("fitted_on") as? String)
         } catch (error: IllegalArgumentException) {
             throw BundleError("model.json's confidence has an unusable ${error.message}: refusing the model; $INSTALL_HINT.")
+        }
+    }
+
+    /**
+     * model.json's "novelty": null or absent (older exports: the program outputs its class scores only) → null; else
+     * its threshold, output_index and flagged_on_validation, refused unless the threshold is a finite number > 0 and
+     * output_index the number of classes (the novelty score follows the class scores).
+     */
+    fun parseNovelty(json: JSONObject, classes: Int): NoveltyRule? {
+        if (!json.has("novelty") || json.isNull("novelty")) return null
+        val block = json.optJSONObject("novelty")
+            ?: throw BundleError("model.json's novelty must be null or an object, not ${json.get("novelty")}: " +
+                "refusing the model; $INSTALL_HINT.")
+        return try {
+            noveltyRule(block.opt("threshold"), block.opt("output_index"), classes, block.opt("flagged_on_validation"))
+        } catch (error: IllegalArgumentException) {
+            throw BundleError("model.json's novelty has an unusable ${error.message}: refusing the model; " +
+                "$INSTALL_HINT.")
         }
     }
 

@@ -1,0 +1,86 @@
+"""Per-image novelty: fitted at the end of training, stored in the checkpoint, computed inside the model graph,
+shown by `bmcell predict`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from bmcell.cli.main import app
+from bmcell.core.checkpoint import CheckpointError, load_checkpoint, metadata_digest
+from bmcell.core.data.folder import ImageRecord
+from bmcell.core.data.prepare import load_prepared
+from bmcell.core.novelty import BANK_KEY, FLAG_QUANTILE, THRESHOLD, UNKNOWN_TEXT, bank_pick, fit_novelty
+
+runner = CliRunner()
+
+
+def test_fitted_radius_flags_the_quantile_and_far_features():
+    rng = np.random.default_rng(0)
+    centre = rng.normal(size=16)
+    bank = centre + 0.1 * rng.normal(size=(50, 16))
+    validation = centre + 0.1 * rng.normal(size=(200, 16))
+    novelty = fit_novelty(bank, validation)
+    assert novelty.flagged_on_validation == pytest.approx(1 - FLAG_QUANTILE, abs=0.01)
+    assert novelty.bank.shape == (50, 16)
+    assert torch.allclose(novelty.bank.norm(dim=1), torch.ones(50))
+
+
+def test_bank_pick_spreads_over_classes_and_sources():
+    records = [ImageRecord(f"{c}/{s}/{i}.jpg", c, "") for c in ("a", "b") for s, n in (("big", 90), ("small", 5))
+               for i in range(n)]
+    picked = bank_pick(records, count=20)
+    groups = {"/".join(r.path.split("/")[:2]) for r in picked}
+    assert len(picked) == 20 and groups == {"a/big", "a/small", "b/big", "b/small"}
+    assert sum(r.path.startswith("a/small") for r in picked) == 5  # a small source is taken whole before the big
+    assert bank_pick(records, count=20) == picked  # seeded
+
+
+def test_trained_run_carries_novelty_and_its_logits_are_unchanged(tiny_run, synthetic_data):
+    checkpoint = load_checkpoint(tiny_run / "best.json")
+    novelty = checkpoint.novelty
+    assert novelty is not None and checkpoint.meta["novelty"]["threshold"] == THRESHOLD
+    data = load_prepared(synthetic_data, tiny_run, checkpoint.split_sha256)
+    assert novelty.bank.shape[0] == min(len(data.train), 1024) and novelty.validation_images == len(data.val)
+    x = torch.rand(3, 3, checkpoint.image_size, checkpoint.image_size)
+    with torch.no_grad():
+        scored, plain = checkpoint.scored_model()(x), checkpoint.build_model()(x)
+    assert scored.shape == (3, len(checkpoint.classes) + 1)
+    assert torch.equal(scored[:, :-1], plain)  # the same operations: identical logits
+    assert (scored[:, -1] >= 0).all()
+
+
+def test_checkpoint_with_half_the_novelty_is_refused(tiny_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    for name in ("best.json", "best.safetensors", "split.json"):
+        (tmp_path / name).write_bytes((tiny_run / name).read_bytes())
+    weights = load_file(str(tmp_path / "best.safetensors"))
+    del weights[BANK_KEY]
+    save_file(weights, str(tmp_path / "best.safetensors"))
+    meta = json.loads((tmp_path / "best.json").read_text())
+    meta["weights"]["sha256"] = __import__("hashlib").sha256((tmp_path / "best.safetensors").read_bytes()).hexdigest()
+    meta["metadata_sha256"] = metadata_digest(meta)
+    (tmp_path / "best.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="novelty statistics are incomplete"):
+        load_checkpoint(tmp_path / "best.json")
+
+
+def test_predict_says_when_a_picture_is_unlike_every_training_cell(tiny_run, synthetic_data, tmp_path):
+    cell = next(p for p in sorted(synthetic_data.rglob("*")) if p.suffix in (".png", ".jpg"))
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[::4] = 255  # black and white stripes: nothing like a stained cell
+    Image.fromarray(stripes).save(tmp_path / "stripes.png")
+    result = runner.invoke(app, ["predict", str(tiny_run), str(cell), str(tmp_path / "stripes.png"), "--json"])
+    assert result.exit_code == 0, result.output
+    answers = {a["image"]: a for a in json.loads(result.output)}
+    stripes_answer = answers[str(tmp_path / "stripes.png")]
+    assert stripes_answer["unknown"] and stripes_answer["novelty"] >= THRESHOLD
+    assert answers[str(cell)]["novelty"] < stripes_answer["novelty"]
+    table = runner.invoke(app, ["predict", str(tiny_run), str(tmp_path / "stripes.png")])
+    assert all(word in table.output for word in UNKNOWN_TEXT.split())  # folded to the column's width
