@@ -58,7 +58,9 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     card = (dest / "MODEL_CARD.md").read_text()
     assert "Research use only" in card and "1 epoch on CPU (a test)" in card and "| other |" in card
     assert "majority baseline" in card and "Non-cell images" in card and "uncertain" in card
-    assert "10.1016/j.dib.2020.105474" in card
+    # the data section credits what the run was trained on (synthetic cells here), not PBC
+    assert "cells: no citation or licence on record" in card and "10.1016/j.dib.2020.105474" not in card
+    assert "Pictures unlike its training cells" in card
     release = json.loads((dest / "release.json").read_text())
     assert set(release["metrics"]) == {"own validation split"}
     other_images = sorted((trained / "other").rglob("*.jpg"))
@@ -146,6 +148,15 @@ def test_release_adopts_a_reference_logits_file_computed_elsewhere_only_when_it_
     other = runner.invoke(app, ["release", str(trained / "run"), "--name", "c", "--models-dir", str(models),
                                 "--reference-logits", str(elsewhere)])
     assert other.exit_code != 0 and "other weights" in other.output
+
+
+def test_model_card_credits_each_training_source():
+    from bmcell.jobs.release import data_credits
+
+    sources = {"sources": {"pbc": {"root": "pbc"}, "chula": {"root": "chula_wbc"}, "x": {"root": "/data/mine"}}}
+    lines = "\n".join(data_credits(sources, "unused"))
+    assert "10.1016/j.dib.2020.105474" in lines and "singgihbekti/WBC_Dataset" in lines and "MIT" in lines
+    assert "mine: no citation or licence on record" in lines
 
 
 def test_release_without_a_model_says_how_to_get_one(tmp_path, monkeypatch):

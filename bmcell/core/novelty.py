@@ -26,6 +26,8 @@ from bmcell.core.models import Top, Trunk
 BANK_IMAGES = 1024  # training images whose features the graph stores (384 floats each for MobileViT-XS)
 FLAG_QUANTILE = 0.95
 THRESHOLD = 1.0
+MIN_RADIUS = 0.01  # cosine distance; below it (a barely trained model whose features all look alike) novelty would
+# only magnify rounding: a trained MobileViT-XS's radius is about 0.05 (PBC validation images' 95% quantile)
 UNKNOWN_TEXT = "does not look like a cell this model knows"  # what every app and `bmcell predict` answer then
 BANK_KEY = "novelty.bank"  # the stored features' tensor in a checkpoint's safetensors
 RULE = ("novelty = (1 - the largest cosine similarity of the picture's pooled features to the model's training "
@@ -119,7 +121,7 @@ def fit_novelty(bank_features: np.ndarray, validation_features: np.ndarray) -> N
     inside = min(len(ranked), int(np.ceil(FLAG_QUANTILE * len(ranked))))
     edge = ranked[inside - 1]
     radius = (edge + ranked[inside]) / 2 if inside < len(ranked) else edge * 1.01
-    radius = max(float(radius), 1e-6)
+    radius = max(float(radius), MIN_RADIUS)
     return Novelty(bank, radius, int(len(distances)), float(np.mean(distances / radius >= THRESHOLD)))
 
 
