@@ -23,12 +23,13 @@ runner = CliRunner()
 def test_fitted_radius_flags_the_quantile_and_far_features():
     rng = np.random.default_rng(0)
     centre = rng.normal(size=16)
-    bank = centre + 0.1 * rng.normal(size=(50, 16))
-    validation = centre + 0.1 * rng.normal(size=(200, 16))
+    bank = centre + 0.5 * rng.normal(size=(50, 16))
+    validation = centre + 0.5 * rng.normal(size=(200, 16))
     novelty = fit_novelty(bank, validation)
     assert novelty.flagged_on_validation == pytest.approx(1 - FLAG_QUANTILE, abs=0.01)
     assert novelty.bank.shape == (50, 16)
     assert torch.allclose(novelty.bank.norm(dim=1), torch.ones(50))
+    assert fit_novelty(bank, bank[:20] * 1.0001).radius == 0.01  # features that all coincide: the floor
 
 
 def test_bank_pick_spreads_over_classes_and_sources():
