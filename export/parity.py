@@ -158,21 +158,15 @@ def answer_changes(fmt: ExportFormat, reference: np.ndarray, output: np.ndarray,
     model knows") differs from the float reference's, which `bmcell predict` gives: count and, for the first few,
     the image and both answers. reference and output are whole outputs (logits, then novelty when present)."""
     confidence, classes = manifest.get("confidence"), len(manifest["classes"])
-    values, kind, novelty = _split(reference, classes, "logits")
-    expected = answers(values, kind, confidence, novelty)
-    values, kind, novelty = _split(output, classes, fmt.output_kind)
-    found = answers(values, kind, confidence, novelty)
+    (reference_values, reference_novelty), (values, novelty) = \
+        split_output(reference, classes), split_output(output, classes)
+    expected = answers(reference_values, "logits", confidence, reference_novelty)
+    found = answers(values, fmt.output_kind, confidence, novelty)
     label = [UNKNOWN_TEXT, "uncertain", *manifest["classes"]]  # index -2 reads label[0], -1 label[1]
     changed = np.flatnonzero(expected != found)
     return {"answer_changes": int(len(changed)),
             "changed_answers": [{"image": names[i], "reference": label[expected[i] + 2],
                                  "artefact": label[found[i] + 2]} for i in changed[:5]]}
-
-
-def _split(output: np.ndarray, classes: int, kind: str) -> tuple[np.ndarray, str, np.ndarray | None]:
-    """answers' first two arguments and its novelty, from a whole output."""
-    values, novelty = split_output(output, classes)
-    return values, kind, novelty
 
 
 def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float] | None,
