@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,16 +45,18 @@ def run(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "bmcell", *args], check=True)
 
 
-def source_only(multi: Path, out: Path, source: str) -> None:
-    """One source's part of the combined folder (same files, same split) as a folder of its own."""
+def sources_only(multi: Path, out: Path, sources: set[str]) -> None:
+    """Some sources' part of the combined folder (same files, same split, its sources.json) as a folder of its
+    own."""
     rows = list(csv.reader(open(multi / "split.csv", newline="", encoding="utf-8")))[1:]
-    kept = [(path, subset) for path, subset in rows if path.split("/")[1] == source]
+    kept = [(path, subset) for path, subset in rows if path.split("/")[1] in sources]
     for path, _ in kept:
         target = out / "data" / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to((multi / "data" / path).resolve())
     with open(out / "split.csv", "w", newline="", encoding="utf-8") as handle:
         csv.writer(handle).writerows([("path", "subset"), *kept])
+    shutil.copyfile(multi / "sources.json", out / "sources.json")
 
 
 def chula_train_photos(multi: Path, out: Path) -> Path:
@@ -108,7 +111,7 @@ def main() -> None:
             f"chula={args.chula / 'labels.csv'}:slide_or_series_id")
     for source in ("pbc", "chula"):
         if not (args.out / f"{source}-only").is_dir():
-            source_only(multi, args.out / f"{source}-only", source)
+            sources_only(multi, args.out / f"{source}-only", {source})
     photos = chula_train_photos(multi, args.out)
     rows = []
     for name in args.variants.split(","):

@@ -12,10 +12,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bmcell.cli.main import app
-from bmcell.core.checkpoint import CheckpointError, load_checkpoint, metadata_digest
+from bmcell.core.checkpoint import CheckpointError, carried_meta, load_checkpoint, metadata_digest, save_checkpoint
 from bmcell.core.data.folder import ImageRecord
 from bmcell.core.data.prepare import load_prepared
-from bmcell.core.novelty import BANK_KEY, FLAG_QUANTILE, THRESHOLD, UNKNOWN_TEXT, bank_pick, fit_novelty
+from bmcell.core.novelty import BANK_KEY, FLAG_QUANTILE, MIN_RADIUS, THRESHOLD, UNKNOWN_TEXT, bank_pick, fit_novelty
+from bmcell.core.run_folder import store_novelty
 
 runner = CliRunner()
 
@@ -85,3 +86,22 @@ def test_predict_says_when_a_picture_is_unlike_every_training_cell(tiny_run, syn
     assert answers[str(cell)]["novelty"] < stripes_answer["novelty"]
     table = runner.invoke(app, ["predict", str(tiny_run), str(tmp_path / "stripes.png")])
     assert all(word in table.output for word in UNKNOWN_TEXT.split())  # folded to the column's width
+
+
+def test_int8_onnx_exports_a_model_whose_features_barely_differ(tiny_run, synthetic_data, tmp_path):
+    """A barely trained model can map every image to nearly one feature vector (the quickstart's one-epoch model did
+    on CI): its nearest similarities then lie within a few float steps of each other, and onnx-int8 still exports."""
+    checkpoint = load_checkpoint(tiny_run / "best.json")
+    model = checkpoint.build_model()
+    with torch.no_grad():
+        model.final_conv.conv.weight.mul_(1e-6)  # the pooled features: nearly the BatchNorm's constant for any image
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "split.json").write_bytes((tiny_run / "split.json").read_bytes())
+    save_checkpoint(run, "best", model, carried_meta(checkpoint.meta))
+    data = load_prepared(synthetic_data, run, checkpoint.split_sha256)
+    novelty = store_novelty(run / "best.json", synthetic_data, data.train, data.val, torch.device("cpu"))
+    assert novelty.radius == MIN_RADIUS
+    result = runner.invoke(app, ["export", str(run), "--target", "onnx", "--quantize", "int8", "--calib", "8",
+                                 "--no-parity"])
+    assert result.exit_code == 0, result.output

@@ -246,9 +246,10 @@ def fit(config: TrainConfig, resume: bool = False, console: Console | None = Non
                       f"macro-F1 {report['macro_f1']:.3f}  {train['images_per_s']:.0f} img/s"
                       + ("  [green]best[/]" if is_best else ""))
     if dist.is_main and state.epoch == config.epochs and is_mobilevit(model):  # what the finished run knows
+        fitted: dict = {}
         for name in ("best", "last"):
             novelty = store_novelty(run_dir / f"{name}.json", data.root, data.train, data.val, device,
-                                    batches.batch_size, 0)
+                                    batches.batch_size, 0, fitted)
             console.print(f"{name}: novelty fitted on {novelty.bank.shape[0]} training images, radius "
                           f"{novelty.radius:.4f} ({novelty.flagged_on_validation:.1%} of validation images flagged)")
     dist.barrier()  # the others leave once rank 0 has written the last epoch

@@ -105,10 +105,10 @@ def pooled_features(model: nn.Module, batches: Iterable, device: torch.device) -
     return np.concatenate([top.features(trunk(images.to(device))).float().cpu().numpy() for images, _ in batches])
 
 
-def nearest_distance(features: np.ndarray, bank: torch.Tensor) -> np.ndarray:
-    """Cosine distance from each feature row to its nearest bank row."""
-    unit = unit_rows(torch.from_numpy(np.asarray(features, dtype=np.float32)))
-    return (1.0 - (unit @ unit_rows(bank).T).amax(dim=1)).numpy()
+def nearest_distance(features: np.ndarray, bank: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Cosine distance from each feature row to its nearest bank row (float32, as in the graph)."""
+    unit = unit_rows(torch.as_tensor(np.asarray(features), dtype=torch.float32))
+    return (1.0 - (unit @ unit_rows(torch.as_tensor(bank, dtype=torch.float32)).T).amax(dim=1)).numpy()
 
 
 def fit_novelty(bank_features: np.ndarray, validation_features: np.ndarray) -> Novelty:

@@ -238,9 +238,11 @@ def save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 
 
 def store_novelty(json_path: Path, root: Path, train: list[ImageRecord], val: list[ImageRecord],
-                  device: torch.device, batch_size: int = 64, workers: int = 0) -> Novelty:
+                  device: torch.device, batch_size: int = 64, workers: int = 0,
+                  fitted: dict[str, Novelty] | None = None) -> Novelty:
     """Fit a checkpoint's per-image novelty (the features of bank_pick's training images, the radius on the
-    validation images) and save it into that checkpoint, in place."""
+    validation images) and save it into that checkpoint, in place. fitted: novelty already fitted, by weights
+    sha256 (a run's best and last checkpoints often hold the same weights); the new fit is added to it."""
     checkpoint = load_checkpoint(json_path)
     model = checkpoint.build_model()
     transform = eval_transform(checkpoint.image_size, checkpoint.mean, checkpoint.std)
@@ -249,7 +251,10 @@ def store_novelty(json_path: Path, root: Path, train: list[ImageRecord], val: li
         dataset = CellImageDataset(root, records, checkpoint.classes, transform)
         return pooled_features(model, make_loader(dataset, batch_size, workers), device)
 
-    novelty = fit_novelty(features(bank_pick(train)), features(val))
+    fitted = {} if fitted is None else fitted
+    if checkpoint.weights_sha256 not in fitted:
+        fitted[checkpoint.weights_sha256] = fit_novelty(features(bank_pick(train)), features(val))
+    novelty = fitted[checkpoint.weights_sha256]
     body = {k: v for k, v in checkpoint.meta.items() if k not in SAVED_KEYS}
     save_checkpoint(Path(json_path).parent, Path(json_path).stem, model, body | {"novelty": novelty.to_meta()},
                     {BANK_KEY: novelty.bank})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bmcell.core.confidence import Confidence, calibrated
+from bmcell.core.novelty import nearest_distance
 
 OUTSIDE_QUANTILE = 0.95  # a validation image is outside the training data this often
 LIKE_SHARE = 0.10  # at most this share outside reads "like the training data"
@@ -26,17 +27,6 @@ FAR_SHARE = 0.50  # more than this share outside reads "far from the training da
 SIGNIFICANCE = 0.01  # a share outside above 5% by chance this rarely still reads "like the training data"
 MIN_CHECK_IMAGES = 20
 VERDICTS = ("like the training data", "shifted", "far from the training data")
-
-
-def _unit_rows(features: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length."""
-    features = np.asarray(features, dtype=np.float64)
-    return features / np.clip(np.linalg.norm(features, axis=1, keepdims=True), 1e-12, None)
-
-
-def nearest_distance(features: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """Cosine distance from each row of features to its nearest row of bank."""
-    return 1.0 - (_unit_rows(features) @ _unit_rows(bank).T).max(1)
 
 
 def atc_threshold(top_probability: np.ndarray, correct: np.ndarray) -> float:

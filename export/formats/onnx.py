@@ -107,6 +107,28 @@ def _novelty_nodes(model: onnx.ModelProto) -> set[str]:
     return ancestors([output.name for output in model.graph.output]) - ancestors(classifier)
 
 
+def _without_novelty(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without its novelty nodes, its outputs the tensors those nodes read: what ORT calibrates. The
+    novelty distance stays float, and a barely trained model's nearest similarities lie within a few float steps of
+    each other, which ORT's histogram cannot split into bins."""
+    import onnx
+
+    novelty = _novelty_nodes(model)
+    if not novelty:
+        return model
+    kept = [node for node in model.graph.node if node.name not in novelty]
+    produced = {output for node in kept for output in node.output}
+    read = dict.fromkeys(name for node in model.graph.node if node.name in novelty for name in node.input
+                         if name in produced)
+    infos = {info.name: info for info in model.graph.value_info}
+    trimmed = onnx.ModelProto()
+    trimmed.CopyFrom(model)
+    del trimmed.graph.node[:], trimmed.graph.output[:]
+    trimmed.graph.node.extend(kept)
+    trimmed.graph.output.extend(infos[name] for name in read)
+    return trimmed
+
+
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
     """Nodes onnx-int8 keeps in float: FLOAT_OP_TYPES, the attention products (MatMuls of two activations) and the
     novelty distance (cosine distances to the stored training images differ by less than int8's steps). Were the
@@ -132,12 +154,12 @@ def _export_int8(inputs: ExportInputs, path: Path) -> None:
     """The fp32 export, ORT's pre-processing, then static QDQ quantisation calibrated on every calibration image:
     uint8 activations and uint8 per-channel weights, _float_nodes left in float, activation ranges clipped at the
     CALIBRATION_PERCENTILE of their calibration histograms, then widened to export.ranges' grid (ORT calibrates
-    into a cache file, the ranges on it are widened, and the model is quantised from that cache). Measured on a
-    1-epoch PBC MobileViT-XS (128 px, 512 validation images): u8u8 kept logit SQNR 24.7 dB and top-1 agreement
-    0.959, where the faster u8s8 pair needs 7-bit weights on AVX2 without VNNI (its kernel sums products in int16
-    and saturates) and fell to 17.6 dB / 0.912, and s8s8 ran 3x slower than fp32 on this CPU at no better accuracy
-    (21.8 dB / 0.924). Percentile ranges instead of min/max: 25.2 vs 24.3 dB there, and 26.0 vs 23.7 dB (agreement
-    0.973 vs 0.934) on the quickstart model."""
+    _without_novelty into a cache file, the ranges on it are widened, and the model is quantised from that cache).
+    Measured on a 1-epoch PBC MobileViT-XS (128 px, 512 validation images): u8u8 kept logit SQNR 24.7 dB and top-1
+    agreement 0.959, where the faster u8s8 pair needs 7-bit weights on AVX2 without VNNI (its kernel sums products
+    in int16 and saturates) and fell to 17.6 dB / 0.912, and s8s8 ran 3x slower than fp32 on this CPU at no better
+    accuracy (21.8 dB / 0.924). Percentile ranges instead of min/max: 25.2 vs 24.3 dB there, and 26.0 vs 23.7 dB
+    (agreement 0.973 vs 0.934) on the quickstart model."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -146,17 +168,20 @@ def _export_int8(inputs: ExportInputs, path: Path) -> None:
         raise ExportError("ONNX int8: static quantisation needs calibration images; none were given")
     with tempfile.TemporaryDirectory() as tmp:
         fp32, prepared, cache = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx", Path(tmp) / "ranges.json"
+        calibrated = Path(tmp) / "calibrated.onnx"
         _export_fp32(inputs, fp32)
         # ORT's symbolic shape inference does not know ReduceMax with its axes as an input (opset 18 on), which the
         # novelty distance uses; ONNX's own shape inference does, and the shapes are static.
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=inputs.novelty)
+        model = onnx.load(str(prepared))
+        onnx.save_model(_without_novelty(model), str(calibrated))
         options = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8,
-                       per_channel=True, nodes_to_exclude=_float_nodes(onnx.load(str(prepared))),
+                       per_channel=True, nodes_to_exclude=_float_nodes(model),
                        calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),
                        extra_options={"CalibPercentile": CALIBRATION_PERCENTILE,
                                       "CalibStridedMinMax": calibration_chunk(len(inputs.calibration))})
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrator narrates on stdout
-            quantize_static(str(prepared), str(Path(tmp) / "first.onnx"),
+            quantize_static(str(calibrated), str(Path(tmp) / "first.onnx"),
                             _CalibrationImages(inputs.calibration.numpy()), **options)
         _grid_ranges(cache)
         quantize_static(str(prepared), str(path), None, **options)
