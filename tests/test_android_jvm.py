@@ -31,8 +31,8 @@ from PIL import Image
 from bmcell.core.data.images import load_rgb
 from bmcell.core.data.transforms import unit_transform
 from tests.conftest import PBC
-from tests.contract.wording import NOVELTY_PANEL_LINE, ROUTE_LINE, UNKNOWN_CELL, UNKNOWN_CELL_WHY, novelty_line
 from tests.contract.preprocessing import GOLDEN, python_unit_bytes, reference_images
+from tests.contract.wording import NOVELTY_PANEL_LINE, ROUTE_LINE, UNKNOWN_CELL, UNKNOWN_CELL_WHY, novelty_line
 
 ROOT = Path(__file__).resolve().parents[1]
 KOTLIN = ROOT / "android_demo/app/src/main/java/org/bmcell/demo"

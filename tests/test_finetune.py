@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 from bmcell.cli.main import app
 from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.config import TrainConfig
 from bmcell.core.data.folder import check_images, list_image_files
 from bmcell.core.data.synthetic import write_synthetic_dataset
+from bmcell.core.engine import fit
 from bmcell.core.finetune import (
     LAB_CELLS_DIR,
     REPLAY_VIEWS,
@@ -29,8 +31,6 @@ from bmcell.core.finetune import (
     train_top,
     wilson_interval,
 )
-from bmcell.core.config import TrainConfig
-from bmcell.core.engine import fit
 from bmcell.core.models import Top, build_model
 from bmcell.core.shift import VERDICTS, atc_threshold, binomial_tail, verdict
 from tests.conftest import TINY

@@ -37,9 +37,16 @@ from bmcell.core.engine import fit
 from bmcell.jobs.release import DEFAULT_MODEL
 from export.apps import install_bundle
 from tests.conftest import PBC, TINY
-from tests.contract.wording import (CHECK, FINETUNE, NOVELTY_PANEL_LINE, ROUTE_LINE, UNKNOWN_CELL, UNKNOWN_CELL_WHY,
-                                   novelty_line)
 from tests.contract.preprocessing import GOLDEN, SIZES, python_unit_bytes, reference_images, tensor_facts
+from tests.contract.wording import (
+    CHECK,
+    FINETUNE,
+    NOVELTY_PANEL_LINE,
+    ROUTE_LINE,
+    UNKNOWN_CELL,
+    UNKNOWN_CELL_WHY,
+    novelty_line,
+)
 
 WEB_DEMO = Path(__file__).resolve().parents[1] / "web_demo"
 APP_FILES = ("index.html", "style.css", "app.js", "preprocess.js", "assets.js", "sw.js", "manifest.webmanifest",
