@@ -41,8 +41,10 @@ def trained(tmp_path_factory):
 def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeypatch):
     """Every file of the release, golden logits that the released weights reproduce, and the default fallback."""
     models = tmp_path / "models"
+    (tmp_path / "lolo.md").write_text("### Leave one lab out\n\n| trained on | a |\n|---|---:|\n| b | 0.5 |\n")
     result = runner.invoke(app, ["release", str(trained / "run"), "--name", "tiny-pbc", "--models-dir", str(models),
-                                 "--other", str(trained / "other"), "--note", "1 epoch on CPU (a test)"])
+                                 "--other", str(trained / "other"), "--note", "1 epoch on CPU (a test)",
+                                 "--evidence", str(tmp_path / "lolo.md")])
     assert result.exit_code == 0, result.output
     dest = models / "tiny-pbc"
     for name in ("best.json", "best.safetensors", "split.json", "reference_logits.json", "release.json", "MODEL_CARD.md",
@@ -61,6 +63,7 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     # the data section credits what the run was trained on (synthetic cells here), not PBC
     assert "cells: no citation or licence on record" in card and "10.1016/j.dib.2020.105474" not in card
     assert "Pictures unlike its training cells" in card
+    assert "## Further measurements\n\n### Leave one lab out\n\n| trained on | a |" in card
     release = json.loads((dest / "release.json").read_text())
     assert set(release["metrics"]) == {"own validation split"}
     other_images = sorted((trained / "other").rglob("*.jpg"))

@@ -9,6 +9,7 @@ import typer
 
 from bmcell.cli.common import console, reports_errors
 from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.errors import BmcellError
 from bmcell.jobs.release import MODEL_CARD, MODELS_DIR, package_release
 
 
@@ -26,11 +27,18 @@ def release(
     attribution: str = typer.Option("", help="Licences and attribution of the training images, written beside the "
                                     "sample images the release ships (samples/README.md)."),
     models_dir: Optional[Path] = typer.Option(None, help="Where released models live (default: the repo's models/)."),
+    evidence: list[Path] = typer.Option([], help="A Markdown file of further measurements (e.g. "
+                                        "scripts/leave_one_lab_out.py's lolo.md, with its command), appended to the "
+                                        "model card; repeatable."),
 ) -> None:
     """Copy weights, metadata and split into models/NAME, evaluate on the validation split and on other labs'
     images, write reference logits for named images (reference_logits.json) and a model card from those numbers."""
     folder = load_checkpoint(checkpoint).data_folder(data)
+    try:
+        measured = "\n\n".join(Path(file).read_text(encoding="utf-8").strip() for file in evidence)
+    except (OSError, UnicodeDecodeError) as error:
+        raise BmcellError(f"--evidence: cannot read it as UTF-8 Markdown ({error})") from None
     dest = package_release(checkpoint, name, folder, other, reference_images, note, models_dir or MODELS_DIR,
-                           console.print, reference_logits_file, attribution)
+                           console.print, reference_logits_file, attribution, measured)
     console.print((dest / MODEL_CARD).read_text())
     console.print(f"released {dest}")

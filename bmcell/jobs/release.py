@@ -143,8 +143,9 @@ def data_credits(sources: dict | None, default: str) -> list[str]:
 
 
 def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], reference: dict, note: str,
-               crosslab: dict | None = None, sources: dict | None = None) -> str:
-    """The model card: what it is, data and licence, split, metrics per class, intended use and limitations."""
+               crosslab: dict | None = None, sources: dict | None = None, evidence: str = "") -> str:
+    """The model card: what it is, data and licence, split, metrics per class, novelty, further measurements
+    (evidence: Markdown measured by scripts, with their commands), intended use and limitations."""
     config = checkpoint.config
     lines = [f"# {name}", "",
              f"{checkpoint.arch} (timm, trained from scratch) classifying {len(checkpoint.classes)} peripheral-blood cell "
@@ -198,6 +199,8 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
                "on other labs and on non-cell images is in the other-lab table above." if novelty else
                "No novelty statistics: this checkpoint predates them, so pictures unlike any training cell still get "
                "a class (or \"uncertain\")."), ""]
+    if evidence.strip():
+        lines += ["## Further measurements", "", evidence.strip(), ""]
     lines += ["## Golden file", "",
               f"`{REFERENCE_LOGITS_FILE}`: float32 reference logits of {len(reference['images'])} named validation "
               f"images, computed on {reference['device']} with TF32 {reference['tf32']} (torch {reference['torch']}); "
@@ -347,9 +350,10 @@ def recorded_paths(folder: Path) -> list[str]:
 
 def package_release(checkpoint_path: Path, name: str, data: Path, others: list[Path], reference_count: int,
                     note: str, models_dir: Path = MODELS_DIR, log: Callable[[str], None] = print,
-                    reference_source: Path | None = None, attribution: str = "") -> Path:
+                    reference_source: Path | None = None, attribution: str = "", evidence: str = "") -> Path:
     """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, reference, the
-    sample images export needs, the card; no path of this machine in any of it."""
+    sample images export needs, the card (evidence: Markdown appended to it); no path of this machine in any of
+    it."""
     checkpoint = load_checkpoint(checkpoint_path)
     dest = models_dir / name
     if dest.exists():
@@ -393,7 +397,8 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
                                  | {"abstention": row.get("abstention")}
                          for folder, row in crosslab["folders"].items()} if crosslab else None})
         sources = json.loads((staging / SOURCES_FILE).read_text()) if (staging / SOURCES_FILE).is_file() else None
-        (staging / MODEL_CARD).write_text(model_card(name, released, reports, reference, note, crosslab, sources),
+        (staging / MODEL_CARD).write_text(model_card(name, released, reports, reference, note, crosslab, sources,
+                                                     evidence),
                                           encoding="utf-8")
         by_path = {record.path: record for record in val}
         write_sample_set(released, data, [by_path[image["path"]] for image in reference["images"]], staging,
