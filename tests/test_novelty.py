@@ -105,3 +105,13 @@ def test_int8_onnx_exports_a_model_whose_features_barely_differ(tiny_run, synthe
     result = runner.invoke(app, ["export", str(run), "--target", "onnx", "--quantize", "int8", "--calib", "8",
                                  "--no-parity"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_checkpoint_with_novelty_starts_another_training(tiny_run):
+    """--weights from a run trained with novelty: its stored features are not weights and are left out."""
+    from bmcell.core.models import load_pretrained
+
+    checkpoint = load_checkpoint(tiny_run / "best.json")
+    model = checkpoint.build_model()
+    assert load_pretrained(model, checkpoint.weights_path) == []
+    assert torch.equal(model.state_dict()["head.fc.weight"], checkpoint.build_model().state_dict()["head.fc.weight"])

@@ -135,8 +135,12 @@ def count_flops(model: nn.Module, image_size: int) -> int:
     return counter.get_total_flops()
 
 
+EXTRA_TENSORS_PREFIX = "novelty."  # tensors a checkpoint stores beside the weights (the novelty bank) begin so
+
+
 def load_pretrained(model: nn.Module, path: Path) -> list[str]:
-    """Load safetensors weights into model, skipping the classifier layers whose shape differs; returns those."""
+    """Load safetensors weights into model (a checkpoint's extra tensors, EXTRA_TENSORS_PREFIX, ignored), skipping
+    the classifier layers whose shape differs; returns those."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -149,7 +153,7 @@ def load_pretrained(model: nn.Module, path: Path) -> list[str]:
         raise ModelError(f"{path}: cannot read safetensors weights ({error})") from None
     if isinstance(model, PerImageStandardized):
         model = model.net  # the same network behind the standardisation: weights of either kind fit it
-    weights = {k.removeprefix("net."): v for k, v in weights.items()}
+    weights = {k.removeprefix("net."): v for k, v in weights.items() if not k.startswith(EXTRA_TENSORS_PREFIX)}
     own = model.state_dict()
     skipped = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
     for key in skipped:

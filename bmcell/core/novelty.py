@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from bmcell.core.data.folder import ImageRecord
-from bmcell.core.models import Top, Trunk
+from bmcell.core.models import EXTRA_TENSORS_PREFIX, Top, Trunk
 
 BANK_IMAGES = 1024  # training images whose features the graph stores (384 floats each for MobileViT-XS)
 FLAG_QUANTILE = 0.95
@@ -29,7 +29,7 @@ THRESHOLD = 1.0
 MIN_RADIUS = 0.01  # cosine distance; below it (a barely trained model whose features all look alike) novelty would
 # only magnify rounding: a trained MobileViT-XS's radius is about 0.05 (PBC validation images' 95% quantile)
 UNKNOWN_TEXT = "does not look like a cell this model knows"  # what every app and `bmcell predict` answer then
-BANK_KEY = "novelty.bank"  # the stored features' tensor in a checkpoint's safetensors
+BANK_KEY = f"{EXTRA_TENSORS_PREFIX}bank"  # the stored features' tensor in a checkpoint's safetensors
 RULE = ("novelty = (1 - the largest cosine similarity of the picture's pooled features to the model's training "
         "images) / radius; at or above the threshold the picture does not look like a cell this model knows")
 
