@@ -83,12 +83,14 @@ def test_a_release_exports_from_its_own_samples_and_names_no_machine_path(traine
     """A release ships samples/ (int8 calibration, its golden set = the reference logits' images, more validation
     images) with their licences, and records no path of this machine. With no data folder, export takes its images
     from there and writes the same int8 artefact as an export from the training folder; a sample that changed or went
-    missing is refused by name, and a checkpoint with neither says what to pass."""
+    missing is refused by name, and a checkpoint with neither says what to pass. A run's last checkpoint is released
+    as the release's best.json."""
     models = tmp_path / "models"
-    made = runner.invoke(app, ["release", str(trained / "run"), "--name", "t", "--models-dir", str(models),
-                               "--attribution", "Synthetic cells made by bmcell synth (CC0)."])
+    made = runner.invoke(app, ["release", str(trained / "run" / "last.json"), "--name", "t", "--models-dir",
+                               str(models), "--attribution", "Synthetic cells made by bmcell synth (CC0)."])
     assert made.exit_code == 0, made.output
     dest = models / "t"
+    assert sorted(p.name for p in dest.glob("*.safetensors")) == ["best.safetensors"] and not (dest / "last.json").exists()
     assert recorded_paths(dest) == []
     for file in dest.rglob("*"):
         if file.suffix in (".json", ".md", ".csv"):

@@ -42,13 +42,14 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8-chula"
 REFERENCE_LOGITS_FILE = "reference_logits.json"
 MODEL_CARD = "MODEL_CARD.md"
+RELEASE_CHECKPOINT = "best.json"  # a release's checkpoint, whichever of its run's it was
 CROSSLAB_DIR = "crosslab"
 NON_CELL_IMAGES = 160
 
 
 def default_checkpoint() -> Path:
     """The released model's checkpoint (DEFAULT_MODEL/best.json), or an error saying how to get one."""
-    path = DEFAULT_MODEL / "best.json"
+    path = DEFAULT_MODEL / RELEASE_CHECKPOINT
     if not path.is_file():
         raise BmcellError(f"no checkpoint given and no released model at {DEFAULT_MODEL}; pass a run folder "
                           "(see `bmcell train`)")
@@ -302,13 +303,23 @@ def _portable_json(path: Path, keys: tuple[str, ...]) -> dict:
     return payload
 
 
+def _copy_as_release_checkpoint(checkpoint: Checkpoint, folder: Path) -> None:
+    """The checkpoint (best, last or any NAME.json) as the release's best.json and best.safetensors."""
+    weights = Path(RELEASE_CHECKPOINT).with_suffix(".safetensors").name
+    shutil.copy2(checkpoint.weights_path, folder / weights)
+    meta = json.loads(checkpoint.json_path.read_text(encoding="utf-8"))
+    meta["weights"]["file"] = weights
+    meta["metadata_sha256"] = metadata_digest(meta)
+    atomic_write_json(folder / RELEASE_CHECKPOINT, meta)
+
+
 def make_release_portable(folder: Path) -> None:
     """Rewrite a release's metadata so that it names no machine's paths: the checkpoint records no training folder,
     reports name folders and files by their names, sources.json its sources by folder name; the Markdown reports
     are regenerated from their JSON."""
     folder = Path(folder)
-    _portable_checkpoint(folder / "best.json")
-    arch = json.loads((folder / "best.json").read_text(encoding="utf-8"))["arch"]
+    _portable_checkpoint(folder / RELEASE_CHECKPOINT)
+    arch = json.loads((folder / RELEASE_CHECKPOINT).read_text(encoding="utf-8"))["arch"]
     release = folder / "release.json"
     if release.is_file():
         _portable_json(release, ("source_checkpoint",))
@@ -359,12 +370,11 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
     if dest.exists():
         raise BmcellError(f"{dest} exists; remove it or choose another --name")
     with staged_folder(dest) as staging:
-        for file in (checkpoint.json_path, checkpoint.weights_path,
-                     checkpoint.run_dir / SPLIT_FILE):
-            shutil.copy2(file, staging / file.name)
+        _copy_as_release_checkpoint(checkpoint, staging)
+        shutil.copy2(checkpoint.run_dir / SPLIT_FILE, staging / SPLIT_FILE)
         if (Path(data).parent / SOURCES_FILE).is_file():  # a `bmcell combine` folder: how to rebuild the data
             shutil.copy2(Path(data).parent / SOURCES_FILE, staging / SOURCES_FILE)
-        released = load_checkpoint(staging / checkpoint.json_path.name)
+        released = load_checkpoint(staging / RELEASE_CHECKPOINT)
         device = select_device("auto")
         if released.novelty is None and is_mobilevit(released.build_model()):  # a run trained before novelty
             prepared = load_prepared(data, released.run_dir, released.split_sha256)
