@@ -16,7 +16,8 @@ from bmcell.core.checkpoint import load_checkpoint
 from bmcell.core.data.images import load_rgb
 from bmcell.core.data.transforms import unit_transform
 from bmcell.jobs.release import DEFAULT_MODEL, MODELS_DIR, REFERENCE_LOGITS_FILE, recorded_paths
-from export.parity import agreement, judge
+from bmcell.core.novelty import split_output
+from export.parity import agreement, judge, novelty_agreement
 from export.pipeline import folded_model
 from export.samples import SAMPLES_DIR, read_sample_set
 from tests.contract.preprocessing import GOLDEN, PBC_IMAGES, reference_images, released_top1
@@ -50,6 +51,20 @@ def golden_inputs(released):
     return inputs
 
 
+def stored_outputs(golden: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """The reference logits file's logits and novelty (None for a model without novelty)."""
+    images = golden["images"]
+    novelty = np.array([image["novelty"] for image in images]) if "novelty" in images[0] else None
+    return np.array([image["logits"] for image in images]), novelty
+
+
+def against_stored(golden: dict, outputs: np.ndarray) -> dict:
+    """agreement of an output's logits with the stored logits, and of its novelty with the stored novelty."""
+    logits, novelty = stored_outputs(golden)
+    found_logits, found_novelty = split_output(outputs, logits.shape[1])
+    return agreement(logits, found_logits) | novelty_agreement(novelty, found_novelty)
+
+
 def test_released_model_is_complete_and_the_default(released, tmp_path):
     """Weights, card and reference logits are there, and predict without a checkpoint answers with its classes."""
     checkpoint, golden = released
@@ -66,12 +81,14 @@ def test_released_model_is_complete_and_the_default(released, tmp_path):
 
 
 def test_reference_logits_reproduce(released, golden_inputs):
-    """This machine's float model gives the reference logits' logits (computed on the release machine's device)."""
+    """This machine's float model gives the reference logits' logits and novelty (computed on the release machine's
+    device)."""
     checkpoint, golden = released
     with torch.no_grad():
-        logits = folded_model(checkpoint)(golden_inputs).numpy()
-    reference = np.array([image["logits"] for image in golden["images"]])
-    assert not judge("fp32", agreement(reference, logits)), agreement(reference, logits)
+        outputs = folded_model(checkpoint)(golden_inputs).numpy()
+    assert (checkpoint.novelty is None) == (stored_outputs(golden)[1] is None)
+    numbers = against_stored(golden, outputs)
+    assert not judge("fp32", numbers), numbers
 
 
 def test_preprocessing_golden_top1_is_the_released_models(released, pbc_root):
@@ -111,7 +128,7 @@ def test_mobile_artefacts_agree_with_the_reference_logits_file(released, golden_
     _, golden = released
     fmt = FORMATS[name]
     outputs = fmt.load(released_export[0] / fmt.filename())(golden_inputs.numpy())
-    numbers = agreement(np.array([image["logits"] for image in golden["images"]]), outputs)
+    numbers = against_stored(golden, outputs)
     if fmt.precision == "int8":
         assert numbers["sqnr_db"] >= INT8_FLOOR["sqnr_db"], (numbers, judge(fmt.precision, numbers))
         assert numbers["top1_agreement"] >= INT8_FLOOR["top1_agreement"], (numbers, judge(fmt.precision, numbers))
@@ -122,8 +139,8 @@ def test_mobile_artefacts_agree_with_the_reference_logits_file(released, golden_
 @pytest.mark.parametrize("kind", ["android", "web"])
 def test_the_installed_artefact_is_uncertain_exactly_where_predict_is(released, golden_inputs, released_export,
                                                                       tmp_path, kind):
-    """--app-precision auto installs an artefact whose answers (a class, or "uncertain") on the golden set are
-    `bmcell predict`'s; an int8 one is installed only then, and the app is told its precision in words."""
+    """--app-precision auto installs an artefact whose answers (a class, "uncertain" or "does not look like a cell
+    this model knows") on the golden set are `bmcell predict`'s; an int8 one is installed only then, and the app is told its precision in words."""
     from export.apps import APPS, install_bundle
     from export.formats import FORMATS
     from export.parity import answers
@@ -140,11 +157,13 @@ def test_the_installed_artefact_is_uncertain_exactly_where_predict_is(released, 
     paths = [str(DEFAULT_MODEL / SAMPLES_DIR / image["path"]) for image in golden["images"]]
     predicted = runner.invoke(app, ["predict", *paths, "--json", "--top-k", "1"])
     assert predicted.exit_code == 0, predicted.output
-    said = [-1 if answer["uncertain"] else checkpoint.classes.index(answer["top"][0]["class"])
-            for answer in json.loads(predicted.output)]
-    assert answers(outputs, fmt.output_kind, confidence).tolist() == said
+    said = [-2 if answer["unknown"] else -1 if answer["uncertain"] else
+            checkpoint.classes.index(answer["top"][0]["class"]) for answer in json.loads(predicted.output)]
+    values, novelty = split_output(outputs, len(checkpoint.classes))
+    assert answers(values, fmt.output_kind, confidence, novelty).tolist() == said
     assert model["model"]["precision_words"] and "int8" not in model["model"]["precision_words"]
-    assert {row["set"] for row in model["model"]["scores"]} == {"chula", "pbc"}
+    crosslab = json.loads((DEFAULT_MODEL / "release.json").read_text())["crosslab"]
+    assert {row["set"] for row in model["model"]["scores"]} == set(crosslab)
 
 
 def test_release_metadata_records_no_machine_path():

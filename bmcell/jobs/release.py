@@ -23,10 +23,10 @@ from bmcell.core.errors import BmcellError
 from bmcell.core.evaluation import evaluate_checkpoint, records_for
 from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, sha256_path, staged_folder
 from bmcell.core.models import is_mobilevit
-from bmcell.core.novelty import UNKNOWN_TEXT
+from bmcell.core.novelty import UNKNOWN_TEXT, split_output
 from bmcell.core.reports import markdown_report
 from bmcell.core.run_folder import store_novelty
-from export.golden import reference_logits
+from export.golden import reference_outputs
 from export.samples import (
     DEFAULT_CALIBRATION,
     SAMPLES_DIR,
@@ -39,7 +39,7 @@ from export.samples import (
 )
 
 MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8-chula"
+DEFAULT_MODEL = MODELS_DIR / "mobilevit_xs-pbc8-chula-bccd"
 REFERENCE_LOGITS_FILE = "reference_logits.json"
 MODEL_CARD = "MODEL_CARD.md"
 RELEASE_CHECKPOINT = "best.json"  # a release's checkpoint, whichever of its run's it was
@@ -56,23 +56,28 @@ def default_checkpoint() -> Path:
     return path
 
 
-def _reference_on_this_machine(checkpoint: Checkpoint, data: Path,
-                               records: list[ImageRecord]) -> tuple[torch.Tensor, str, np.ndarray]:
-    """The records through the input contract, this machine's best device (named), and its float32 logits."""
+def _reference_on_this_machine(checkpoint: Checkpoint, data: Path, records: list[ImageRecord]
+                               ) -> tuple[torch.Tensor, str, np.ndarray, np.ndarray | None]:
+    """The records through the input contract, this machine's best device (named), and its float32 logits and
+    novelty (None for a model without novelty)."""
     inputs = load_unit_images(data, records, checkpoint.image_size)
     device = select_device("auto")
-    return inputs, device_description(device), reference_logits(checkpoint, inputs, device)
+    logits, novelty = split_output(reference_outputs(checkpoint, inputs, device), len(checkpoint.classes))
+    return inputs, device_description(device), logits, novelty
 
 
 def write_reference_logits(checkpoint: Checkpoint, data: Path, records: list[ImageRecord], path: Path) -> dict:
-    """Reference float32 logits of named images (best device, TF32 off) with the statistics of their inputs."""
-    inputs, device, logits = _reference_on_this_machine(checkpoint, data, records)
+    """Reference float32 logits (and novelty, when the model has it) of named images (best device, TF32 off) with
+    the statistics of their inputs."""
+    inputs, device, logits, novelty = _reference_on_this_machine(checkpoint, data, records)
     reference = {"source_weights_sha256": checkpoint.weights_sha256, "device": device,
               "tf32": "off", "torch": torch.__version__, "image_size": checkpoint.image_size,
               "classes": checkpoint.classes,
               "images": [{"path": record.path, "input_mean": inputs[i].mean((1, 2)).tolist(),
                           "input_std": inputs[i].std((1, 2)).tolist(), "logits": logits[i].tolist(),
-                          "top1": checkpoint.classes[int(logits[i].argmax())]} for i, record in enumerate(records)]}
+                          "top1": checkpoint.classes[int(logits[i].argmax())]}
+                         | ({} if novelty is None else {"novelty": float(novelty[i])})
+                         for i, record in enumerate(records)]}
     atomic_write_json(path, reference)
     return reference
 
@@ -98,7 +103,7 @@ def adopt_reference_logits(checkpoint: Checkpoint, data: Path, val: list[ImageRe
     if outside:
         raise BmcellError(f"--reference-logits {source} names {len(outside)} image(s) outside the validation split, "
                           f"e.g. {outside[:3]}")
-    _, device, here = _reference_on_this_machine(checkpoint, data, [by_path[name] for name in names])
+    _, device, here, _ = _reference_on_this_machine(checkpoint, data, [by_path[name] for name in names])
     error = float((np.abs(here - expected) / (1 + np.abs(expected))).max())
     if error > GOLDEN_TOLERANCE:
         raise BmcellError(f"--reference-logits {source}: this machine's logits differ by {error:.2e} (relative) from the "
