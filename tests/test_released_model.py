@@ -15,8 +15,8 @@ from bmcell.cli.main import app
 from bmcell.core.checkpoint import load_checkpoint
 from bmcell.core.data.images import load_rgb
 from bmcell.core.data.transforms import unit_transform
-from bmcell.jobs.release import DEFAULT_MODEL, MODELS_DIR, REFERENCE_LOGITS_FILE, recorded_paths
 from bmcell.core.novelty import split_output
+from bmcell.jobs.release import DEFAULT_MODEL, MODELS_DIR, REFERENCE_LOGITS_FILE, recorded_paths
 from export.parity import agreement, judge, novelty_agreement
 from export.pipeline import folded_model
 from export.samples import SAMPLES_DIR, read_sample_set
