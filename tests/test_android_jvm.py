@@ -358,20 +358,20 @@ def test_model_header(harness, tmp_path):
                  {"set": "words", "images": "ten", "accuracy": 0.5}, {"set": "short", "images": 10}, "junk", None]
     scores = [{"set": "chula", "images": 162, "accuracy": 0.691}, *malformed,
               {"set": "pbc", "images": 1537, "accuracy": 0.975}]
-    release = {"name": "mobilevit_xs-pbc8-chula-bccd", "precision": "int8", "val_accuracy": 0.91,
+    release = {"name": "mobilevit_xs-pbc8-chula", "precision": "int8", "val_accuracy": 0.91,
                "artefact_val_accuracy": 0.895}
     bundles = {  # id: (model.json, manifest precision, expected headline, precision line, scores line)
         "new": ({"name": "executorch-int8", "bmcell_version": "0.1.0",
                  "model": {**release, "precision_words": words, "scores": scores}}, "int8",
-                "Model mobilevit_xs-pbc8-chula-bccd · bmcell 0.1.0", words,
+                "Model mobilevit_xs-pbc8-chula · bmcell 0.1.0", words,
                 "Tested on 1,537 pbc cells: 97.5 % right · 162 chula cells: 69.1 % right"),
         "older": ({"name": "executorch-int8", "bmcell_version": "0.1.0", "model": release}, "int8",
-                  "Model mobilevit_xs-pbc8-chula-bccd · bmcell 0.1.0", "compact 8-bit version",
+                  "Model mobilevit_xs-pbc8-chula · bmcell 0.1.0", "compact 8-bit version",
                   "Right on 89.5 % of its test images"),
         "fp16-checkpoint-accuracy": ({"name": "coreml-fp16", "bmcell_version": "0.1.0",
                                       "model": {**release, "precision": "fp16", "artefact_val_accuracy": None,
                                                 "scores": malformed}}, None,
-                                     "Model mobilevit_xs-pbc8-chula-bccd · bmcell 0.1.0", "half-precision version",
+                                     "Model mobilevit_xs-pbc8-chula · bmcell 0.1.0", "half-precision version",
                                      "Right on 91.0 % of its test images"),
         "fp32-nothing-measured": ({"name": "executorch-fp32", "model": {"name": "run", "precision": "fp32",
                                                                         "scores": []}}, "fp32",
