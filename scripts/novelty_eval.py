@@ -27,7 +27,8 @@ from PIL import Image
 
 from bmcell.core.checkpoint import load_checkpoint
 from bmcell.core.confidence import calibrated
-from bmcell.core.data.images import BadImageError, is_image_file, load_rgb
+from bmcell.core.data.folder import list_images_anywhere
+from bmcell.core.data.images import BadImageError, load_rgb
 from bmcell.core.data.prepare import load_prepared
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.novelty import FLAG_QUANTILE, bank_pick, split_output, unit_rows
@@ -61,9 +62,9 @@ def sample_photos(crops: int = 4, seed: int = 0) -> list[Image.Image]:
 def folder_images(folder: Path) -> list[Image.Image]:
     """Every readable image under a folder, in class folders or not."""
     images = []
-    for path in sorted(p for p in Path(folder).rglob("*") if is_image_file(p) and p.is_file()):
+    for path in list_images_anywhere(folder):
         try:
-            images.append(load_rgb(path))
+            images.append(load_rgb(Path(folder) / path))
         except BadImageError:
             pass
     return images

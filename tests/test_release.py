@@ -90,7 +90,8 @@ def test_a_release_exports_from_its_own_samples_and_names_no_machine_path(traine
                                str(models), "--attribution", "Synthetic cells made by bmcell synth (CC0)."])
     assert made.exit_code == 0, made.output
     dest = models / "t"
-    assert sorted(p.name for p in dest.glob("*.safetensors")) == ["best.safetensors"] and not (dest / "last.json").exists()
+    assert sorted(p.name for p in dest.glob("*.safetensors")) == ["best.safetensors"]
+    assert not (dest / "last.json").exists()
     assert recorded_paths(dest) == []
     for file in dest.rglob("*"):
         if file.suffix in (".json", ".md", ".csv"):

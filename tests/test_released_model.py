@@ -140,7 +140,8 @@ def test_mobile_artefacts_agree_with_the_reference_logits_file(released, golden_
 def test_the_installed_artefact_is_uncertain_exactly_where_predict_is(released, golden_inputs, released_export,
                                                                       tmp_path, kind):
     """--app-precision auto installs an artefact whose answers (a class, "uncertain" or "does not look like a cell
-    this model knows") on the golden set are `bmcell predict`'s; an int8 one is installed only then, and the app is told its precision in words."""
+    this model knows") on the golden set are `bmcell predict`'s; an int8 one is installed only then, and the app is
+    told its precision in words."""
     from export.apps import APPS, install_bundle
     from export.formats import FORMATS
     from export.parity import answers

@@ -16,8 +16,7 @@ from torch.utils.data import DataLoader
 
 from bmcell.core.checkpoint import Checkpoint, carried_meta, save_checkpoint
 from bmcell.core.data.dataset import CellImageDataset
-from bmcell.core.data.folder import DatasetError, ImageRecord, check_images
-from bmcell.core.data.images import is_image_file
+from bmcell.core.data.folder import DatasetError, ImageRecord, check_images, list_images_anywhere
 from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.errors import BmcellError
@@ -49,9 +48,7 @@ def adaptation_images(folder: Path, warn: Callable[[str], None], minimum: int = 
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"--images {folder} is not a folder of images")
-    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                   if p.is_file() and is_image_file(p)
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    files = list_images_anywhere(folder)
     records, bad = check_images(folder, {f: "unlabelled" for f in files})
     if bad:
         warn(f"skipping {len(bad)} unusable image(s) in {folder}, e.g. {bad[0].path}: {bad[0].reason}")

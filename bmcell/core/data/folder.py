@@ -60,6 +60,14 @@ def list_image_files(root: Path) -> list[str]:
     return sorted(files)
 
 
+def list_images_anywhere(root: Path) -> list[str]:
+    """Image files anywhere under root (any layout, hidden files and folders left out), as sorted POSIX paths
+    relative to root."""
+    root = Path(root)
+    found = (p.relative_to(root) for p in root.rglob("*") if p.is_file() and is_image_file(p))
+    return sorted(path.as_posix() for path in found if not any(part.startswith(".") for part in path.parts))
+
+
 def apply_label_map(files: list[str], label_map: LabelMap) -> dict[str, str]:
     """Map each file to its target class (dropping what the map drops), checking the map fits the data."""
     labelled = {f: label_map.target(f) for f in files}
