@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,14 +51,29 @@ def app_target(targets: list[str]) -> str:
 
 
 def check_app(kind: str, app_dir: Path, precision: str) -> App:
-    """The app of that kind, after checking the folder is one and --app-precision is known (before a long export)."""
+    """The app of that kind, after checking the folder is one, that its model folder can be written and that
+    --app-precision is known (before a long export)."""
     if precision not in PRECISIONS:
         raise BmcellError(f"unknown --app-precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     app = APPS[kind]
     if not (Path(app_dir) / app.marker).exists():
         raise BmcellError(f"{app_dir} does not look like the {kind} demo app: it has no {app.marker}; "
                           f"pass the app's root folder to --app")
+    parent = Path(app_dir) / app.bundle_parent
+    for folder in (parent, parent / BUNDLE):  # the bundle is built beside the old one, which is then removed
+        unwritable = _unwritable(folder)
+        if unwritable is not None:
+            raise BmcellError(f"--app {app_dir}: cannot write into {unwritable} (read-only); make it writable, or "
+                              "copy the app somewhere you may write, and run again")
     return app
+
+
+def _unwritable(folder: Path) -> Path | None:
+    """The folder itself, when it exists and this user may not create or remove files in it (or, when it does not
+    exist, the nearest existing folder above it, where it would be made); None when it can be written."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return None if os.access(folder, os.W_OK | os.X_OK) else folder
 
 
 def parity_row(export_dir: Path, name: str) -> dict | None:

@@ -85,8 +85,11 @@ class Scorer:
         labels = np.array([self.checkpoint.classes.index(r.label) for r in bank_pick(data.train)])
         self.fit_mahalanobis(bank[0], labels)
         validation = self.outputs([load_rgb(root / r.path) for r in data.val])
+        self.thresholds = {}
         self.thresholds = {name: float(np.quantile(score, FLAG_QUANTILE))
                            for name, score in self.scores(validation).items()}
+        combined = self.scores(validation)["novelty or Mahalanobis"]
+        self.thresholds["novelty or Mahalanobis"] = float(np.quantile(combined, FLAG_QUANTILE))
 
     @torch.no_grad()
     def outputs(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,10 +119,15 @@ class Scorer:
         probabilities, _ = calibrated(self.checkpoint.confidence, logits)
         shifted = logits.max(1, keepdims=True)
         differences = unit[:, None, :] - self.means[None]
-        return {"novelty (in the graph)": novelty,
+        mahalanobis = np.einsum("ncd,de,nce->nc", differences, self.precision, differences).min(1)
+        scores = {"novelty (in the graph)": novelty,
                 "calibrated top probability": -probabilities.max(1),
                 "energy": -(shifted[:, 0] + np.log(np.exp(logits - shifted).sum(1))),
-                "Mahalanobis": np.einsum("ncd,de,nce->nc", differences, self.precision, differences).min(1)}
+                "Mahalanobis": mahalanobis}
+        if self.thresholds:  # each of the two distances over its own validation quantile, the larger one
+            scores["novelty or Mahalanobis"] = np.maximum(novelty / self.thresholds["novelty (in the graph)"],
+                                                          mahalanobis / self.thresholds["Mahalanobis"])
+        return scores
 
     def flagged(self, images: list[Image.Image]) -> dict[str, float]:
         """Each method's share of these pictures flagged."""

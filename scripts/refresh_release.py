@@ -30,7 +30,7 @@ def main() -> None:
     reference = json.loads((args.release / REFERENCE_LOGITS_FILE).read_text(encoding="utf-8"))
     shutil.rmtree(args.release / SAMPLES_DIR, ignore_errors=True)
     payload = write_sample_set(checkpoint, args.data, [val[image["path"]] for image in reference["images"]],
-                               args.release, args.attribution)
+                               args.release, args.attribution, args.release.name)
     make_release_portable(args.release)
     print(f"{args.release}: {len(payload['calibration'])} calibration and {len(payload['validation'])} validation "
           f"images in {SAMPLES_DIR}/; metadata without machine paths")

@@ -92,3 +92,26 @@ def test_groupnorm_variants_have_no_batchnorm_and_need_no_calibration():
     images = torch.rand(3, 3, 64, 64)
     with torch.no_grad():  # no batch statistics: an image's output does not depend on its batch
         assert torch.allclose(model(images)[:1], model(images[:1]), atol=1e-5)
+
+
+def test_adapt_out_that_is_a_file_is_one_line(tiny_run, lab_photos, tmp_path):
+    file = tmp_path / "adapted.txt"
+    file.write_text("keep")
+    for out in (file, file / "sub"):
+        result = CliRunner().invoke(app, ["adapt", str(tiny_run), "--images", str(lab_photos), "--out", str(out)])
+        assert result.exit_code == 2 and "is a file, not a folder" in result.output, result.output
+    assert file.read_text() == "keep"
+
+
+def test_adapt_works_on_a_checkpoint_copied_without_its_split(tiny_run, lab_photos, tmp_path):
+    copied = tmp_path / "copied"
+    copied.mkdir()
+    for name in ("best.json", "best.safetensors"):
+        shutil.copy(tiny_run / name, copied / name)
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(app, ["adapt", str(copied), "--images", str(lab_photos), "--out", str(out),
+                                      "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert "no split.json" in result.output  # the re-estimation needs only the lab's photos; the warning says so
+    assert sorted(p.name for p in out.iterdir()) == ["best.json", "best.safetensors"]
+    assert load_checkpoint(out).adapted_on["images"] == 40

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -68,7 +70,7 @@ def test_trained_checkpoint_has_confidence_and_predict_abstains(tiny_run):
     assert confidence is not None and confidence.temperature > 0 and 0 <= confidence.threshold <= 1
     assert confidence.fitted_on.startswith("validation split")
     images = sorted(Path(checkpoint.meta["data"]).rglob("*.jpg"))[:4]
-    strict = replace(confidence, threshold=1.01)  # nothing is confident enough
+    strict = replace(confidence, threshold=1.0)  # nothing is confident enough (no top probability reaches 1)
     loose = replace(confidence, threshold=0.0)
     for conf, uncertain in ((strict, True), (loose, False)):
         meta = checkpoint.meta | {"confidence": conf.to_dict()}
@@ -110,3 +112,34 @@ def test_outlier_exposure_pulls_non_cell_predictions_toward_uniform():
     after = outlier_top()
     assert after < before and after < 0.5, (before, after)  # 0.25 is uniform over 4 classes
     assert set(kinds) == set(TRAINING_KINDS)
+
+
+@pytest.mark.parametrize("edit, words", [({"temperature": float("nan")}, "temperature nan"),
+                                         ({"temperature": 0}, "temperature 0"),
+                                         ({"temperature": float("inf")}, "temperature inf"),
+                                         ({"temperature": "1.0"}, "temperature '1.0'"),
+                                         ({"threshold": 1.5}, "threshold 1.5"),
+                                         ({"threshold": float("nan")}, "threshold nan"),
+                                         ({"threshold": None}, "threshold None")])
+def test_confidence_values_no_fit_gives_are_refused_on_load(edit, words):
+    """A confidence block edited (and its digest recomputed) to values no fit gives is refused with one line,
+    instead of NaN probabilities (and NaN, which is not JSON, in predict --json)."""
+    good = fit_confidence(*overconfident(1.0, n=200)).to_dict()
+    assert Confidence.from_dict(good | {"threshold": 0, "temperature": 2}).temperature == 2
+    with pytest.raises(BmcellError, match=re.escape(words)):
+        Confidence.from_dict(good | edit)
+
+
+def test_predict_refuses_a_checkpoint_whose_confidence_was_edited(tiny_run, tmp_path):
+    from bmcell.core.checkpoint import metadata_digest
+
+    for name in ("best.json", "best.safetensors"):
+        shutil.copy2(tiny_run / name, tmp_path / name)
+    meta = json.loads((tmp_path / "best.json").read_text())
+    meta["confidence"]["temperature"] = float("nan")
+    meta["metadata_sha256"] = metadata_digest(meta)
+    (tmp_path / "best.json").write_text(json.dumps(meta))
+    image = sorted(Path(load_checkpoint(tiny_run).meta["data"]).rglob("*.jpg"))[0]
+    result = CliRunner().invoke(app, ["predict", str(tmp_path / "best.json"), str(image), "--json"])
+    assert result.exit_code == 2 and "confidence temperature nan" in result.output, result.output
+    assert "NaN" not in result.output and "Traceback" not in result.output

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from bmcell.cli.main import app
 from bmcell.core.config import TrainConfig
 from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.engine import fit
+from bmcell.core.errors import BmcellError
 from export.formats import FORMATS
 from export.golden import read_golden
 from export.parity import agreement, expected_output, judge, structure_failures
@@ -305,3 +308,48 @@ def test_int8_artefacts_and_verdicts_are_reproducible_across_runs_and_instructio
         done = subprocess.run([sys.executable, "-m", "bmcell", *command], capture_output=True, text=True, env=env)
         assert done.returncode in (0, 1), done.stdout + done.stderr
     assert _int8_identities(second) == _int8_identities(first)
+
+
+def test_app_folder_that_cannot_be_written_is_refused_before_exporting(tmp_path, monkeypatch):
+    """--app into a folder this user may not write: one line naming it, before any export (no --out folder).
+    Whether a folder is writable comes from os.access, stood in for here (root may write anywhere)."""
+    from export.apps import check_app
+    from tests.test_apps import fake_app
+
+    web, android = fake_app(tmp_path / "web", "web"), fake_app(tmp_path / "android", "android")
+    (web / "bmcell_model").mkdir()
+    access = os.access
+    read_only = {web, web / "bmcell_model", android / "app"}
+
+    def fake_access(path, mode):
+        return access(path, mode) and not (mode & os.W_OK and Path(path) in read_only)
+
+    monkeypatch.setattr(os, "access", fake_access)
+    with pytest.raises(BmcellError, match=f"cannot write into {re.escape(str(web))} "):
+        check_app("web", web, "auto")
+    read_only.remove(web)  # the app folder may be written, its old bundle not: it could not be replaced
+    with pytest.raises(BmcellError, match=f"cannot write into {re.escape(str(web / 'bmcell_model'))} "):
+        check_app("web", web, "auto")
+    with pytest.raises(BmcellError, match=f"cannot write into {re.escape(str(android / 'app'))} "):
+        check_app("android", android, "auto")  # app/src/main/assets does not exist yet: made under app/
+    read_only.clear()
+    assert check_app("web", web, "auto").file == "model.onnx"
+    read_only.add(web)
+    result = runner.invoke(app, ["export", "--target", "web", "--app", str(web), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "cannot write into" in result.output, result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / LOG_FILE).exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder: the os.access stand-in above "
+                    "covers the check")
+def test_read_only_app_folder_is_refused(tmp_path):
+    from export.apps import check_app
+    from tests.test_apps import fake_app
+
+    web = fake_app(tmp_path / "web", "web")
+    web.chmod(0o555)
+    try:
+        with pytest.raises(BmcellError, match="cannot write into"):
+            check_app("web", web, "auto")
+    finally:
+        web.chmod(0o755)

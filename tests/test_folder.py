@@ -78,3 +78,14 @@ def test_strict_turns_bad_files_into_an_error(synthetic_copy):
     _add_bad_files(synthetic_copy)
     with pytest.raises(DatasetError, match="(?s)--strict.*zero.jpg"):
         scan_folder(synthetic_copy, resolve_label_map(None), True, lambda m: None)
+
+
+def test_broken_image_links_are_an_error_naming_how_many(synthetic_copy, tmp_path):
+    from bmcell.core.data.folder import list_images_anywhere
+
+    for name in ("gone_1.jpg", "gone_2.jpg"):
+        (synthetic_copy / "platelet" / name).symlink_to(tmp_path / "elsewhere" / name)
+    (synthetic_copy / "platelet" / "notes.txt").symlink_to(tmp_path / "elsewhere" / "notes.txt")  # not an image
+    for lister in (list_image_files, list_images_anywhere):
+        with pytest.raises(DatasetError, match=r"2 image link\(s\) .* no longer exist \(e.g. .*gone_1.jpg"):
+            lister(synthetic_copy)

@@ -102,3 +102,46 @@ def test_decompression_bomb_limit_is_ours_at_every_size(side):
     assert f"{MAX_PIXELS:,}-pixel limit" in message and "decompression bomb" in message, message
     assert f"{side}x{side}" in message or f"{side * side:,}" in message, message
     assert "89478485" not in message and "178956970" not in message and "128,000,000" not in message
+
+
+@pytest.mark.parametrize(("width", "height"), [(4_000_000, 1), (1, 4_000_000), (2_001, 100)],
+                         ids=["strip", "column", "just-over"])
+def test_an_extreme_aspect_ratio_is_refused_from_the_header(width, height):
+    """Under the pixel limit, a 4,000,000x1 strip would still resize to ~49 GB at the model's size: anything longer
+    than MAX_ASPECT times its shorter side is refused, named, before it is decoded."""
+    with pytest.raises(BadImageError, match=f"strip.png: {width}x{height} pixels is over the 20:1 aspect-ratio limit"):
+        decode_rgb(_png_header(width, height), "strip.png")
+    assert decode_rgb(_encode(Image.new("RGB", (2_000, 100)), "PNG")).size == (2_000, 100)  # 20:1 itself is fine
+
+
+def test_a_degenerate_image_in_a_training_folder_is_a_named_bad_file(synthetic_copy, tmp_path):
+    """The start check names a 4,000,000x1 PNG as a bad file; if one appears after it (replaced on disk), the cache
+    build stands in another image of its class, as for any file gone bad, and keeps no .partial file."""
+    from bmcell.core.data.cache import decoded_images
+    from bmcell.core.data.folder import ImageRecord, check_images
+
+    Image.new("1", (4_000_000, 1)).save(synthetic_copy / "ig" / "strip.png")
+    labelled = {f"{label}/{path.name}": label for label in ("ig", "basophil")
+                for path in sorted((synthetic_copy / label).glob("*.jpg"))[:2]} | {"ig/strip.png": "ig"}
+    good, bad = check_images(synthetic_copy, labelled)
+    assert [b.path for b in bad] == ["ig/strip.png"] and "20:1 aspect-ratio limit" in bad[0].reason
+    assert len(good) == len(labelled) - 1
+
+    cache = tmp_path / "cache"
+    records = [*good, ImageRecord("ig/strip.png", "ig", good[0].sha256)]  # gone bad after the start check
+    array = decoded_images(synthetic_copy, records, 32, cache, workers=1)
+    assert any((array[-1] == array[i]).all() for i, record in enumerate(good) if record.label == "ig")
+    assert [p.name for p in cache.iterdir()] == [p.name for p in cache.glob("decoded-*.npy")]
+
+
+def test_a_failed_cache_build_leaves_no_partial_file(synthetic_data, tmp_path):
+    """Every image of a class unreadable when the cache is built: the build fails, and no half-written file stays."""
+    from bmcell.core.data.cache import decoded_images
+    from bmcell.core.data.folder import ImageRecord
+
+    records = [ImageRecord("gone/missing.jpg", "gone", "0" * 64),
+               *(ImageRecord(p.relative_to(synthetic_data).as_posix(), "ig", "1" * 64)
+                 for p in sorted((synthetic_data / "ig").glob("*.jpg"))[:2])]
+    with pytest.raises(BadImageError, match="every image of class 'gone'"):
+        decoded_images(synthetic_data, records, 32, tmp_path / "cache", workers=1)
+    assert not list((tmp_path / "cache").iterdir())

@@ -89,3 +89,36 @@ def test_rule_matching_nothing_is_an_error(tmp_path):
     path.write_text(json.dumps({"rules": {"neutrofil": "neutrophil"}}))
     with pytest.raises(DatasetError, match="neutrofil"):
         apply_label_map(list_image_files(tmp_path), resolve_label_map(str(path)))
+
+
+def test_a_map_that_drops_every_class_says_so(tmp_path):
+    from bmcell.core.data.prepare import scan_folder
+
+    _touch_images(tmp_path / "data", ["a/A_1.jpg", "b/B_1.jpg"])
+    path = tmp_path / "none.yaml"
+    path.write_text("name: none\nrules: {a: null, b: null}\n")
+    with pytest.raises(DatasetError, match="label map 'none' drops every image") as refused:
+        scan_folder(tmp_path / "data", resolve_label_map(str(path)), False, print)
+    assert "single class" not in str(refused.value)
+
+
+def test_a_class_map_key_that_matches_no_folder_is_refused(tmp_path):
+    """`fooo: ig` where the folder is `foo` was ignored without a word (crosslab left foo unscored); like a label-map
+    rule that matches no file, it is refused, by crosslab (over all its --data folders) and by finetune."""
+    from types import SimpleNamespace
+
+    from bmcell.core.crosslab import crosslab_report
+
+    _touch_images(tmp_path / "lab", [f"{c}/{c}_{i}.jpg" for c in ("foo", "neutrophil") for i in range(6)])
+    typo = {"fooo": "ig"}
+    model = SimpleNamespace(classes=["ig", "neutrophil"])  # refused before the model is used
+    with pytest.raises(LabelMapError, match=r"the --data folders: \['fooo'\].*foo, neutrophil"):
+        crosslab_report(model, [tmp_path / "lab"], tmp_path / "report", "cpu", typo, warn=print)
+    assert not (tmp_path / "report").exists()
+    from bmcell.core.finetune import read_lab_cells
+
+    with pytest.raises(LabelMapError, match=r"match no class folder of .*lab: \['fooo'\]"):
+        read_lab_cells(tmp_path / "lab", ["ig", "neutrophil"], typo, print)
+    from bmcell.core.data.label_maps import check_class_map
+
+    check_class_map({"foo": "ig", "neutrophil": None}, {"foo", "neutrophil"}, "x")  # every key names a folder

@@ -61,7 +61,8 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert "Research use only" in card and "1 epoch on CPU (a test)" in card and "| other |" in card
     assert "majority baseline" in card and "Non-cell images" in card and "uncertain" in card
     # the data section credits what the run was trained on (synthetic cells here), not PBC
-    assert "cells: no citation or licence on record" in card and "10.1016/j.dib.2020.105474" not in card
+    assert "- cells: synthetic cells drawn by `bmcell synth`" in card and "Trained on synthetic cells only" in card
+    assert "10.1016/j.dib.2020.105474" not in card and "CellaVision" not in card and "PBC" not in card
     assert "Pictures unlike its training cells" in card
     assert "## Further measurements\n\n### Leave one lab out\n\n| trained on | a |" in card
     release = json.loads((dest / "release.json").read_text())
@@ -102,7 +103,10 @@ def test_a_release_exports_from_its_own_samples_and_names_no_machine_path(traine
     golden = json.loads((dest / "reference_logits.json").read_text())
     assert [e["path"] for e in samples["validation"][:samples["golden"]]] == [i["path"] for i in golden["images"]]
     assert len(samples["calibration"]) == 128 and 64 <= len(samples["validation"]) <= 128
-    assert "CC0" in (dest / SAMPLES_DIR / "README.md").read_text()
+    readme = (dest / SAMPLES_DIR / "README.md").read_text()
+    assert readme.startswith("# Sample images of t\n") and "CC0" in readme  # the release's name, not its staging
+    assert "Attribution given at release: Synthetic cells made by bmcell synth (CC0)." in (
+        dest / "MODEL_CARD.md").read_text()
 
     def export(*extra):
         out = tmp_path / f"export-{len(list(tmp_path.glob('export-*')))}"
@@ -156,13 +160,45 @@ def test_release_adopts_a_reference_logits_file_computed_elsewhere_only_when_it_
     assert other.exit_code != 0 and "other weights" in other.output
 
 
-def test_model_card_credits_each_training_source():
-    from bmcell.jobs.release import data_credits
+def test_model_card_credits_each_training_source(tmp_path):
+    """Each source of a combine folder is credited for what it is: a dataset on record by its citation and licence,
+    cells `bmcell synth` drew as synthetic, any other folder by name with its licence left to the user to state."""
+    from bmcell.core.data.sources import Source, combine_sources
+    from bmcell.jobs.release import SYNTHETIC, data_credits, source_kinds
+    from tests.conftest import jpeg_bytes
 
-    sources = {"sources": {"pbc": {"root": "pbc"}, "chula": {"root": "chula_wbc"}, "x": {"root": "/data/mine"}}}
-    lines = "\n".join(data_credits(sources, "unused"))
+    write_synthetic_dataset(tmp_path / "drawn", per_class=4, size=32, seed=5)
+    for label in ("lymphocyte", "neutrophil"):
+        for i in range(4):
+            (tmp_path / "mine" / label).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "mine" / label / f"{i}.jpg").write_bytes(jpeg_bytes(i))
+    (tmp_path / "mine" / "lymphocyte" / "4.jpg").write_bytes((tmp_path / "drawn" / "ig" / "ig_0000.jpg").read_bytes())
+    summary = combine_sources([Source("a", tmp_path / "drawn"), Source("b", tmp_path / "mine")], tmp_path / "c")
+    data = tmp_path / "c" / "data"
+    paths = sorted(p.relative_to(data).as_posix() for p in data.rglob("*.jpg"))
+    kinds = source_kinds(data, paths, summary)
+    assert kinds == {"a": SYNTHETIC, "b": "mine"}  # one drawn image among real ones does not make b synthetic
+    assert source_kinds(tmp_path / "drawn", [p.relative_to(tmp_path / "drawn").as_posix()
+                                             for p in (tmp_path / "drawn").rglob("*.jpg")], None) == {"drawn": SYNTHETIC}
+    lines = "\n".join(data_credits(kinds | {"pbc": "pbc", "chula": "chula_wbc", "bccd": "bccd"}, "Mine: CC BY 4.0."))
     assert "10.1016/j.dib.2020.105474" in lines and "singgihbekti/WBC_Dataset" in lines and "MIT" in lines
-    assert "mine: no citation or licence on record" in lines
+    assert "apple2373/BCCD" in lines and "- a: synthetic cells drawn by `bmcell synth`" in lines
+    assert "mine: no citation or licence on record; its licence and citation are yours to state" in lines
+    assert "Attribution given at release: Mine: CC BY 4.0." in lines
+
+
+def test_shipped_model_cards_credit_every_source_they_were_trained_on():
+    """Each released model made from a `bmcell combine` folder credits every source of its sources.json."""
+    from bmcell.jobs.release import MODELS_DIR, data_credits
+
+    combined = [folder for folder in sorted(MODELS_DIR.iterdir()) if (folder / "sources.json").is_file()]
+    assert combined, f"no release of a combine folder in {MODELS_DIR}"
+    for folder in combined:
+        sources = json.loads((folder / "sources.json").read_text())["sources"]
+        card = (folder / "MODEL_CARD.md").read_text()
+        credits = data_credits({name: source["root"] for name, source in sources.items()})
+        missing = [line for line in credits if line.startswith("- ") and line not in card]
+        assert not missing, (folder.name, missing)
 
 
 def test_release_without_a_model_says_how_to_get_one(tmp_path, monkeypatch):
@@ -172,3 +208,17 @@ def test_release_without_a_model_says_how_to_get_one(tmp_path, monkeypatch):
     image.write_bytes(b"not really")
     result = runner.invoke(app, ["predict", str(image)])
     assert result.exit_code != 0 and "no released model" in result.output
+
+
+@pytest.mark.parametrize("name", ["../../x", "../x", "a/b", "..", ".", ".hidden", "/abs", "x\\y", ""])
+def test_release_name_must_be_a_plain_folder_name(tmp_path, name):
+    """--name becomes models/NAME: a path (../../x) would write outside --models-dir; refused before any file."""
+    from bmcell.jobs.release import DEFAULT_MODEL
+
+    models = tmp_path / "deep" / "er" / "models"
+    models.mkdir(parents=True)
+    result = runner.invoke(app, ["release", str(DEFAULT_MODEL), "--name", name, "--models-dir", str(models),
+                                 "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "not a plain folder name" in result.output, result.output
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["deep", "deep/er",
+                                                                                       "deep/er/models"]

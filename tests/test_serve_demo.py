@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import re
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -125,3 +126,36 @@ def test_listens_on_this_machine_unless_told_otherwise(site, monkeypatch):
     assert "http://192.168.1.23:8123/ (phones on this network)" in shared.output
     warnings = [line for line in shared.output.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "anyone on this network" in warnings[0], shared.output
+
+
+def test_a_file_name_too_long_for_the_file_system_is_a_404(served):
+    """A name past the file system's limit (ENAMETOOLONG) is answered 404, and the server goes on serving."""
+    for path in ("/" + "a" * 8000 + ".js", "/vendor/" + "a" * 8000, "/bmcell_model/" + "b" * 300 + ".md"):
+        assert served(path)[0] == 404, path[:20]
+    assert served("/app.js")[0] == 200
+
+
+def test_startup_errors_are_one_line(site, tmp_path):
+    """A busy port, a --port out of range, an unknown host and a --cert/--key that is not PEM: one line each, exit 2,
+    no traceback."""
+    runner = CliRunner()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        in_use = runner.invoke(app, ["serve-demo", str(site), "--port", str(taken)])
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    (tmp_path / "key.pem").write_text("not a key\n")
+    not_pem = runner.invoke(app, ["serve-demo", str(site), "--port", "0", "--cert", str(tmp_path / "cert.pem"),
+                                  "--key", str(tmp_path / "key.pem")])
+    missing = runner.invoke(app, ["serve-demo", str(site), "--port", "0", "--cert", str(tmp_path / "none.pem"),
+                                  "--key", str(tmp_path / "key.pem")])
+    out_of_range = runner.invoke(app, ["serve-demo", str(site), "--port", "99999"])
+    negative = runner.invoke(app, ["serve-demo", str(site), "--port", "-1"])
+    unknown_host = runner.invoke(app, ["serve-demo", str(site), "--port", "0", "--host", "no-such-host.invalid"])
+    for result, words in ((in_use, f"port {taken} on 127.0.0.1 is in use"), (not_pem, "PEM certificate"),
+                          (missing, "PEM certificate"), (out_of_range, "--port 99999 is not a port"),
+                          (negative, "--port -1 is not a port"), (unknown_host, "cannot listen on no-such-host")):
+        errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        assert len(errors) == 1 and words in errors[0], result.output

@@ -108,3 +108,100 @@ def test_combine_errors_before_writing(synthetic_data, tmp_path):
     bad = runner.invoke(app, ["combine", str(out), "--source", f"a={synthetic_data}", "--groups",
                               f"a={tmp_path / 'g.csv'}:series"])
     assert bad.exit_code == 2 and "no group id" in bad.output and not out.exists()
+
+
+def _combine(out, *options):
+    """`bmcell combine OUT OPTIONS...` through the CLI."""
+    return runner.invoke(app, ["combine", str(out), *options])
+
+
+@pytest.mark.parametrize("name", ["../../../ESCAPED", "lab/one", "a\\b", "..", ".hidden", "-x", "x" * 65, "a b"])
+def test_combine_refuses_a_source_name_that_is_not_a_plain_name(synthetic_data, tmp_path, name):
+    result = _combine(tmp_path / "nest" / "deep" / "cmb", "--source", f"{name}={synthetic_data}", "--source",
+                      f"B={synthetic_data}")
+    assert result.exit_code == 2 and "not a plain folder name" in result.output, result.output
+    assert list(tmp_path.iterdir()) == []  # nothing written, inside OUT or out of it
+
+
+@pytest.mark.parametrize("options", [
+    ["--source", "A={src}", "--source", "A={src}"],
+    ["--source", "A={src}", "--cap", "A=6", "--cap", "A=3"],
+    ["--source", "A={src}", "--split", "A=x.csv", "--split", "A=y.csv"],
+    ["--source", "A={src}", "--groups", "A=x.csv:s", "--groups", "A=y.csv:s"],
+])
+def test_combine_refuses_a_name_given_twice(synthetic_data, tmp_path, options):
+    result = _combine(tmp_path / "c", *(option.format(src=synthetic_data) for option in options))
+    assert result.exit_code == 2 and "given twice" in result.output and not (tmp_path / "c").exists()
+
+
+def test_combine_refuses_names_that_differ_only_in_case_or_name_no_source(synthetic_data, tmp_path):
+    result = _combine(tmp_path / "c", "--source", f"lab={synthetic_data}", "--source", f"Lab={synthetic_data}")
+    assert result.exit_code == 2 and "differ only in case" in result.output and not (tmp_path / "c").exists()
+    result = _combine(tmp_path / "c", "--source", f"lab={synthetic_data}", "--cap", "lab2=5")
+    assert result.exit_code == 2 and "no --source gives: ['lab2']" in result.output
+
+
+@pytest.mark.parametrize("cap", ["abc", "1e3", "-1,-1", "0,0", "0", "5,0", "5,3,2", "5,", "1.5"])
+def test_combine_refuses_a_cap_that_is_not_one_or_two_whole_numbers_of_at_least_1(synthetic_data, tmp_path, cap):
+    result = _combine(tmp_path / "c", "--source", f"A={synthetic_data}", "--cap", f"A={cap}")
+    assert result.exit_code == 2 and "--cap A=" in result.output and "whole numbers" in result.output, result.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_combine_split_takes_the_csv_form_train_takes_and_refuses_bad_files(synthetic_data, tmp_path):
+    files = [p.relative_to(synthetic_data).as_posix() for p in sorted(synthetic_data.rglob("*.jpg"))]
+    sides = {path: "val" if i % 4 == 0 else "train" for i, path in enumerate(files)}
+    with open(tmp_path / "s.csv", "w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([("path", "subset"), *sides.items()])
+    result = _combine(tmp_path / "c", "--source", f"A={synthetic_data}", "--split", f"A={tmp_path / 's.csv'}")
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "c" / "split.csv", newline="") as handle:
+        combined = {row["path"]: row["subset"] for row in csv.DictReader(handle)}
+    assert combined == {f"{p.split('/')[0]}/A/{p.split('/', 1)[1]}": side for p, side in sides.items()}
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    (tmp_path / "train-only.csv").write_text("path,subset\n" + "".join(f"{p},train\n" for p in files))
+    for name, message in [("bin.csv", "not a CSV file of UTF-8 text"), ("bad.json", "not a bmcell split.json"),
+                          ("train-only.csv", "would have no val image")]:
+        result = _combine(tmp_path / "d", "--source", f"A={synthetic_data}", "--split", f"A={tmp_path / name}")
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+        assert not (tmp_path / "d").exists()
+
+
+def test_combine_reads_a_groups_csv_saved_with_a_byte_order_mark(synthetic_data, tmp_path):
+    files = [p.relative_to(synthetic_data).as_posix() for p in sorted(synthetic_data.rglob("*.jpg"))]
+    with open(tmp_path / "g.csv", "w", newline="", encoding="utf-8-sig") as handle:  # a spreadsheet's "CSV UTF-8"
+        csv.writer(handle).writerows([("file", "series"), *((path, f"s{i // 2}") for i, path in enumerate(files))])
+    result = _combine(tmp_path / "c", "--source", f"A={synthetic_data}", "--groups", f"A={tmp_path / 'g.csv'}:series")
+    assert result.exit_code == 0, result.output
+    (tmp_path / "bin.csv").write_bytes(bytes(range(256)) * 4)
+    result = _combine(tmp_path / "d", "--source", f"A={synthetic_data}", "--groups", f"A={tmp_path / 'bin.csv'}:s")
+    assert result.exit_code == 2 and "not a CSV file of UTF-8 text" in result.output and not (tmp_path / "d").exists()
+
+
+def test_combine_hard_links_on_one_file_system_and_survives_the_source_moving(synthetic_copy, tmp_path):
+    result = _combine(tmp_path / "c", "--source", f"A={synthetic_copy}")
+    assert result.exit_code == 0 and "hard link" in result.output, result.output
+    linked = sorted((tmp_path / "c").rglob("*.jpg"))
+    assert linked and not any(p.is_symlink() for p in linked) and all(p.stat().st_nlink >= 2 for p in linked)
+    assert json.loads((tmp_path / "c" / "sources.json").read_text())["links"]["symbolic"] == 0
+    synthetic_copy.rename(tmp_path / "moved")
+    assert all(p.is_file() for p in linked)
+
+
+def test_training_refuses_a_combined_folder_whose_symbolic_links_broke(synthetic_data, synthetic_copy, tmp_path,
+                                                                         monkeypatch):
+    def no_hard_links(*_):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr("bmcell.core.data.sources.os.link", no_hard_links)  # as when OUT is on another disk
+    result = _combine(tmp_path / "c", "--source", f"A={synthetic_copy}", "--source", f"B={synthetic_data}")
+    assert result.exit_code == 0 and "symbolic link" in result.output, result.output
+    moved = len(list(synthetic_copy.rglob("*.jpg")))
+    assert all(p.is_symlink() for p in (tmp_path / "c" / "data").rglob("*.jpg"))
+    synthetic_copy.rename(tmp_path / "moved")
+    trained = runner.invoke(app, ["train", "--data", str(tmp_path / "c" / "data"), "--split",
+                                  str(tmp_path / "c" / "split.csv"), "--out", str(tmp_path / "run"), "--arch",
+                                  "mobilevit_xxs", "--image-size", "64", "--epochs", "1", "--workers", "0"])
+    assert trained.exit_code == 2, trained.output
+    assert f"{moved} image link(s)" in trained.output and "no longer exist" in trained.output

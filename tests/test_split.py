@@ -128,3 +128,15 @@ def test_a_split_row_outside_the_data_folder_is_named_in_its_warning(tmp_path):
     # Rows that are merely absent or unusable are counted, not named: unusable files were named by the bad-files
     # warning already, and naming them twice clutters the output.
     assert any("1 file(s)" in w and "a/gone.jpg" not in w for w in warnings), warnings
+
+
+def test_no_image_to_set_aside_for_validation_is_an_error_that_says_why():
+    """Byte-identical files stay on one side, so 3 classes of 12 copies of one picture (or of one picture each) leave
+    nothing for validation: refused before any training, not an epoch later on an empty validation set."""
+    same = [ImageRecord(f"{c}/{i}.jpg", c, "one-picture") for c in "abc" for i in range(12)]
+    one_each = [ImageRecord(f"{c}/{i}.jpg", c, f"picture-{c}") for c in "abc" for i in range(12)]
+    for records, distinct in ((same, 1), (one_each, 3)):
+        with pytest.raises(DatasetError, match="set aside for validation") as refused:
+            stratified_split(records, 0.1, 0)
+        assert f"36 usable images hold only {distinct} different picture(s)" in str(refused.value)
+    assert "val" in stratified_split(one_each + [ImageRecord("a/new.jpg", "a", "another")], 0.1, 0).values()

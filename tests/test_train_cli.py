@@ -330,7 +330,9 @@ def test_a_refused_start_leaves_the_folder_usable(synthetic_copy, tmp_path):
     run = tmp_path / "run"
     refusals = {("--weights", str(evil)): "only .safetensors", ("--weights", str(garbage)): "cannot read",
                 ("--weights", str(other)): "does not fit", ("--strict",): "--strict",
-                ("--label-map", str(tmp_path / "nope.yaml")): "label map", ("--split", str(tmp_path / "nope.csv")): "split"}
+                ("--label-map", str(tmp_path / "nope.yaml")): "label map",
+                ("--split", str(tmp_path / "nope.csv")): "split",
+                ("--balance-sources",): "bmcell combine"}  # refused once the data is listed: not a combine folder
     for options, message in refusals.items():
         refused = runner.invoke(app, ["train", "--data", str(synthetic_copy), "--out", str(run), *options, *TINY_ARGS])
         assert refused.exit_code == 2 and message in refused.output, (options, refused.output)
@@ -372,3 +374,81 @@ def test_resuming_a_run_with_no_saved_epoch_says_so(synthetic_data, tmp_path):
     assert resumed.exit_code == 0, resumed.output
     assert "nothing to resume" in resumed.output and "starts at epoch 1" in resumed.output
     assert _epochs(run) == [1]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() if p.is_file() else b"" for p in folder.rglob("*")}
+
+
+def test_an_out_folder_inside_the_data_folder_is_refused_before_anything_is_written(synthetic_copy, tmp_path,
+                                                                                    monkeypatch):
+    """A run inside its data folder became a class folder ('myrun' without images, or curves.png an image of ig)."""
+    link = tmp_path / "link"
+    link.symlink_to(synthetic_copy)
+    before = _files(synthetic_copy)
+    monkeypatch.chdir(tmp_path)
+    for data, out in ((synthetic_copy, synthetic_copy / "myrun"), (synthetic_copy, synthetic_copy / "ig" / "run"),
+                      ("cells", "link/../cells/myrun"), (link, synthetic_copy / "myrun"), (synthetic_copy, link / "r"),
+                      (synthetic_copy, synthetic_copy)):
+        refused = runner.invoke(app, ["train", "--data", str(data), "--out", str(out), "--epochs", "1", *TINY_ARGS])
+        assert refused.exit_code == 2 and "is inside the data folder" in refused.output, (data, out, refused.output)
+        assert _files(synthetic_copy) == before, (data, out)
+    beside = tmp_path / "cells-run"  # a sibling whose name starts like the data folder's is not inside it
+    from bmcell.core.run_folder import check_out_folder
+
+    check_out_folder(beside, resume=False, data=synthetic_copy)
+
+
+def test_a_folder_with_too_few_different_images_is_refused_before_training(tmp_path):
+    """3 classes of 12 byte-identical copies each: nothing can be set aside for validation (copies stay on one side).
+    It trained an epoch, then died on torch.cat with config, split and cache left behind."""
+    for i, name in enumerate(("ig", "monocyte", "platelet")):
+        (tmp_path / "same" / name).mkdir(parents=True)
+        for copy in range(12):
+            (tmp_path / "same" / name / f"{copy}.jpg").write_bytes(jpeg_bytes(i))
+    run = tmp_path / "run"
+    refused = runner.invoke(app, ["train", "--data", str(tmp_path / "same"), "--out", str(run), *TINY_ARGS])
+    assert refused.exit_code == 2, refused.output
+    assert "set aside for validation" in refused.output and "only 3 different picture(s)" in refused.output
+    assert {p.name for p in run.iterdir()} <= {LOG_FILE}
+
+
+def _hold_run(run: Path, held, release) -> None:
+    """What a `bmcell train` still training in run holds, in another process."""
+    from bmcell.core.run_folder import run_lock
+
+    with run_lock(run):
+        held.set()
+        release.wait(120)
+
+
+def test_a_second_training_on_a_run_still_training_is_refused(synthetic_data, tmp_path):
+    """`train --out r --resume` while the first training of r ran was not refused: both wrote the same files."""
+    import multiprocessing
+
+    from bmcell.core.config import TrainConfig
+    from bmcell.core.run_folder import start_or_resume
+
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    start_or_resume(TrainConfig(out=str(run), data=str(synthetic_data), epochs=1, **TINY), False, print)
+    fresh.mkdir()
+    before = _files(run)
+    context = multiprocessing.get_context("fork")  # the test's modules already imported: the holder starts at once
+    held, release = context.Event(), context.Event()
+    holders = [context.Process(target=_hold_run, args=(folder, held, release)) for folder in (run, fresh)]
+    try:
+        for holder in holders:
+            held.clear()
+            holder.start()
+            assert held.wait(60)
+        resumed = runner.invoke(app, ["train", "--out", str(run), "--resume"])
+        assert resumed.exit_code == 2 and "is in use: another `bmcell train` is still training" in resumed.output, \
+            resumed.output
+        assert _files(run) == before  # not even a line in its bmcell.log
+        started = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(fresh), *TINY_ARGS])
+        assert started.exit_code == 2 and "is in use" in started.output, started.output
+        assert not any(fresh.iterdir())
+    finally:
+        release.set()
+        for holder in (h for h in holders if h.pid is not None):  # started
+            holder.join(60)

@@ -10,9 +10,17 @@ import typer
 
 from bmcell.cli.common import console, reports_errors
 from bmcell.core.checkpoint import load_checkpoint
-from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table, read_class_map
+from bmcell.core.crosslab import (
+    CROSSLAB_JSON,
+    CROSSLAB_MD,
+    MAX_NON_CELL,
+    crosslab_report,
+    markdown_table,
+    read_class_map,
+    report_folder,
+)
 from bmcell.core.device import select_device
-from bmcell.jobs.release import default_checkpoint
+from bmcell.jobs.release import MODELS_DIR, default_checkpoint
 
 
 @reports_errors
@@ -22,8 +30,11 @@ def crosslab(
     data: list[Path] = typer.Option(..., help="Another lab's class-per-folder images; repeatable."),
     class_map: Optional[Path] = typer.Option(None, help="YAML/JSON 'folder class: model class' (null leaves one "
                                              "out) for names the built-in synonyms do not know."),
-    out: Optional[Path] = typer.Option(None, help="Report folder (default: <run folder>/crosslab)."),
-    non_cell: int = typer.Option(160, min=0, help="Synthesised non-cell images to measure abstention on (0: none)."),
+    out: Optional[Path] = typer.Option(None, help="Report folder (default: <run folder>/crosslab; for a released "
+                                       "model, whose folder is never written to: ./crosslab-<release name>). An "
+                                       "earlier report there is replaced whole."),
+    non_cell: int = typer.Option(160, min=0, help=f"Synthesised non-cell images to measure abstention on (0: none; "
+                                 f"at most {MAX_NON_CELL:,})."),
     batch_size: int = typer.Option(64, help="Images per batch."),
     workers: Optional[int] = typer.Option(None, help="Data-loading processes (default: CPU count, at most 8)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
@@ -32,7 +43,7 @@ def crosslab(
     majority-class baseline, accuracy over the folder's classes, answered share and accuracy of the answered
     (crosslab.md/.json, a confusion matrix and predictions per folder)."""
     ckpt = load_checkpoint(checkpoint or default_checkpoint())
-    out = out or ckpt.run_dir / "crosslab"
+    out = report_folder(ckpt.run_dir, out, MODELS_DIR)
     workers = workers if workers is not None else min(8, os.cpu_count() or 1)
     report = crosslab_report(ckpt, data, out, select_device(device), read_class_map(class_map) if class_map else None,
                              non_cell, batch_size, workers, lambda m: console.print(f"[yellow]warning:[/] {m}"))

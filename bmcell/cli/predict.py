@@ -4,10 +4,13 @@ checkpoint is given)."""
 from __future__ import annotations
 
 import json
+import textwrap
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path, PurePath
 
 import typer
+from rich.segment import Segments
 from rich.table import Table
 from rich.text import Text
 
@@ -15,7 +18,7 @@ from bmcell.cli.common import console, err_console, reports_errors
 from bmcell.core.checkpoint import load_checkpoint, names_a_checkpoint
 from bmcell.core.device import select_device
 from bmcell.core.errors import BmcellError
-from bmcell.core.inference import Classifier
+from bmcell.core.inference import Classifier, Prediction
 from bmcell.core.novelty import UNKNOWN_TEXT
 from bmcell.jobs.release import default_checkpoint
 
@@ -57,6 +60,83 @@ def distinguishing_ends(images: list[str], width: int) -> list[str]:
     return ends
 
 
+UNCERTAIN_TEXT = "uncertain - check by eye"
+
+
+class JsonAnswers:
+    """--json: one array of answers (error entries included), each written as soon as its batch is answered; the
+    same text json.dumps(answers, indent=2) gives."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, results: list[Prediction]) -> None:
+        """Write these answers."""
+        for r in results:
+            typer.echo(("[\n" if self.count == 0 else ",\n") + textwrap.indent(json.dumps(r.to_dict(), indent=2), "  "),
+                       nl=False)
+            self.count += 1
+
+    def close(self) -> None:
+        """End the array."""
+        typer.echo("\n]" if self.count else "[]")
+
+
+def capped(widths: list[int], room: int) -> list[int]:
+    """The widths with the widest cut to one cap (at least 1), the largest that makes them fit in room if any does."""
+    cap = max(widths)
+    while cap > 1 and sum(min(width, cap) for width in widths) > room:
+        cap -= 1
+    return [min(width, cap) for width in widths]
+
+
+class AnswerTable:
+    """The answer table, drawn a batch of rows at a time: its column widths are fixed up front from what any answer
+    can hold (a longer answer folds), so each row is printed as soon as its image is answered."""
+
+    def __init__(self, images: list[Path], classes: list[str], top_k: int) -> None:
+        width = max(24, console.width // 3)
+        names = distinguishing_ends([str(image) for image in images], width)
+        self.names = iter(names)
+        self.caption = ("image: the end of each path that tells it apart (--json gives them whole)"
+                        if names != [str(image) for image in images] else None)
+        longest, image = max(map(len, classes)), max(len("image"), *map(len, names))
+        wanted = [max(len("answer"), len(UNCERTAIN_TEXT), longest), *[longest + len(" 0.000")] * top_k]
+        self.widths = [image, *capped(wanted, console.width - image - 3 * (len(wanted) + 1) - 1)]  # less borders
+        self._print(self._table(header=True), 0, -1)  # all but the bottom edge
+
+    def _table(self, header: bool, rows: Iterable[tuple] = (), caption: str | None = None) -> Table:
+        """The table with these rows, at the fixed widths."""
+        table = Table(show_header=header, caption=caption, caption_justify="left")
+        table.add_column("image", no_wrap=True, width=self.widths[0])
+        for i, width in enumerate(self.widths[1:]):
+            table.add_column(f"#{i}" if i else "answer", overflow="fold", width=width)
+        for row in rows:
+            table.add_row(*row)
+        return table
+
+    @staticmethod
+    def _print(table: Table, start: int, stop: int | None) -> None:
+        """Print the lines start:stop of the drawn table."""
+        lines = console.render_lines(table, console.options, pad=False, new_lines=True)
+        console.print(Segments([segment for line in lines[start:stop] for segment in line]), end="")
+
+    def add(self, results: list[Prediction]) -> None:
+        """Print the rows of these answers (an unreadable image has none)."""
+        rows = []
+        for r, name in zip(results, self.names):
+            if not r.error:
+                answer = f"[magenta]{UNKNOWN_TEXT}[/] (novelty {r.novelty:.2f})" if r.unknown \
+                    else f"[yellow]{UNCERTAIN_TEXT}[/]" if r.uncertain else r.top[0][0]
+                rows.append((Text(name), answer, *(f"{c} {p:.3f}" for c, p in r.top)))
+        if rows:
+            self._print(self._table(header=False, rows=rows), 1, -1)  # between the top and bottom edges
+
+    def close(self) -> None:
+        """Print the bottom edge and the caption."""
+        self._print(self._table(header=False, caption=self.caption), 1, None)
+
+
 @reports_errors
 def predict(
     paths: list[Path] = typer.Argument(..., metavar="[CKPT] IMAGE...",
@@ -66,30 +146,18 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Classify images; an unreadable image is reported and makes the exit status 1, the rest are still answered."""
+    """Classify images, printing each answer as soon as its batch is done; an unreadable image is reported and makes
+    the exit status 1, the rest are still answered."""
     checkpoint, images = split_checkpoint_argument(paths)
     classifier = Classifier(load_checkpoint(checkpoint), select_device(device))
     top_k = min(top_k, len(classifier.classes))  # as many columns as the model has classes, at most
-    results = classifier.predict(images, top_k)
-    if as_json:
-        typer.echo(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        answered = [r for r in results if not r.error]
-        width = max(24, console.width // 3)
-        names = distinguishing_ends([r.image for r in answered], width)
-        table = Table(caption="image: the end of each path that tells it apart (--json gives them whole)"
-                      if names != [r.image for r in answered] else None, caption_justify="left")
-        table.add_column("image", no_wrap=True, min_width=min(width, max(map(len, names), default=5)))
-        table.add_column("answer", overflow="fold")
-        for i in range(top_k):
-            table.add_column(f"#{i + 1}", overflow="fold")
-        for r, name in zip(answered, names):
-            answer = f"[magenta]{UNKNOWN_TEXT}[/] (novelty {r.novelty:.2f})" if r.unknown \
-                else "[yellow]uncertain - check by eye[/]" if r.uncertain else r.top[0][0]
-            table.add_row(Text(name), answer, *(f"{c} {p:.3f}" for c, p in r.top))
-        console.print(table)
-    failed = [r for r in results if r.error]
-    for r in failed:
-        err_console.print(f"[bold red]error:[/] {r.error}", highlight=False)
-    if failed:
+    shown = JsonAnswers() if as_json else AnswerTable(images, classifier.classes, top_k)
+    errors = []
+    for batch in classifier.batches(images, top_k):
+        shown.add(batch)
+        errors += [r.error for r in batch if r.error]
+    shown.close()
+    for error in errors:
+        err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+    if errors:
         raise typer.Exit(1)

@@ -16,7 +16,7 @@ from bmcell.jobs.release import MODEL_CARD, MODELS_DIR, package_release
 @reports_errors
 def release(
     checkpoint: Path = typer.Argument(..., help="Run folder (uses best), NAME.json or NAME.safetensors."),
-    name: str = typer.Option(..., help="Folder name under models/, e.g. mobilevit_xs-pbc8."),
+    name: str = typer.Option(..., help="Folder name under models/, e.g. mobilevit_xs-pbc8: a plain name, not a path."),
     data: Optional[Path] = typer.Option(None, help="The dataset it was trained on (default: the checkpoint's)."),
     other: list[Path] = typer.Option([], help="Another lab's class-per-folder images to report on; repeatable."),
     reference_images: int = typer.Option(64, min=64, help="Named validation images whose reference logits are kept."),
@@ -24,8 +24,10 @@ def release(
         None, "--reference-logits", help="reference_logits.json computed elsewhere (e.g. on a GPU machine) for these "
         "weights; checked, then used."),
     note: str = typer.Option("", help="How it was trained (hardware, wall time, what was shortened)."),
-    attribution: str = typer.Option("", help="Licences and attribution of the training images, written beside the "
-                                    "sample images the release ships (samples/README.md)."),
+    attribution: str = typer.Option("", help="Licences and attribution of the training images, written in the model "
+                                    "card's data section and beside the sample images the release ships "
+                                    "(samples/README.md); needed for a source that is not on record (the card says "
+                                    "which)."),
     models_dir: Optional[Path] = typer.Option(None, help="Where released models live (default: the repo's models/)."),
     evidence: list[Path] = typer.Option([], help="A Markdown file of further measurements (e.g. "
                                         "scripts/leave_one_lab_out.py's lolo.md, with its command), appended to the "

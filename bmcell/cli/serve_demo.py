@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import http
 import http.server
@@ -9,6 +10,7 @@ import ipaddress
 import socket
 import ssl
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
@@ -39,7 +41,8 @@ def _app_path(parts: tuple[str, ...]) -> bool:
 def served_file(root: Path, url_path: str) -> Path | None:
     """The file a request path names, when it is one of the app's files inside root: index.html for /, a file of
     the app (_app_path) that is a regular file once every link is resolved, and still one of the app's files inside
-    root then (a link out of the folder, or to tests/ inside it, is refused); else None."""
+    root then (a link out of the folder, or to tests/ inside it, is refused); else None (a 404), also for a path the
+    file system refuses to look up (e.g. a name too long)."""
     path = urllib.parse.unquote(urllib.parse.urlsplit(url_path).path)
     if path in ("", "/"):
         path = "/index.html"
@@ -48,9 +51,12 @@ def served_file(root: Path, url_path: str) -> Path | None:
     parts = tuple(path.lstrip("/").split("/"))
     if not _app_path(parts):
         return None
-    root = root.resolve()
-    target = root.joinpath(*parts).resolve()
-    if not target.is_relative_to(root) or not _app_path(target.relative_to(root).parts) or not target.is_file():
+    try:  # a name the file system cannot hold (ENAMETOOLONG) names no file either
+        root = root.resolve()
+        target = root.joinpath(*parts).resolve()
+        if not target.is_relative_to(root) or not _app_path(target.relative_to(root).parts) or not target.is_file():
+            return None
+    except OSError:
         return None
     return target
 
@@ -103,10 +109,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """A server TLS context from a PEM certificate and its private key, or an error that names both files."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except OSError as error:  # ssl.SSLError is one: not PEM, or a key that is not the certificate's
+        raise BmcellError(f"--cert {cert} --key {key}: cannot load them as a PEM certificate and its private key "
+                          f"({error.strerror or error})") from None
+    return context
+
+
+def listen(host: str, port: int, handler: Callable[..., http.server.BaseHTTPRequestHandler]
+           ) -> http.server.ThreadingHTTPServer:
+    """The server bound to host:port, or an error saying why it cannot be."""
+    try:
+        return http.server.ThreadingHTTPServer((host, port), handler)
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise BmcellError(f"port {port} on {host} is in use (another serve-demo?): stop that, or give another "
+                              "--port (0 picks a free one)") from None
+        raise BmcellError(f"cannot listen on {host}:{port} ({error.strerror or error}): check --host and "
+                          "--port") from None
+
+
 @reports_errors
 def serve_demo(
     folder: Path = typer.Argument(Path("web_demo"), help="The web app folder."),
-    port: int = typer.Option(8000, help="Port; 0 picks a free one."),
+    port: int = typer.Option(8000, help="Port (1-65535); 0 picks a free one."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on: this machine only by default; 0.0.0.0 lets "
                              "phones on this network open the app (and anyone else on it)."),
     cert: Optional[Path] = typer.Option(None, help="PEM certificate for HTTPS (phones need HTTPS to install the app "
@@ -114,6 +144,8 @@ def serve_demo(
     key: Optional[Path] = typer.Option(None, help="PEM private key for --cert."),
 ) -> None:
     """Serve the offline web app; open the printed address, classify, install, then it also works offline."""
+    if not 0 <= port <= 65535:
+        raise BmcellError(f"--port {port} is not a port: give 1 to 65535, or 0 for any free one")
     if not (folder / "index.html").is_file():
         raise BmcellError(f"{folder} has no index.html; pass the web app folder (web_demo)")
     if not (folder / "vendor").is_dir():
@@ -124,12 +156,10 @@ def serve_demo(
                       f"`bmcell export RUN --target web --app {folder}` installs one")
     if (cert is None) != (key is None):
         raise BmcellError("--cert and --key go together")
-    handler = functools.partial(DemoHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer((host, port), handler)
+    context = tls_context(cert, key) if cert is not None else None
+    server = listen(host, port, functools.partial(DemoHandler, directory=str(folder)))
     scheme = "http"
-    if cert is not None:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert, key)
+    if context is not None:
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
     bound = server.server_address[1]

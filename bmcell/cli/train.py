@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
@@ -14,7 +15,7 @@ from bmcell.core.config import RUNTIME_ONLY, ConfigError, TrainConfig, option_he
 from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.distributed import process_group
 from bmcell.core.engine import fit
-from bmcell.core.run_folder import SYNTHETIC_DATA, check_out_folder, read_config
+from bmcell.core.run_folder import SYNTHETIC_DATA, check_out_folder, read_config, run_lock
 
 
 def _differs(key: str, saved, given) -> bool:
@@ -84,10 +85,12 @@ def train(
     overrides = overrides_from(locals())
 
     cfg = _resumed_config(Path(out or TrainConfig.out), overrides) if resume else resolve_config(config, overrides)
-    check_out_folder(Path(cfg.out), resume)  # before anything is written there
+    check_out_folder(Path(cfg.out), resume, cfg.data)  # before anything is written there
     if cfg.data is not None and not resume:  # a run resumed from another working directory still finds its data
         cfg = replace(cfg, data=str(Path(cfg.data).absolute()))
-    with process_group(cfg.device) as dist:  # one process, or this one's place under torchrun
+    # one process, or this one's place under torchrun; rank 0 holds --out, so that a second `bmcell train` there
+    # (fresh or --resume) is refused before it writes anything
+    with process_group(cfg.device) as dist, run_lock(Path(cfg.out)) if dist.is_main else nullcontext():
         if cfg.data is None:
             with dist.main_first():
                 cfg = replace(cfg, data=str(default_synthetic_data(Path(cfg.out))))

@@ -20,6 +20,7 @@ from bmcell.core.data.folder import DatasetError, ImageRecord, check_images, lis
 from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.errors import BmcellError
+from bmcell.core.fileio import check_folder_path, staged_folder
 
 MIN_ADAPT_IMAGES = 32  # fewer images give running statistics too noisy to trust
 MIN_SIDE = 32  # pixels on the shorter side; smaller files are icons or thumbnails, not microscope photos
@@ -83,17 +84,23 @@ def reestimate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.dev
 
 def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: torch.device, batch_size: int = 32,
                      warn: Callable[[str], None] = print) -> Path:
-    """Write out/best.safetensors + best.json (and the source's split.json): the checkpoint with BatchNorm statistics
-    of the images in `images`; its metadata records what it was adapted on. Returns best.json."""
+    """Write out/best.safetensors + best.json (and the source's split.json when it has one: the re-estimation needs
+    only the lab's images): the checkpoint with BatchNorm statistics of the images in `images`; its metadata records
+    what it was adapted on. Everything is checked before any work, and out appears only when complete. Returns
+    best.json."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
+    check_folder_path(out)
+    if out.is_dir() and any(out.iterdir()):
         raise BmcellError(f"--out {out} exists and is not empty; nothing is overwritten: choose a new folder")
     model = checkpoint.build_model()
     if not batchnorm_layers(model):
         raise BmcellError(f"{checkpoint.json_path}: {checkpoint.arch} has no BatchNorm layer, so there are "
                           "no statistics to re-estimate; it needs no calibration")
     records = adaptation_images(images, warn)
-    meta = checkpoint.meta
+    split = checkpoint.run_dir / SPLIT_FILE
+    if not split.is_file():
+        warn(f"{checkpoint.run_dir} has no {SPLIT_FILE}, so {out} gets none either: like its source, it cannot be "
+             f"evaluated, exported from its training folder or released until that file is copied into it")
     dataset = CellImageDataset(images, records, ["unlabelled"],
                                eval_transform(checkpoint.image_size, checkpoint.mean, checkpoint.std))
     model.to(device)
@@ -105,7 +112,8 @@ def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: to
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "note": "BatchNorm statistics re-estimated on these unlabelled images (AdaBN); learned weights, "
                           "temperature and abstention threshold are the source model's"}
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(checkpoint.run_dir / SPLIT_FILE, out / SPLIT_FILE)
-    body = carried_meta(meta)
-    return save_checkpoint(out, "best", model, body | {"adapted_on": adapted_on})
+    with staged_folder(out) as staging:
+        if split.is_file():
+            shutil.copy2(split, staging / SPLIT_FILE)
+        name = save_checkpoint(staging, "best", model, carried_meta(checkpoint.meta) | {"adapted_on": adapted_on}).name
+    return out / name

@@ -3,6 +3,7 @@ and a threshold on the calibrated top probability below which a prediction reads
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -53,6 +54,11 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
                                              for t in grid]))]))
 
 
+def _real(value: object) -> bool:
+    """True for an int or a float (not a bool, a string or None)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class Confidence:
     """How to turn logits into calibrated probabilities and when to abstain; stored in checkpoints and exports."""
@@ -80,11 +86,21 @@ class Confidence:
 
     @classmethod
     def from_dict(cls, values: dict) -> "Confidence":
-        """Read back what to_dict wrote."""
+        """Read back what to_dict wrote, refusing values no fit gives (a temperature that is not a finite number
+        above 0, a threshold outside [0, 1]): they would turn every probability into NaN or every answer into
+        "uncertain"."""
         try:
-            return cls(**values)
+            confidence = cls(**values)
         except TypeError as error:
             raise BmcellError(f"confidence settings {values} are not bmcell's ({error})") from None
+        temperature, threshold = confidence.temperature, confidence.threshold
+        if not (_real(temperature) and math.isfinite(temperature) and temperature > 0):
+            raise BmcellError(f"confidence temperature {temperature!r} is not a finite number above 0: the "
+                              "checkpoint's confidence block was edited or damaged")
+        if not (_real(threshold) and 0 <= threshold <= 1):
+            raise BmcellError(f"confidence threshold {threshold!r} is not a number from 0 to 1: the checkpoint's "
+                              "confidence block was edited or damaged")
+        return confidence
 
 
 def fit_confidence(logits: np.ndarray, targets: np.ndarray, coverage: float = DEFAULT_COVERAGE,

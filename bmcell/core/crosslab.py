@@ -5,6 +5,7 @@ always answering its most common class, so a number can be read as better or wor
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -18,15 +19,20 @@ import yaml
 from bmcell.core.checkpoint import Checkpoint
 from bmcell.core.confidence import Confidence, calibrated, selective_report
 from bmcell.core.data.folder import DatasetError, ImageRecord, check_images, list_image_files
-from bmcell.core.data.noncell import NON_CELL_KINDS, non_cell_images
+from bmcell.core.data.label_maps import check_class_map
+from bmcell.core.data.noncell import NON_CELL_KINDS, non_cell_batches
+from bmcell.core.errors import BmcellError
 from bmcell.core.evaluation import checkpoint_outputs, unit_outputs
-from bmcell.core.fileio import atomic_write_json
+from bmcell.core.fileio import atomic_write_json, check_folder_path, staged_folder
 from bmcell.core.metrics import classification_report, confusion_matrix
 from bmcell.core.novelty import THRESHOLD, split_output
 from bmcell.core.reports import plot_confusion, write_confusion_csv
 
 CROSSLAB_JSON = "crosslab.json"
 CROSSLAB_MD = "crosslab.md"
+RELEASE_FILE = "release.json"  # in every folder `bmcell release` writes: a released model, read-only evidence
+MAX_NON_CELL = 10_000  # synthesised non-cell images a report may ask for (a release measures 160)
+NON_CELL_BATCH = 128  # non-cell images synthesised and scored at a time, so memory does not grow with their number
 
 # Names other datasets give the classes of PBC's labelling (lower case, words joined by one space, no plural 's').
 SYNONYMS: dict[str, str] = {
@@ -104,6 +110,9 @@ def read_foreign_folder(root: Path, model_classes: list[str], class_map: dict[st
                            "pass --class-map FILE (YAML: 'their name: model class') to say which is which")
     scored = {f: mapping[c] for f, c in folder_class.items() if mapping[c] is not None}
     records, bad = check_images(root, scored)
+    if not records:
+        raise DatasetError(f"{root}: none of its {len(bad)} image(s) of the model's classes can be read (e.g. "
+                           f"{bad[0].path}: {bad[0].reason}); nothing to score there")
     if bad:
         warn(f"{root}: skipping {len(bad)} unusable image(s), e.g. {bad[0].path}: {bad[0].reason}")
     unscored = Counter(c for c in folder_class.values() if mapping[c] is None)
@@ -135,9 +144,13 @@ def folder_scores(logits: np.ndarray, targets: np.ndarray, classes: list[str],
 
 
 def non_cell_scores(checkpoint: Checkpoint, count: int, device: torch.device) -> dict:
-    """How often the model abstains on synthesised non-cell images (noise, drawings, everyday-like scenes)."""
-    images, kinds = non_cell_images(count, checkpoint.image_size)
-    logits, novelty = split_output(unit_outputs(checkpoint, images, device), len(checkpoint.classes))
+    """How often the model abstains on synthesised non-cell images (noise, drawings, everyday-like scenes),
+    NON_CELL_BATCH at a time."""
+    outputs, kinds = [], []
+    for images, batch_kinds in non_cell_batches(count, checkpoint.image_size, NON_CELL_BATCH):
+        outputs.append(unit_outputs(checkpoint, images, device))
+        kinds += batch_kinds
+    logits, novelty = split_output(np.concatenate(outputs), len(checkpoint.classes))
     confidence = checkpoint.confidence
     probabilities, kept = calibrated(confidence, logits)
     top, flagged = probabilities.max(1), ~kept
@@ -154,41 +167,118 @@ def non_cell_scores(checkpoint: Checkpoint, count: int, device: torch.device) ->
 
 
 def unique_names(folders: list[Path]) -> list[str]:
-    """A report name per folder: its own name, numbered when two folders share one."""
-    seen: Counter = Counter()
-    names = []
-    for folder in folders:
-        base = Path(folder).resolve().name or "data"
-        seen[base] += 1
-        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    """A report name per folder, also the name of its sub-folder of the report: its own name; where folders share
+    one, joined to as many of their parent folders' names as tell them apart (a/lab2, b/lab2: a-lab2, b-lab2);
+    numbered only when even that leaves two alike. Never crosslab.json or crosslab.md."""
+    parts = [Path(folder).resolve().parts[1:] or ("data",) for folder in folders]
+    depth = [1] * len(parts)
+
+    def name(index: int) -> str:
+        return "-".join(parts[index][-depth[index]:])
+
+    while True:
+        counts = Counter(name(i) for i in range(len(parts)))
+        longer = [i for i in range(len(parts)) if counts[name(i)] > 1 and depth[i] < len(parts[i])]
+        if not longer:
+            break
+        for index in longer:
+            depth[index] += 1
+    taken = {name(i) for i in range(len(parts))} | {CROSSLAB_JSON, CROSSLAB_MD}
+    names: list[str] = []
+    for candidate in (name(i) for i in range(len(parts))):
+        if candidate in names or candidate in (CROSSLAB_JSON, CROSSLAB_MD):
+            number = 2
+            while f"{candidate}-{number}" in taken:
+                number += 1
+            candidate = f"{candidate}-{number}"
+            taken.add(candidate)
+        names.append(candidate)
     return names
+
+
+def release_folder(path: Path, models_dir: Path) -> Path | None:
+    """The released model's folder that path is or lies inside (a folder holding release.json, or any folder in
+    models_dir), or None."""
+    path, models_dir = Path(path).resolve(), Path(models_dir).resolve()
+    for folder in (path, *path.parents):
+        if (folder / RELEASE_FILE).is_file() or folder.parent == models_dir:
+            return folder
+    return None
+
+
+def report_folder(run_dir: Path, out: Path | None, models_dir: Path) -> Path:
+    """Where a report goes: out, else <run folder>/crosslab, or crosslab-<name> in the current folder for a
+    released model (whose folder is read-only evidence); an out inside a released model's folder is refused."""
+    release = release_folder(run_dir, models_dir)
+    if out is None:
+        out = Path(f"crosslab-{release.name}") if release else Path(run_dir) / "crosslab"
+    inside = release_folder(out, models_dir)
+    if inside is not None:
+        raise BmcellError(f"--out {out} is inside the released model {inside}, whose files are its release's "
+                          "evidence and are never rewritten; pass --out DIR outside it")
+    return out
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse, before any work, an out that cannot take a report: a file, or a folder holding anything but an
+    earlier crosslab report (which the new report replaces whole, so no stale folder stays beside it)."""
+    check_folder_path(out)
+    present = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not present:
+        return
+    try:
+        earlier = json.loads((out / CROSSLAB_JSON).read_text(encoding="utf-8"))["folders"]
+        ours = {CROSSLAB_JSON, CROSSLAB_MD, *earlier}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise BmcellError(f"--out {out} is not empty and holds no crosslab report; nothing was written to it: "
+                          "choose a new or an empty folder") from None
+    foreign = [name for name in present if name not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise BmcellError(f"--out {out} holds an earlier crosslab report and also {shown}, which a new report would "
+                          "remove; nothing was written to it: move them or choose another folder")
+
+
+def check_folders_given(folders: list[Path]) -> None:
+    """Refuse no --data folder, or one folder given twice."""
+    if not folders:
+        raise DatasetError("no folder to evaluate: pass --data DIR (repeatable)")
+    twice = [f for f, n in Counter(Path(f).resolve() for f in folders).items() if n > 1]
+    if twice:
+        raise DatasetError(f"--data {twice[0]} is given more than once; give each folder once")
 
 
 def crosslab_report(checkpoint: Checkpoint, folders: list[Path], out: Path, device: torch.device,
                     class_map: dict[str, str | None] | None = None, non_cell: int = 0, batch_size: int = 64,
                     workers: int = 0, warn: Callable[[str], None] = print) -> dict:
     """Evaluate the checkpoint on every folder; write crosslab.json, crosslab.md and per folder a confusion matrix
-    (CSV, PNG) and predictions.csv. Every folder is checked before any image is classified."""
-    if not folders:
-        raise DatasetError("no folder to evaluate: pass --data DIR (repeatable)")
+    (CSV, PNG) and predictions.csv. Every folder and option is checked before any image is classified; the report
+    is built aside and replaces an earlier one in out whole, only when complete."""
+    if not 0 <= non_cell <= MAX_NON_CELL:
+        raise BmcellError(f"--non-cell {non_cell}: give 0 to {MAX_NON_CELL:,} synthesised non-cell images (the "
+                          "release measures 160)")
+    check_folders_given(folders)
+    check_report_folder(out)
     classes = checkpoint.classes
     foreign = [read_foreign_folder(Path(f), classes, class_map, warn) for f in folders]
-    out.mkdir(parents=True, exist_ok=True)
-    rows = {}
-    for name, folder in zip(unique_names(folders), foreign):
-        outputs, targets = checkpoint_outputs(checkpoint, folder.records, folder.root, device, batch_size, workers)
-        logits, novelty = split_output(outputs, len(classes))
-        scores = folder_scores(logits, targets, classes, checkpoint.confidence)
-        scores["unlike_training"] = None if novelty is None else float(np.mean(novelty >= THRESHOLD))
-        rows[name] = {"path": str(folder.root), "mapping": folder.mapping, "unscored": folder.unscored,
-                      "bad_files": folder.bad_files, **scores}
-        _write_folder_files(out / name, name, folder, logits, scores, classes, checkpoint.confidence)
-    report = {"checkpoint": str(checkpoint.json_path), "arch": checkpoint.arch, "classes": classes,
-              "confidence": checkpoint.confidence.to_dict() if checkpoint.confidence else None,
-              "adapted_on": checkpoint.adapted_on, "folders": rows,
-              "non_cell": non_cell_scores(checkpoint, non_cell, device) if non_cell else None}
-    atomic_write_json(out / CROSSLAB_JSON, report)
-    (out / CROSSLAB_MD).write_text("\n".join(markdown_table(report)) + "\n", encoding="utf-8")
+    check_class_map(class_map, {name for folder in foreign for name in folder.mapping}, "the --data folders")
+    with staged_folder(out, replace=True) as staging:
+        rows = {}
+        for name, folder in zip(unique_names(folders), foreign):
+            outputs, targets = checkpoint_outputs(checkpoint, folder.records, folder.root, device, batch_size,
+                                                  workers)
+            logits, novelty = split_output(outputs, len(classes))
+            scores = folder_scores(logits, targets, classes, checkpoint.confidence)
+            scores["unlike_training"] = None if novelty is None else float(np.mean(novelty >= THRESHOLD))
+            rows[name] = {"path": str(folder.root), "mapping": folder.mapping, "unscored": folder.unscored,
+                          "bad_files": folder.bad_files, **scores}
+            _write_folder_files(staging / name, name, folder, logits, scores, classes, checkpoint.confidence)
+        report = {"checkpoint": str(checkpoint.json_path), "arch": checkpoint.arch, "classes": classes,
+                  "confidence": checkpoint.confidence.to_dict() if checkpoint.confidence else None,
+                  "adapted_on": checkpoint.adapted_on, "folders": rows,
+                  "non_cell": non_cell_scores(checkpoint, non_cell, device) if non_cell else None}
+        atomic_write_json(staging / CROSSLAB_JSON, report)
+        (staging / CROSSLAB_MD).write_text("\n".join(markdown_table(report)) + "\n", encoding="utf-8")
     return report
 
 

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from bmcell.core.batches import make_batches, resolve_data_path
+from bmcell.core.batches import make_batches, per_rank_batch, resolve_data_path
 from bmcell.core.checkpoint import load_resume_state
 from bmcell.core.confidence import fit_confidence
 from bmcell.core.config import TrainConfig
@@ -32,6 +32,7 @@ from bmcell.core.run_folder import (
     RunState,
     checkpoint_meta,
     read_history,
+    run_lock,
     save_epoch,
     start_or_resume,
     store_novelty,
@@ -176,8 +177,16 @@ def evaluate_logits(logits: np.ndarray, targets: np.ndarray, classes: list[str])
 
 def fit(config: TrainConfig, resume: bool = False, console: Console | None = None, dist: Dist = Dist()) -> Path:
     """Train (or continue training) per config; writes last/best checkpoints, metrics and curves; returns best.json.
-    Under torchrun every process trains its share (DDP) and rank 0 alone prints and writes."""
-    console = console or Console(soft_wrap=True)
+    Under torchrun every process trains its share (DDP) and rank 0 alone prints and writes, holding the run folder
+    (run_lock) throughout, so that a second training there is refused."""
+    per_rank_batch(config.batch_size, dist.world_size)  # refused before anything is written
+    with run_lock(Path(config.out)) if dist.is_main else nullcontext():
+        return _fit_held(config, resume, console or Console(soft_wrap=True), dist)
+
+
+def _fit_held(config: TrainConfig, resume: bool, console: Console, dist: Dist) -> Path:
+    """fit() once the run folder is held: prepare or reopen it, then train epoch by epoch and fit novelty at the
+    end."""
     run_dir = Path(config.out)
     with dist.main_first():  # rank 0 makes the split; the others then read it back
         data, from_state = start_or_resume(config, resume or not dist.is_main,

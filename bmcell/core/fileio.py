@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,29 @@ def disk_full(path: Path, needed: int) -> DiskFullError:
     free = free_bytes(path.parent)
     return DiskFullError(f"no space left on the disk of {path.parent} to write {path.name} "
                          f"({format_bytes(needed)} needed, {'?' if free is None else format_bytes(free)} free)")
+
+
+PLAIN_NAME_LENGTH = 64  # characters at most in a name that becomes a folder name (a source, a release)
+
+
+def check_plain_name(name: str, what: str, example: str) -> None:
+    """Refuse a name that becomes a folder name but is not a plain one (a path such as ../x, a hidden or empty
+    name): letters, digits, '_', '-' and '.', the first a letter, digit or '_'."""
+    if not re.fullmatch(rf"\w[\w.-]{{0,{PLAIN_NAME_LENGTH - 1}}}", name):
+        raise BmcellError(f"{what} {name!r} is not a plain folder name: use letters, digits, '_', '-' and '.', at "
+                          f"most {PLAIN_NAME_LENGTH}, the first a letter, digit or '_' (e.g. {example})")
+
+
+def check_folder_path(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, a folder path that is an existing file or lies under one: one line that names the
+    file, instead of an OS error halfway through a command."""
+    path = Path(path)
+    for existing in (path, *path.parents):
+        if existing.exists():
+            if not existing.is_dir():
+                where = "" if existing == path else f": {existing}"
+                raise BmcellError(f"{option} {path}{where} is a file, not a folder; give a folder")
+            return
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -30,6 +30,7 @@ from bmcell.core.confidence import DEFAULT_COVERAGE, fit_confidence
 from bmcell.core.crosslab import map_classes
 from bmcell.core.data.dataset import CellImageDataset
 from bmcell.core.data.folder import DatasetError, ImageRecord, check_images, list_image_files
+from bmcell.core.data.label_maps import check_class_map
 from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.errors import BmcellError
@@ -76,6 +77,7 @@ def read_lab_cells(root: Path, classes: list[str], class_map: dict[str, str | No
     files = list_image_files(root)
     folder_class = {f: f.split("/", 1)[0] for f in files}
     mapping = map_classes(sorted(set(folder_class.values())), classes, class_map)
+    check_class_map(class_map, set(mapping), str(root))
     unknown = sorted(c for c, target in mapping.items() if target is None and c not in (class_map or {}))
     if unknown:
         raise DatasetError(f"{root}: folder(s) {unknown} are not classes of this model ({', '.join(classes)}); "

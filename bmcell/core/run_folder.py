@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from bmcell.core.data.prepare import (
     load_prepared,
     prepare_data,
 )
+from bmcell.core.data.sources import record_sources
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.device import select_device
 from bmcell.core.fileio import (
@@ -46,6 +48,11 @@ from bmcell.core.fileio import (
 from bmcell.core.models import build_model, get_arch, load_pretrained
 from bmcell.core.novelty import BANK_KEY, Novelty, bank_pick, fit_novelty, pooled_features
 from bmcell.core.reports import plot_curves
+
+try:
+    import fcntl
+except ImportError:  # Windows: a folder cannot be locked there, and run_lock guards nothing
+    fcntl = None
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
@@ -103,13 +110,23 @@ def checkpoint_meta(config: TrainConfig, data: PreparedData, epoch: int, report:
     }
 
 
-def check_out_folder(run_dir: Path, resume: bool) -> None:
+def _is_within(path: Path, folder: Path) -> bool:
+    """Whether path is folder or lies under it, as written (made absolute, '..' resolved) or with links followed."""
+    paths = {Path(os.path.abspath(path)), Path(path).resolve()}
+    folders = {Path(os.path.abspath(folder)), Path(folder).resolve()}
+    return any(p.is_relative_to(f) for p in paths for f in folders)
+
+
+def check_out_folder(run_dir: Path, resume: bool, data: str | Path | None = None) -> None:
     """Refuse, before anything is written, an --out a train command cannot use: a file; with resume, a folder
-    without a started run; without, a folder that holds a run, or holds anything but what an earlier attempt of ours
-    leaves before a run starts (BEFORE_START)."""
+    without a started run; without, a folder inside the data folder, a folder that holds a run, or one that holds
+    anything but what an earlier attempt of ours leaves before a run starts (BEFORE_START)."""
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise CheckpointError(f"--out {run_dir} is a file, not a folder")
+    if not resume and data is not None and _is_within(run_dir, Path(data)):
+        raise CheckpointError(f"--out {run_dir} is inside the data folder {data}: the run's files would be taken "
+                              f"for images of a class there; choose an --out outside {data}")
     if resume:
         if not ((run_dir / CONFIG_FILE).is_file() and (run_dir / SPLIT_FILE).is_file()):
             raise CheckpointError(f"--resume: {run_dir} holds no started run (config.json and split.json); "
@@ -143,10 +160,48 @@ def read_config(run_dir: Path) -> dict:
     return moved
 
 
+_HELD: set[Path] = set()  # run folders this process holds (run_lock)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold run_dir for one training, from its checks to its last write: another `bmcell train` on the same folder (a
+    fresh start or --resume) is refused meanwhile; within the process that holds it, run_lock passes. The lock is
+    the operating system's (flock) on the folder itself: it leaves no file and ends with the process, however it
+    ends (kill -9 included). Where a folder cannot be locked (Windows, some network file systems) nothing is
+    guarded. A folder made here is removed again if left empty."""
+    run_dir = Path(run_dir)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    key = run_dir.resolve()
+    if key in _HELD:
+        yield
+        return
+    descriptor = os.open(run_dir, os.O_RDONLY) if fcntl else None
+    _HELD.add(key)
+    try:
+        if descriptor is not None:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise CheckpointError(f"--out {run_dir} is in use: another `bmcell train` is still training there; "
+                                      "wait for it to end (or stop it), then `--resume` continues the run") from None
+            except OSError:  # a file system without locks: run unguarded
+                pass
+        yield
+    finally:
+        _HELD.discard(key)
+        if descriptor is not None:
+            os.close(descriptor)  # releases the lock
+        if created:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+
+
 def check_before_start(config: TrainConfig) -> None:
     """What a new run can check before writing anything: architecture, device and the starting weights (readable
-    safetensors that fit the architecture). The data folder, label map and split file are checked by prepare_data,
-    whose files are removed again when it refuses them."""
+    safetensors that fit the architecture). The data folder, label map, split and --balance-sources are checked by
+    start_or_resume before config.json is written, and the files it wrote are removed again when it refuses them."""
     get_arch(config.arch)
     select_device(config.device)
     if config.weights:  # the classifier layers' shapes may differ (they are skipped), so any class count will do
@@ -180,7 +235,7 @@ def start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], Non
     A new run is checked before its first write, and a refused one leaves the folder as it found it; a resumed
     run's config.json records where the folder is now."""
     run_dir = Path(config.out)
-    check_out_folder(run_dir, resume)
+    check_out_folder(run_dir, resume, config.data)
     if resume:
         data = load_prepared(Path(config.data), run_dir)
         here = read_config(run_dir)
@@ -192,7 +247,9 @@ def start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], Non
     with _removed_on_failure(run_dir):
         data = prepare_data(Path(config.data), label_map, run_dir, config.seed, config.val_fraction, config.strict,
                             warn, Path(config.split) if config.split else None)
-        atomic_write_json(run_dir / CONFIG_FILE, config.to_dict())
+        if config.balance_sources:  # refused now, not at the first batch, so that no started run is left behind
+            record_sources(data.root, [r.path for r in data.train])
+        atomic_write_json(run_dir / CONFIG_FILE, config.to_dict())  # the last write: from here the run has started
     return data, False
 
 

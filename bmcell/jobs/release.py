@@ -17,11 +17,12 @@ from bmcell.core.checkpoint import Checkpoint, load_checkpoint, metadata_digest
 from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table
 from bmcell.core.data.folder import ImageRecord
 from bmcell.core.data.prepare import SPLIT_FILE, load_prepared
-from bmcell.core.data.sources import SOURCES_FILE
+from bmcell.core.data.sources import SOURCES_FILE, record_sources
+from bmcell.core.data.synthetic import is_synthetic_image
 from bmcell.core.device import device_description, select_device
 from bmcell.core.errors import BmcellError
 from bmcell.core.evaluation import evaluate_checkpoint, records_for
-from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, sha256_path, staged_folder
+from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, check_plain_name, sha256_path, staged_folder
 from bmcell.core.models import is_mobilevit
 from bmcell.core.novelty import UNKNOWN_TEXT, split_output
 from bmcell.core.reports import markdown_report
@@ -133,25 +134,49 @@ DATASET_CREDITS = {  # a source's folder name -> its citation and licence, as it
 }
 
 
-def _training_folder_name(checkpoint: Checkpoint) -> str:
-    """The name of the folder a checkpoint was trained on, as its metadata records it."""
-    folder = checkpoint.meta.get("data") or checkpoint.config.get("data")
-    return Path(folder).name if folder else "its training folder"
+SYNTHETIC = "synthetic"  # what a source is when `bmcell synth` drew every image of it
 
 
-def data_credits(sources: dict | None, default: str) -> list[str]:
-    """The model card's data lines: each training source's citation and licence (DATASET_CREDITS by its folder
-    name), a note for a source we hold no record of, and the weights' terms."""
-    roots = [Path(source["root"]).name for source in sources["sources"].values()] if sources else [default]
-    lines = [f"- {DATASET_CREDITS.get(root, f'{root}: no citation or licence on record; add them before sharing')}"
-             for root in roots]
+def source_kinds(data: Path, paths: list[str], sources: dict | None) -> dict[str, str]:
+    """Each training source (a `bmcell combine` source of sources.json, else the training folder data) by name →
+    what it is: SYNTHETIC when `bmcell synth` drew every one of its images among paths (relative to data), else
+    its folder's name (a DATASET_CREDITS key for a dataset on record)."""
+    if sources:
+        roots = {name: Path(source["root"]).name for name, source in sources["sources"].items()}
+        owners = record_sources(data, paths)
+    else:
+        folder = Path(data).resolve().name
+        roots, owners = {folder: folder}, [folder] * len(paths)
+    drawn = dict.fromkeys(roots, True)
+    for owner, path in zip(owners, paths):
+        drawn[owner] = drawn[owner] and is_synthetic_image(Path(data) / path)  # stops reading at a real image
+    return {name: SYNTHETIC if drawn[name] else root for name, root in roots.items()}
+
+
+def _credit(name: str, kind: str) -> str:
+    """One source's line of the model card's data section: its citation and licence when on record."""
+    if kind == SYNTHETIC:
+        return (f"{name}: synthetic cells drawn by `bmcell synth` (bmcell's own generator: no patient's or donor's "
+                "cells, no third-party data; Apache-2.0, like the code).")
+    return DATASET_CREDITS.get(kind, f"{kind}: no citation or licence on record; its licence and citation are yours "
+                                     "to state (`bmcell release --attribution`) before sharing the model.")
+
+
+def data_credits(kinds: dict[str, str], attribution: str = "") -> list[str]:
+    """The model card's data lines: each training source's citation and licence (source_kinds), the attribution
+    given at release (--attribution), and the weights' terms."""
+    lines = [f"- {_credit(name, kind)}" for name, kind in kinds.items()]
+    if attribution.strip():
+        lines += ["", f"Attribution given at release: {attribution.strip()}"]
     return lines + ["", "These weights derive from the data above and carry its attribution. Code: Apache-2.0."]
 
 
 def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], reference: dict, note: str,
-               crosslab: dict | None = None, sources: dict | None = None, evidence: str = "") -> str:
-    """The model card: what it is, data and licence, split, metrics per class, novelty, further measurements
-    (evidence: Markdown measured by scripts, with their commands), intended use and limitations."""
+               kinds: dict[str, str], crosslab: dict | None = None, sources: dict | None = None, evidence: str = "",
+               attribution: str = "") -> str:
+    """The model card: what it is, data and licence (kinds: source_kinds; attribution: --attribution), split,
+    metrics per class, novelty, further measurements (evidence: Markdown measured by scripts, with their
+    commands), intended use and limitations."""
     config = checkpoint.config
     lines = [f"# {name}", "",
              f"{checkpoint.arch} (timm, trained from scratch) classifying {len(checkpoint.classes)} peripheral-blood cell "
@@ -163,7 +188,7 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
              + ("made by `bmcell combine`, see `sources.json`: grouped sources by series, the others by image"
                 if sources else "stratified by class, image-level")
              + "), sha256 " + checkpoint.split_sha256[:16] + "...", "",
-             "## Data and licence", "", *data_credits(sources, _training_folder_name(checkpoint)), "",
+             "## Data and licence", "", *data_credits(kinds, attribution), "",
              "## Metrics", ""]
     for label, report in reports.items():
         lines += [f"### {label}: accuracy {report['accuracy']:.4f}, balanced accuracy "
@@ -214,20 +239,41 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
               f"held against them. `{SAMPLES_DIR}/` holds those images and the int8 calibration images, unchanged, so "
               "that `bmcell export` needs no data folder (their licences: `samples/README.md`).", "",
               "## Intended use", "",
-              "Research and engineering: a starting point for white-cell classification on single-cell crops "
-              "similar to PBC's (one cell centred in a square May-Grünwald-Giemsa field, about a third of its "
-              "width), and the model the sample apps ship with.", "",
+              _intended_use(kinds), "",
               "## Limitations", "",
               "- Image-level split" + (" of the ungrouped sources" if sources else "") + ": images of the same "
               "patient or smear may sit on both sides, so validation figures can be optimistic.",
-              ("- Trained on " + ", ".join(sources["sources"]) + " (`sources.json`, made by `bmcell combine`): a few "
-               "labs, not every microscope — measure yours with `bmcell crosslab` before relying on it."
-               if sources else
-               "- One lab, one scanner (CellaVision DM96, Hospital Clinic of Barcelona): other microscopes, cameras "
-               "and stains lower accuracy — see the other-lab figures above."),
-              "- Normal cells only (no leukaemia blasts); `ig` pools promyelocytes, myelocytes and metamyelocytes.",
+              _sources_limitation(kinds, sources is not None),
+              *(["- Normal cells only (no leukaemia blasts); `ig` pools promyelocytes, myelocytes and "
+                 "metamyelocytes."] if "pbc" in kinds.values() else []),
               "- Not a medical device: research use only.", ""]
     return "\n".join(lines)
+
+
+def _intended_use(kinds: dict[str, str]) -> str:
+    """The model card's intended use, from what it was trained on."""
+    if set(kinds.values()) == {SYNTHETIC}:
+        return "Testing the pipeline (training, export, the apps): its training cells were drawn, not photographed."
+    if "pbc" in kinds.values():
+        return ("Research and engineering: a starting point for white-cell classification on single-cell crops "
+                "similar to PBC's (one cell centred in a square May-Grünwald-Giemsa field, about a third of its "
+                "width), and the model the sample apps ship with.")
+    return "Research and engineering: white-cell classification on single-cell crops like its training images."
+
+
+def _sources_limitation(kinds: dict[str, str], combined: bool) -> str:
+    """The model card's limitation that follows from what it was trained on."""
+    if set(kinds.values()) == {SYNTHETIC}:
+        return ("- Trained on synthetic cells only: it shows the pipeline works, it is no model of real microscope "
+                "images.")
+    if combined:
+        return (f"- Trained on {', '.join(kinds)} (`sources.json`, made by `bmcell combine`): a few labs, not every "
+                "microscope — measure yours with `bmcell crosslab` before relying on it.")
+    if list(kinds.values()) == ["pbc"]:
+        return ("- One lab, one scanner (CellaVision DM96, Hospital Clinic of Barcelona): other microscopes, cameras "
+                "and stains lower accuracy — see the other-lab figures above.")
+    return (f"- One source ({', '.join(kinds)}): other microscopes, cameras and stains lower accuracy — measure yours "
+            "with `bmcell crosslab` before relying on it.")
 
 
 SAMPLE_VALIDATION = 128  # validation images a release ships: its golden set first, then more for accuracy
@@ -235,7 +281,7 @@ SAMPLES_README = "README.md"
 
 
 def write_sample_set(checkpoint: Checkpoint, data: Path, golden: list[ImageRecord], folder: Path,
-                     attribution: str) -> dict:
+                     attribution: str, name: str) -> dict:
     """Copy the images an export needs into folder/samples (unchanged bytes, at their split paths): the int8
     calibration images export picks from the training side, the golden set (the reference-logits images) and more
     validation images, with samples.json (paths, labels, sha256) and a README naming their licences."""
@@ -257,7 +303,7 @@ def write_sample_set(checkpoint: Checkpoint, data: Path, golden: list[ImageRecor
     atomic_write_json(target / SAMPLES_FILE, payload)
     size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
     (target / SAMPLES_README).write_text(
-        f"# Sample images of {Path(folder).name}\n\n"
+        f"# Sample images of {name}\n\n"
         f"{len(calibration) + len(validation)} images ({size / 1e6:.1f} MB) of this model's own split, unchanged, at "
         f"their split paths: {len(calibration)} training images (int8 calibration) and {len(validation)} validation "
         f"images, of which the first {len(golden)} are the golden set of `reference_logits.json`. `bmcell export` "
@@ -370,6 +416,7 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
     """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, reference, the
     sample images export needs, the card (evidence: Markdown appended to it); no path of this machine in any of
     it."""
+    check_plain_name(name, "--name", "mobilevit_xs-pbc8")
     checkpoint = load_checkpoint(checkpoint_path)
     dest = models_dir / name
     if dest.exists():
@@ -412,11 +459,13 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
                                  | {"abstention": row.get("abstention")}
                          for folder, row in crosslab["folders"].items()} if crosslab else None})
         sources = json.loads((staging / SOURCES_FILE).read_text()) if (staging / SOURCES_FILE).is_file() else None
-        (staging / MODEL_CARD).write_text(model_card(name, released, reports, reference, note, crosslab, sources,
-                                                     evidence),
+        split = checkpoint_split(released, data)
+        kinds = source_kinds(data, [record.path for record in split.train + split.val], sources)
+        (staging / MODEL_CARD).write_text(model_card(name, released, reports, reference, note, kinds, crosslab,
+                                                     sources, evidence, attribution),
                                           encoding="utf-8")
         by_path = {record.path: record for record in val}
         write_sample_set(released, data, [by_path[image["path"]] for image in reference["images"]], staging,
-                         attribution)
+                         attribution, name)
         make_release_portable(staging)
     return dest

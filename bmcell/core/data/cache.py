@@ -76,11 +76,15 @@ def decoded_images(root: Path, records: list[ImageRecord], size: int, cache_dir:
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
-        decode_into(array, root, records, size, workers)
-        array.flush()
-        del array
-        os.replace(partial, path)
+        try:
+            array = np.lib.format.open_memmap(partial, mode="w+", dtype=np.uint8, shape=shape)
+            decode_into(array, root, records, size, workers)
+            array.flush()
+            del array
+            os.replace(partial, path)
+        except BaseException:  # a failed build (bad class, full disk, Ctrl-C...) leaves no half-written file
+            partial.unlink(missing_ok=True)
+            raise
     return np.load(path, mmap_mode="r")
 
 

@@ -34,6 +34,31 @@ class BadFile:
     reason: str
 
 
+def _images_under(folder: Path, root: Path) -> tuple[list[str], list[Path]]:
+    """Image files anywhere under folder (hidden files and folders left out), as POSIX paths relative to root, and
+    the broken links there that carry an image's name (their target moved or was deleted)."""
+    found, broken = [], []
+    for path in folder.rglob("*"):
+        relative = path.relative_to(root)
+        if not is_image_file(path) or any(part.startswith(".") for part in relative.parts):
+            continue
+        if path.is_file():
+            found.append(relative.as_posix())
+        elif path.is_symlink() and not path.exists():
+            broken.append(path)
+    return found, broken
+
+
+def _refuse_broken_links(root: Path, broken: list[Path]) -> None:
+    """Fail, naming how many and one, when image links under root point to files that no longer exist: training or
+    measuring on the rest would quietly use part of the data."""
+    if broken:
+        first = min(broken)
+        raise DatasetError(f"{len(broken)} image link(s) under {root} point to files that no longer exist (e.g. "
+                           f"{first} -> {os.readlink(first)}); their source folder moved or was deleted: "
+                           "restore it, rebuild the folder (e.g. `bmcell combine` again) or delete the broken links")
+
+
 def list_image_files(root: Path) -> list[str]:
     """Image files under each class folder of root, as sorted POSIX paths relative to root."""
     root = Path(root)
@@ -44,28 +69,20 @@ def list_image_files(root: Path) -> list[str]:
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DatasetError(f"{root} has no class sub-folders; expected e.g. {root}/neutrophil/*.jpg")
-    files: list[str] = []
-    empty: list[str] = []
-    for class_dir in class_dirs:
-        found = [
-            p.relative_to(root).as_posix()
-            for p in class_dir.rglob("*")
-            if is_image_file(p) and p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        ]
-        if not found:
-            empty.append(class_dir.name)
-        files.extend(found)
+    found = {class_dir.name: _images_under(class_dir, root) for class_dir in class_dirs}
+    _refuse_broken_links(root, [link for _, broken in found.values() for link in broken])
+    empty = [name for name, (files, _) in found.items() if not files]
     if empty:
         raise DatasetError(f"class folder(s) without any image file under {root}: {', '.join(empty)}")
-    return sorted(files)
+    return sorted(path for files, _ in found.values() for path in files)
 
 
 def list_images_anywhere(root: Path) -> list[str]:
     """Image files anywhere under root (any layout, hidden files and folders left out), as sorted POSIX paths
-    relative to root."""
-    root = Path(root)
-    found = (p.relative_to(root) for p in root.rglob("*") if p.is_file() and is_image_file(p))
-    return sorted(path.as_posix() for path in found if not any(part.startswith(".") for part in path.parts))
+    relative to root; broken image links are an error."""
+    files, broken = _images_under(Path(root), Path(root))
+    _refuse_broken_links(Path(root), broken)
+    return sorted(files)
 
 
 def apply_label_map(files: list[str], label_map: LabelMap) -> dict[str, str]:

@@ -17,6 +17,7 @@ MAX_PIXELS = 64_000_000  # a cell crop is far smaller; anything bigger is treate
 # Pillow's own guard (a warning above MAX_IMAGE_PIXELS, an error above twice that) uses the same number wherever
 # bmcell opens an image, and decode_rgb answers both with our message: one limit, stated as MAX_PIXELS.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+MAX_ASPECT = 20  # longer side over shorter: a cell crop is near square; a 4,000,000x1 strip would resize to 49 GB
 
 
 class BadImageError(BmcellError):
@@ -50,9 +51,18 @@ def _too_many_pixels(name: str, size: str | None) -> BadImageError:
                          "limit (possible decompression bomb); crop or downscale it first")
 
 
+def _refuse_size(name: str, width: int, height: int) -> None:
+    """Refuse, from the header's size, an image over MAX_PIXELS or longer than MAX_ASPECT times its shorter side."""
+    if width * height > MAX_PIXELS:
+        raise _too_many_pixels(name, f"{width}x{height}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise BadImageError(f"{name}: {width}x{height} pixels is over the {MAX_ASPECT}:1 aspect-ratio limit (a cell "
+                            "picture is near square; resizing this one would take far too much memory); crop it first")
+
+
 def decode_rgb(data: bytes, name: str = "<bytes>") -> Image.Image:
     """Decode image bytes fully into RGB, raising BadImageError with the reason; an image of more than MAX_PIXELS
-    pixels is refused from its header, before it is decoded."""
+    pixels or with an aspect ratio over MAX_ASPECT:1 is refused from its header, before it is decoded."""
     if not data:
         raise BadImageError(f"{name}: empty file (0 bytes)")
     try:
@@ -60,9 +70,7 @@ def decode_rgb(data: bytes, name: str = "<bytes>") -> Image.Image:
             # Pillow warns above MAX_PIXELS in Image.open; our check below gives the message, with the size
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise _too_many_pixels(name, f"{width}x{height}")
+            _refuse_size(name, *image.size)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)

@@ -80,6 +80,15 @@ class LabelMap:
         )
 
 
+def check_class_map(class_map: dict[str, str | None] | None, folder_classes: set[str], where: str) -> None:
+    """Refuse a --class-map key that names no class folder of the data (`crosslab`, `finetune`): a mistyped folder
+    name would otherwise leave its folder unmapped without a word, as a label-map rule that matches no file would."""
+    unmatched = sorted(set(class_map or {}) - set(folder_classes))
+    if unmatched:
+        raise LabelMapError(f"--class-map has keys that match no class folder of {where}: {unmatched}; its keys are "
+                            f"folder names (there: {', '.join(sorted(folder_classes))}): check their spelling")
+
+
 def _aml_fab8() -> LabelMap:
     """AML-Cytomorphology_LMU's 15 classes to the paper's 8 (maturation series + monocyte + other)."""
     keep = {"MYO": "myeloblast", "PMO": "promyelocyte", "MYB": "myelocyte", "MMZ": "metamyelocyte",

@@ -3,6 +3,8 @@ scenes — synthesised deterministically, to measure how often a model says "unc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,13 +59,22 @@ def _one(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
     return smooth.clamp(0, 255).permute(1, 2, 0).numpy().astype(np.uint8)
 
 
+def non_cell_batches(count: int, size: int, batch_size: int, seed: int = 0,
+                     kinds_used: tuple[str, ...] = NON_CELL_KINDS) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """non_cell_images in batches of at most batch_size (the same images in the same order), so that memory does
+    not grow with count."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, count, batch_size):
+        kinds = [kinds_used[i % len(kinds_used)] for i in range(start, min(count, start + batch_size))]
+        pixels = np.stack([_one(kind, rng, size) for kind in kinds])
+        yield torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, kinds
+
+
 def non_cell_images(count: int, size: int, seed: int = 0,
                     kinds_used: tuple[str, ...] = NON_CELL_KINDS) -> tuple[torch.Tensor, list[str]]:
-    """count images as Nx3xSxS float32 in [0, 1] (the exported models' input), cycling through the kinds."""
-    rng = np.random.default_rng(seed)
-    kinds = [kinds_used[i % len(kinds_used)] for i in range(count)]
-    pixels = np.stack([_one(kind, rng, size) for kind in kinds])
-    return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255, kinds
+    """count (at least 1) images as Nx3xSxS float32 in [0, 1] (the exported models' input), cycling through the
+    kinds."""
+    return next(non_cell_batches(count, size, count, seed, kinds_used))
 
 
 class OutlierBatches:

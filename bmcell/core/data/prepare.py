@@ -56,6 +56,9 @@ def scan_folder(root: Path, label_map: LabelMap, strict: bool,
                 warn: Callable[[str], None], listing: Path | None = None) -> tuple[list[ImageRecord], list[str]]:
     """List, label and fully check every image; warn once about bad files (or fail when strict)."""
     labelled = apply_label_map(list_image_files(root), label_map)
+    if not labelled:
+        raise DatasetError(f"label map {label_map.name!r} drops every image of {root} (its rules map them all to "
+                           "null); map at least two class folders to a class")
     records, bad = check_images(root, labelled)
     if bad:
         if listing is not None:

@@ -15,7 +15,8 @@ SPLIT_VERSION = 1
 
 
 def stratified_split(records: list[ImageRecord], val_fraction: float, seed: int) -> dict[str, str]:
-    """Assign each record to 'train' or 'val', per class, grouping identical contents on one side."""
+    """Assign each record to 'train' or 'val', per class, grouping identical contents on one side; fails when no
+    class has two different images, so that nothing could be set aside for validation."""
     if not 0.0 < val_fraction < 1.0:
         raise DatasetError(f"validation fraction must be between 0 and 1, got {val_fraction}")
     groups: dict[str, list[ImageRecord]] = defaultdict(list)
@@ -33,6 +34,11 @@ def stratified_split(records: list[ImageRecord], val_fraction: float, seed: int)
         for index, sha in enumerate(shas):
             for member in groups[sha]:
                 assignment[member.path] = "val" if index < n_val else "train"
+    if records and "val" not in assignment.values():
+        raise DatasetError(f"no image can be set aside for validation: the {len(records)} usable images hold only "
+                           f"{len(groups)} different picture(s), and byte-identical files always stay on one side of "
+                           "the split, so a class needs at least 2 different images; add different images (or "
+                           "remove the copies), or give --split")
     return assignment
 
 
@@ -60,7 +66,7 @@ def _assignment(entries: list[tuple[str, str, str]], source: Path) -> dict[str, 
 def _read_assignment_csv(path: Path) -> dict[str, str]:
     """path -> subset from a CSV file with (at least) the columns path and subset."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, restval="")
         if not {"path", "subset"} <= set(reader.fieldnames or ()):
             raise DatasetError(f"{path}: a split CSV needs the columns path,subset (found {reader.fieldnames})")
         entries = [(row["path"].strip(), row["subset"].strip(), f"line {reader.line_num}") for row in reader]
@@ -73,12 +79,16 @@ def read_assignment(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise DatasetError(f"split file {path} not found")
     if path.suffix.lower() == ".csv":
-        assignment = _read_assignment_csv(path)
+        try:
+            assignment = _read_assignment_csv(path)
+        except (UnicodeDecodeError, csv.Error):
+            raise DatasetError(f"{path}: not a CSV file of UTF-8 text; save it as CSV (UTF-8) with columns "
+                               "path,subset") from None
     else:
         try:
             files = read_split(path)["files"]
             entries = [(f["path"], f["subset"], f"file entry {i + 1}") for i, f in enumerate(files)]
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError):
             raise DatasetError(f"{path}: not a bmcell split.json; give one, or a CSV with columns path,subset") from None
         assignment = _assignment(entries, path)
     odd = sorted({subset for subset in assignment.values() if subset not in SUBSETS})

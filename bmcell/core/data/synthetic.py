@@ -44,6 +44,7 @@ SYNTH_WEIGHTS: dict[str, float] = {
 MIN_SIZE = 32
 MIN_IMAGES_PER_CLASS = 4
 JPEG_QUALITY = 90
+SYNTH_COMMENT = b"bmcell synth"  # the JPEG comment of every image written here: a release credits them as synthetic
 
 _Colour = tuple[float, float, float]
 _Region = tuple[slice, slice]
@@ -385,5 +386,14 @@ def write_synthetic_dataset(out: Path, per_class: int = 80, size: int = 128, see
         folder.mkdir(parents=True, exist_ok=True)
         for i in range(counts[cls]):
             image = render_cell(cls, np.random.default_rng([seed, ci, i]), size)
-            image.save(folder / f"{cls}_{i:04d}.jpg", format="JPEG", quality=JPEG_QUALITY)
+            image.save(folder / f"{cls}_{i:04d}.jpg", format="JPEG", quality=JPEG_QUALITY, comment=SYNTH_COMMENT)
     return counts
+
+
+def is_synthetic_image(path: Path) -> bool:
+    """True for an image written by write_synthetic_dataset (its JPEG comment says so)."""
+    try:
+        with Image.open(path) as image:
+            return image.info.get("comment") == SYNTH_COMMENT
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
