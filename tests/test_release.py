@@ -148,6 +148,16 @@ def test_release_adopts_a_reference_logits_file_computed_elsewhere_only_when_it_
     kept = json.loads((models / "b" / "reference_logits.json").read_text())
     assert kept["device"] == "NVIDIA H100 80GB HBM3" and kept["reproduced_on"]["max_relative_error"] < 1e-5
     assert "NVIDIA H100 80GB HBM3" in (models / "b" / "MODEL_CARD.md").read_text()
+    assert all("novelty" in entry for entry in golden["images"]) and "novelty" not in kept["reproduced_on"]
+
+    older = golden | {"images": [{k: v for k, v in entry.items() if k != "novelty"} for entry in golden["images"]]}
+    elsewhere.write_text(json.dumps(older))  # a file from before novelty: this machine's novelty completes it
+    completed = runner.invoke(app, ["release", str(trained / "run"), "--name", "n", "--models-dir", str(models),
+                                    "--reference-logits", str(elsewhere)])
+    assert completed.exit_code == 0, completed.output
+    kept = json.loads((models / "n" / "reference_logits.json").read_text())
+    assert kept["reproduced_on"]["novelty"].startswith("computed here")
+    assert [e["novelty"] for e in kept["images"]] == pytest.approx([e["novelty"] for e in golden["images"]], abs=1e-5)
 
     golden["images"][3]["logits"][0] += 0.5
     elsewhere.write_text(json.dumps(golden))

@@ -104,12 +104,17 @@ def adopt_reference_logits(checkpoint: Checkpoint, data: Path, val: list[ImageRe
     if outside:
         raise BmcellError(f"--reference-logits {source} names {len(outside)} image(s) outside the validation split, "
                           f"e.g. {outside[:3]}")
-    _, device, here, _ = _reference_on_this_machine(checkpoint, data, [by_path[name] for name in names])
+    _, device, here, novelty = _reference_on_this_machine(checkpoint, data, [by_path[name] for name in names])
     error = float((np.abs(here - expected) / (1 + np.abs(expected))).max())
     if error > GOLDEN_TOLERANCE:
         raise BmcellError(f"--reference-logits {source}: this machine's logits differ by {error:.2e} (relative) from the "
                           f"file's; more than {GOLDEN_TOLERANCE:g}: different images or preprocessing?")
-    atomic_write_json(path, reference | {"reproduced_on": {"device": device, "max_relative_error": error}})
+    reproduced = {"device": device, "max_relative_error": error}
+    if novelty is not None and any("novelty" not in entry for entry in reference["images"]):
+        # a file from before novelty: this machine's novelty completes it, so that parity can hold artefacts to it
+        reference["images"] = [{"novelty": float(score)} | entry for entry, score in zip(reference["images"], novelty)]
+        reproduced["novelty"] = "computed here: the file had none"
+    atomic_write_json(path, reference | {"reproduced_on": reproduced})
     return reference
 
 
