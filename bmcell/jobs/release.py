@@ -188,7 +188,7 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
              f"classes at {checkpoint.image_size}x{checkpoint.image_size}: {', '.join(checkpoint.classes)}.", "",
              "**Research use only. Not a medical device; not for diagnosis or patient management.**", "",
              "## Training", "", note, "",
-             f"Protocol: {json.dumps({k: config.get(k) for k in ('epochs', 'image_size', 'batch_size', 'lr', 'augment', 'weights', 'balanced_sampler', 'seed', 'val_fraction')})}; "
+             f"Protocol: {json.dumps({k: _portable_name(config.get(k)) for k in ('epochs', 'image_size', 'batch_size', 'lr', 'augment', 'weights', 'balanced_sampler', 'seed', 'val_fraction')})}; "
              f"best epoch {checkpoint.epoch} by validation macro-F1. Split: `{SPLIT_FILE}` ("
              + ("made by `bmcell combine`, see `sources.json`: grouped sources by series, the others by image"
                 if sources else "stratified by class, image-level")
