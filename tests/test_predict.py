@@ -65,7 +65,7 @@ def test_predict_refuses_a_degenerate_image_by_name_and_answers_the_others(tiny_
     assert result.exit_code == 1, result.output
     answers = json.loads(result.stdout)
     assert answers[0] == {"image": str(strip), "error": answers[0]["error"]}
-    assert answers[0]["error"].startswith(f"{strip}: 4000000x1 pixels is over the 20:1 aspect-ratio limit")
+    assert answers[0]["error"].startswith(f"{strip}: 4000000x1 pixels is over the 100:1 aspect-ratio limit")
     assert answers[1]["image"] == str(good) and answers[1]["top"]
     assert f"error: {strip}: 4000000x1" in result.stderr
     table = runner.invoke(app, ["predict", str(tiny_run), str(good), str(strip)])

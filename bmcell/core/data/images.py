@@ -17,7 +17,7 @@ MAX_PIXELS = 64_000_000  # a cell crop is far smaller; anything bigger is treate
 # Pillow's own guard (a warning above MAX_IMAGE_PIXELS, an error above twice that) uses the same number wherever
 # bmcell opens an image, and decode_rgb answers both with our message: one limit, stated as MAX_PIXELS.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-MAX_ASPECT = 20  # longer side over shorter: a cell crop is near square; a 4,000,000x1 strip would resize to 49 GB
+MAX_ASPECT = 100  # longer side over shorter: a 4,000,000x1 strip would resize to ~49 GB, a 100:1 one to ~25 MB
 
 
 class BadImageError(BmcellError):
