@@ -54,6 +54,8 @@ def test_calibration_lowers_ece_and_threshold_keeps_the_coverage():
     assert selective_report(confidence, logits, targets)["coverage"] == pytest.approx(kept.mean())
     assert Confidence.from_dict(json.loads(json.dumps(confidence.to_dict()))) == confidence
     assert fit_confidence(logits, targets, coverage=1.0).threshold == 0.0
+    top = confidence.probabilities(logits).max(1)  # no image on the threshold, where rounding would decide its answer
+    assert np.abs(top - confidence.threshold).min() > 1e-6
 
 
 def test_bad_confidence_input():

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from bmcell.cli.main import app
 from bmcell.core.checkpoint import load_checkpoint
+from bmcell.core.confidence import calibrated
 from bmcell.core.data.images import load_rgb
 from bmcell.core.data.transforms import unit_transform
 from bmcell.core.novelty import split_output
@@ -25,10 +26,10 @@ from tests.contract.preprocessing import GOLDEN, PBC_IMAGES, reference_images, r
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "best.json").is_file(), reason=f"no released model in {DEFAULT_MODEL}")
 ARTEFACTS = ["onnx-fp32", "onnx-int8", "executorch-fp32", "executorch-int8"]  # what the apps ship
-# The three-lab release's int8 artefacts miss the int8 tier's 0.99 top-1 agreement on its 64 golden images (measured
-# on an AVX2 CPU from its sample set at 4b76518: onnx-int8 27.0 dB, 2 flipped, reference margins 0.26 and 0.47;
-# executorch-int8 28.4 dB, 1 flipped, margin 0.47): `bmcell export` exits 1 naming them and the apps'
-# --app-precision auto installs the float model. This floor catches a regression below those numbers.
+# The three-lab release's int8 artefacts on its 64 golden images (measured on an AVX2 CPU from its sample set, at the
+# release commit): onnx-int8 30.0 dB, none flipped (within the int8 tier); executorch-int8 27.8 dB, 2 flipped,
+# reference margins 0.003 and 0.100 (below the tier's 0.99 top-1 agreement: `bmcell export` exits 1 naming it and
+# the Android app's --app-precision auto installs the float model). This floor catches a regression below them.
 INT8_FLOOR = {"sqnr_db": 25.0, "top1_agreement": 0.96}
 
 
@@ -56,6 +57,9 @@ def stored_outputs(golden: dict) -> tuple[np.ndarray, np.ndarray | None]:
     images = golden["images"]
     novelty = np.array([image["novelty"] for image in images]) if "novelty" in images[0] else None
     return np.array([image["logits"] for image in images]), novelty
+
+
+ON_THRESHOLD = 1e-4  # calibrated probability: float32 runtimes differ by ~1e-6 there
 
 
 def against_stored(golden: dict, outputs: np.ndarray) -> dict:
@@ -161,7 +165,15 @@ def test_the_installed_artefact_is_uncertain_exactly_where_predict_is(released, 
     said = [-2 if answer["unknown"] else -1 if answer["uncertain"] else
             checkpoint.classes.index(answer["top"][0]["class"]) for answer in json.loads(predicted.output)]
     values, novelty = split_output(outputs, len(checkpoint.classes))
-    assert answers(values, fmt.output_kind, confidence, novelty).tolist() == said
+    found = answers(values, fmt.output_kind, confidence, novelty).tolist()
+    # an image whose calibrated top probability is within float rounding of the threshold may go either way (this
+    # release's threshold was fitted on a golden image's own probability: 3e-7 from it; fits now stay clear of it)
+    top = calibrated(checkpoint.confidence, stored_outputs(golden)[0])[0].max(1)
+    on_edge = np.abs(top - checkpoint.confidence.threshold) < ON_THRESHOLD
+    assert on_edge.sum() <= 1
+    assert [f for f, edge in zip(found, on_edge) if not edge] == [s for s, edge in zip(said, on_edge) if not edge]
+    assert all({f, s} <= {-1, c} for f, s, c, edge in zip(found, said, stored_outputs(golden)[0].argmax(1), on_edge)
+               if edge)
     assert model["model"]["precision_words"] and "int8" not in model["model"]["precision_words"]
     crosslab = json.loads((DEFAULT_MODEL / "release.json").read_text())["crosslab"]
     assert {row["set"] for row in model["model"]["scores"]} == set(crosslab)

@@ -537,21 +537,31 @@ def test_web_demo_gives_the_released_models_golden_top1(browser_run, pbc_root):
         assert answer["top"][0]["label"] == top1, (name, answer["top"])
 
 
-INT8_PROBABILITY_TOLERANCE = 4e-2  # ORT Web WASM int8 kernels vs native: 0.025 measured on the 256 px release (rgba.png, not a cell)
+INT8_LOG_TOLERANCE = 0.5  # centred log-probabilities (logits over the temperature): ORT Web's WASM int8 kernels vs
+# native onnxruntime's; 0.26 measured on the three-lab release (a PBC neutrophil, on an AVX2 machine, whose u8s8
+# kernels round differently). Compared in log space: near 0.5 a probability moves 0.06 for a 0.26 logit step.
+
+
+def centred_log(probabilities) -> np.ndarray:
+    """Log-probabilities less their mean: the logits over the temperature, up to rounding."""
+    logs = np.log(np.clip(np.asarray(probabilities, dtype=np.float64), 1e-30, None))
+    return logs - logs.mean()
 
 
 def test_int8_model_in_the_browser_matches_python(browser_runs):
-    """The int8 model the app installs with --app-precision int8: the browser's probabilities within a quantisation
-    step of Python onnxruntime's, and the same top-1 unless the two leading classes are that close."""
+    """The int8 model the app installs with --app-precision int8: the browser's logits (centred log-probabilities)
+    within a few quantisation steps of Python onnxruntime's, and the same top-1 unless the two leading classes are
+    that close."""
     report, images, bundle = browser_runs["int8"]
     assert report["offline_model"] == "onnx-int8"
     for path in images.values():
         answer = report["images"][str(path)]
         assert "error" not in answer, answer["error"]
         expected = python_probabilities(bundle, path)
-        np.testing.assert_allclose(answer["probabilities"], expected, atol=INT8_PROBABILITY_TOLERANCE, err_msg=str(path))
-        second, first = np.sort(expected)[-2:]
-        if first - second > 2 * INT8_PROBABILITY_TOLERANCE:  # a near-tie may flip within the tolerance
+        found, wanted = centred_log(answer["probabilities"]), centred_log(expected)
+        assert np.abs(found - wanted).max() <= INT8_LOG_TOLERANCE, (path, found, wanted)
+        second, first = np.sort(wanted)[-2:]
+        if first - second > 2 * INT8_LOG_TOLERANCE:  # a near-tie may flip within the tolerance
             assert int(np.argmax(answer["probabilities"])) == int(expected.argmax()), path
 
 

@@ -115,6 +115,9 @@ def fit_confidence(logits: np.ndarray, targets: np.ndarray, coverage: float = DE
     probabilities = softmax(logits, temperature)
     top = probabilities.max(1)
     threshold = float(np.quantile(top, 1 - coverage, method="lower")) if coverage < 1 else 0.0
+    below = top[top < threshold]
+    if below.size:  # halfway to the next image down: none sits on the threshold, where rounding would decide
+        threshold = float((threshold + below.max()) / 2)
     kept = top >= threshold
     correct = probabilities.argmax(1) == targets
     return Confidence(temperature=temperature, threshold=threshold, coverage_target=coverage,
