@@ -730,7 +730,8 @@ def test_web_demo_without_the_model_block_still_runs(browser_runs):
     assert older["page"]["model"] == "Model onnx-fp32" and older["page"]["card_link"] is None
     assert older["page"]["precision"] == older["page"]["scores"] == ""
     answer = older["images"][str(expected["sure"])]
-    assert "error" not in answer and answer["page"]["answer"].startswith(answer["top"][0]["label"])
+    # a class, or "uncertain" naming the most probable one (this picture is not a cell: near the threshold)
+    assert "error" not in answer and answer["top"][0]["label"] in answer["page"]["answer"]
 
 
 def test_web_demo_lists_every_class_with_full_names_and_times_each_run(browser_run):
