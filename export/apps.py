@@ -11,6 +11,7 @@ from pathlib import Path
 import bmcell
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import staged_folder
+from bmcell.core.releases import RELEASE_FILE
 from export.manifest import MANIFEST, preprocessing_contract, read_manifest, verify_artefact
 from export.parity import PARITY_JSON
 
@@ -137,7 +138,7 @@ def precision_words(entry: dict, parity: dict, golden_images: int) -> str:
 def lab_scores(source_folder: Path) -> list[dict]:
     """Per lab, what the released model scored at release (release.json's crosslab rows): set, images, accuracy;
     empty for a checkpoint that is not a release or was measured on no other lab."""
-    path = source_folder / "release.json"
+    path = source_folder / RELEASE_FILE
     if not path.is_file():
         return []
     crosslab = json.loads(path.read_text(encoding="utf-8")).get("crosslab") or {}

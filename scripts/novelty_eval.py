@@ -85,11 +85,10 @@ class Scorer:
         labels = np.array([self.checkpoint.classes.index(r.label) for r in bank_pick(data.train)])
         self.fit_mahalanobis(bank[0], labels)
         validation = self.outputs([load_rgb(root / r.path) for r in data.val])
-        self.thresholds = {}
-        self.thresholds = {name: float(np.quantile(score, FLAG_QUANTILE))
-                           for name, score in self.scores(validation).items()}
-        combined = self.scores(validation)["novelty or Mahalanobis"]
-        self.thresholds["novelty or Mahalanobis"] = float(np.quantile(combined, FLAG_QUANTILE))
+        self.thresholds = {}  # the single methods' first: the combined score is scaled by theirs
+        scores = self.scores(validation)
+        self.thresholds = {name: float(np.quantile(score, FLAG_QUANTILE)) for name, score in scores.items()}
+        self.thresholds["novelty or Mahalanobis"] = float(np.quantile(self.either(scores), FLAG_QUANTILE))
 
     @torch.no_grad()
     def outputs(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -124,10 +123,14 @@ class Scorer:
                 "calibrated top probability": -probabilities.max(1),
                 "energy": -(shifted[:, 0] + np.log(np.exp(logits - shifted).sum(1))),
                 "Mahalanobis": mahalanobis}
-        if self.thresholds:  # each of the two distances over its own validation quantile, the larger one
-            scores["novelty or Mahalanobis"] = np.maximum(novelty / self.thresholds["novelty (in the graph)"],
-                                                          mahalanobis / self.thresholds["Mahalanobis"])
+        if self.thresholds:
+            scores["novelty or Mahalanobis"] = self.either(scores)
         return scores
+
+    def either(self, scores: dict[str, np.ndarray]) -> np.ndarray:
+        """Each of the two distances over its own validation quantile, the larger one."""
+        return np.maximum(scores["novelty (in the graph)"] / self.thresholds["novelty (in the graph)"],
+                          scores["Mahalanobis"] / self.thresholds["Mahalanobis"])
 
     def flagged(self, images: list[Image.Image]) -> dict[str, float]:
         """Each method's share of these pictures flagged."""

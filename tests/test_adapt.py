@@ -43,6 +43,9 @@ def test_adapt_reestimates_batchnorm_and_keeps_the_weights(tiny_run, lab_photos,
     info = adapted.meta["adapted_on"]
     assert info["images"] == 40 and info["source_weights_sha256"] == source.weights_sha256
     assert adapted.meta["confidence"] == source.meta["confidence"] and (out / "split.json").is_file()
+    # AdaBN maps the lab's features onto the source's, so the source's novelty statistics describe them
+    assert source.novelty is not None and adapted.meta["novelty"] == source.meta["novelty"]
+    assert torch.equal(adapted.novelty.bank, source.novelty.bank)
 
     # the stem's running mean is the mean of what the stem's BatchNorm sees on these photos
     model, seen = adapted.build_model(), []
@@ -115,3 +118,27 @@ def test_adapt_works_on_a_checkpoint_copied_without_its_split(tiny_run, lab_phot
     assert "no split.json" in result.output  # the re-estimation needs only the lab's photos; the warning says so
     assert sorted(p.name for p in out.iterdir()) == ["best.json", "best.safetensors"]
     assert load_checkpoint(out).adapted_on["images"] == 40
+
+
+def test_adapt_of_a_release_carries_its_samples_and_never_writes_inside_it(tiny_run, lab_photos, tmp_path):
+    release = tmp_path / "release"
+    release.mkdir()
+    for name in ("best.json", "best.safetensors", "split.json"):
+        shutil.copy(tiny_run / name, release / name)
+    (release / "release.json").write_text("{}")
+    (release / "samples" / "basophil").mkdir(parents=True)
+    (release / "samples" / "samples.json").write_text('{"images": []}')
+    before = sorted(str(p.relative_to(release)) for p in release.rglob("*"))
+    inside = release / "adapted"
+    refused = CliRunner().invoke(app, ["adapt", str(release), "--images", str(lab_photos), "--out", str(inside)])
+    assert refused.exit_code == 2 and "inside the released model" in refused.output, refused.output
+    assert sorted(str(p.relative_to(release)) for p in release.rglob("*")) == before
+    refused = CliRunner().invoke(app, ["finetune", str(release), "--data", str(lab_photos), "--out", str(inside)])
+    assert refused.exit_code == 2 and "inside the released model" in refused.output, refused.output
+    assert sorted(str(p.relative_to(release)) for p in release.rglob("*")) == before
+
+    out = tmp_path / "adapted"
+    result = CliRunner().invoke(app, ["adapt", str(release), "--images", str(lab_photos), "--out", str(out),
+                                      "--batch-size", "8"])
+    assert result.exit_code == 0, result.output
+    assert (out / "samples" / "samples.json").read_text() == '{"images": []}'  # it exports with no data at hand

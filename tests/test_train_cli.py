@@ -357,6 +357,9 @@ def test_an_unrelated_folder_is_refused_before_anything_is_written(synthetic_dat
     a_file.write_text("x")
     not_a_folder = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(a_file), *TINY_ARGS])
     assert not_a_folder.exit_code == 2 and "is a file" in not_a_folder.output
+    under_a_file = runner.invoke(app, ["train", "--data", str(synthetic_data), "--out", str(a_file / "run"),
+                                       *TINY_ARGS])
+    assert under_a_file.exit_code == 2 and f"{a_file} is a file, not a folder" in under_a_file.output
     ours = tmp_path / "ours"  # what an earlier attempt of ours leaves before a run starts is not unrelated
     (ours / SYNTHETIC_DATA).mkdir(parents=True)
     (ours / LOG_FILE).write_text("=== an earlier attempt\n")

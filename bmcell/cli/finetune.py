@@ -11,8 +11,9 @@ from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_
 from bmcell.core.checkpoint import load_checkpoint
 from bmcell.core.crosslab import read_class_map
 from bmcell.core.finetune import DEFAULT_FOLDS, MIN_PER_CLASS, Recipe
+from bmcell.core.releases import refuse_out_inside_release
 from bmcell.jobs.lab import finetune_run
-from bmcell.jobs.release import default_checkpoint
+from bmcell.jobs.release import MODELS_DIR, default_checkpoint
 
 
 def _percent(scores: dict) -> str:
@@ -42,6 +43,7 @@ def finetune(
     """Adapt a model to a lab with a few of its labelled cells: trains the model's last layers on them while
     replaying its own training images (no class is forgotten), estimates the accuracy on the lab's next cells by
     k-fold cross-validation, and refits the confidence rule on the lab's cells."""
+    refuse_out_inside_release(out, MODELS_DIR)
     source = load_checkpoint(checkpoint or default_checkpoint())
     mapping = read_class_map(class_map) if class_map else None
     with other_libraries_logged(out.parent if not out.exists() else out, verbose):

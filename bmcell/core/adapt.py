@@ -21,6 +21,7 @@ from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import check_folder_path, staged_folder
+from bmcell.core.novelty import BANK_KEY
 
 MIN_ADAPT_IMAGES = 32  # fewer images give running statistics too noisy to trust
 MIN_SIDE = 32  # pixels on the shorter side; smaller files are icons or thumbnails, not microscope photos
@@ -83,11 +84,12 @@ def reestimate_batchnorm(model: nn.Module, loader: DataLoader, device: torch.dev
 
 
 def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: torch.device, batch_size: int = 32,
-                     warn: Callable[[str], None] = print) -> Path:
+                     warn: Callable[[str], None] = print, carry: tuple[Path, ...] = ()) -> Path:
     """Write out/best.safetensors + best.json (and the source's split.json when it has one: the re-estimation needs
-    only the lab's images): the checkpoint with BatchNorm statistics of the images in `images`; its metadata records
-    what it was adapted on. Everything is checked before any work, and out appears only when complete. Returns
-    best.json."""
+    only the lab's images; and a copy of each carry folder, e.g. a release's sample set): the checkpoint with
+    BatchNorm statistics of the images in `images`; its metadata records what it was adapted on. The novelty
+    statistics stay the source's: AdaBN maps the lab's features onto the source's, which they describe. Everything
+    is checked before any work, and out appears only when complete. Returns best.json."""
     out = Path(out)
     check_folder_path(out)
     if out.is_dir() and any(out.iterdir()):
@@ -111,9 +113,14 @@ def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: to
                   "source_checkpoint": str(checkpoint.json_path),
                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   "note": "BatchNorm statistics re-estimated on these unlabelled images (AdaBN); learned weights, "
-                          "temperature and abstention threshold are the source model's"}
+                          "temperature, abstention threshold and novelty statistics are the source model's"}
+    novelty = checkpoint.novelty
+    kept = ({"novelty": checkpoint.meta["novelty"]}, {BANK_KEY: novelty.bank}) if novelty else ({}, None)
     with staged_folder(out) as staging:
         if split.is_file():
             shutil.copy2(split, staging / SPLIT_FILE)
-        name = save_checkpoint(staging, "best", model, carried_meta(checkpoint.meta) | {"adapted_on": adapted_on}).name
+        for folder in carry:
+            shutil.copytree(folder, staging / folder.name)
+        name = save_checkpoint(staging, "best", model, carried_meta(checkpoint.meta) | kept[0]
+                               | {"adapted_on": adapted_on}, kept[1]).name
     return out / name

@@ -26,11 +26,11 @@ from bmcell.core.evaluation import checkpoint_outputs, unit_outputs
 from bmcell.core.fileio import atomic_write_json, check_folder_path, staged_folder
 from bmcell.core.metrics import classification_report, confusion_matrix
 from bmcell.core.novelty import THRESHOLD, split_output
+from bmcell.core.releases import refuse_out_inside_release, release_folder
 from bmcell.core.reports import plot_confusion, write_confusion_csv
 
 CROSSLAB_JSON = "crosslab.json"
 CROSSLAB_MD = "crosslab.md"
-RELEASE_FILE = "release.json"  # in every folder `bmcell release` writes: a released model, read-only evidence
 MAX_NON_CELL = 10_000  # synthesised non-cell images a report may ask for (a release measures 160)
 NON_CELL_BATCH = 128  # non-cell images synthesised and scored at a time, so memory does not grow with their number
 
@@ -196,26 +196,13 @@ def unique_names(folders: list[Path]) -> list[str]:
     return names
 
 
-def release_folder(path: Path, models_dir: Path) -> Path | None:
-    """The released model's folder that path is or lies inside (a folder holding release.json, or any folder in
-    models_dir), or None."""
-    path, models_dir = Path(path).resolve(), Path(models_dir).resolve()
-    for folder in (path, *path.parents):
-        if (folder / RELEASE_FILE).is_file() or folder.parent == models_dir:
-            return folder
-    return None
-
-
 def report_folder(run_dir: Path, out: Path | None, models_dir: Path) -> Path:
     """Where a report goes: out, else <run folder>/crosslab, or crosslab-<name> in the current folder for a
     released model (whose folder is read-only evidence); an out inside a released model's folder is refused."""
     release = release_folder(run_dir, models_dir)
     if out is None:
         out = Path(f"crosslab-{release.name}") if release else Path(run_dir) / "crosslab"
-    inside = release_folder(out, models_dir)
-    if inside is not None:
-        raise BmcellError(f"--out {out} is inside the released model {inside}, whose files are its release's "
-                          "evidence and are never rewritten; pass --out DIR outside it")
+    refuse_out_inside_release(out, models_dir)
     return out
 
 

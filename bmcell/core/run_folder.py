@@ -42,6 +42,7 @@ from bmcell.core.fileio import (
     DiskFullError,
     atomic_write_bytes,
     atomic_write_json,
+    check_folder_path,
     format_bytes,
     is_disk_full,
 )
@@ -118,12 +119,11 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def check_out_folder(run_dir: Path, resume: bool, data: str | Path | None = None) -> None:
-    """Refuse, before anything is written, an --out a train command cannot use: a file; with resume, a folder
+    """Refuse, before anything is written, an --out a train command cannot use: a file or a path under one; with resume, a folder
     without a started run; without, a folder inside the data folder, a folder that holds a run, or one that holds
     anything but what an earlier attempt of ours leaves before a run starts (BEFORE_START)."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise CheckpointError(f"--out {run_dir} is a file, not a folder")
+    check_folder_path(run_dir)
     if not resume and data is not None and _is_within(run_dir, Path(data)):
         raise CheckpointError(f"--out {run_dir} is inside the data folder {data}: the run's files would be taken "
                               f"for images of a class there; choose an --out outside {data}")

@@ -25,6 +25,7 @@ from bmcell.core.evaluation import evaluate_checkpoint, records_for
 from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, check_plain_name, sha256_path, staged_folder
 from bmcell.core.models import is_mobilevit
 from bmcell.core.novelty import UNKNOWN_TEXT, split_output
+from bmcell.core.releases import RELEASE_FILE
 from bmcell.core.reports import markdown_report
 from bmcell.core.run_folder import store_novelty
 from export.golden import reference_outputs
@@ -376,7 +377,7 @@ def make_release_portable(folder: Path) -> None:
     folder = Path(folder)
     _portable_checkpoint(folder / RELEASE_CHECKPOINT)
     arch = json.loads((folder / RELEASE_CHECKPOINT).read_text(encoding="utf-8"))["arch"]
-    release = folder / "release.json"
+    release = folder / RELEASE_FILE
     if release.is_file():
         _portable_json(release, ("source_checkpoint",))
     if (folder / SOURCES_FILE).is_file():
@@ -454,7 +455,7 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
         else:
             reference = write_reference_logits(released, data, balanced_pick(val, reference_count),
                                                staging / REFERENCE_LOGITS_FILE)
-        atomic_write_json(staging / "release.json", {
+        atomic_write_json(staging / RELEASE_FILE, {
             "name": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "source_checkpoint": checkpoint.json_path.name, "note": note,
             "metrics": {label: {k: r[k] for k in ("images", "accuracy", "balanced_accuracy", "macro_f1")}
