@@ -141,6 +141,15 @@ def test_combine_refuses_names_that_differ_only_in_case_or_name_no_source(synthe
     assert result.exit_code == 2 and "no --source gives: ['lab2']" in result.output
 
 
+def test_combine_refuses_one_folder_under_two_names(synthetic_data, tmp_path):
+    alias = tmp_path / "alias"
+    alias.symlink_to(synthetic_data, target_is_directory=True)
+    for second in (synthetic_data, alias):  # as written, and through a link
+        result = _combine(tmp_path / "c", "--source", f"one={synthetic_data}", "--source", f"two={second}")
+        assert result.exit_code == 2 and "one and two name the same folder" in result.output, result.output
+        assert not (tmp_path / "c").exists()
+
+
 @pytest.mark.parametrize("cap", ["abc", "1e3", "-1,-1", "0,0", "0", "5,0", "5,3,2", "5,", "1.5"])
 def test_combine_refuses_a_cap_that_is_not_one_or_two_whole_numbers_of_at_least_1(synthetic_data, tmp_path, cap):
     result = _combine(tmp_path / "c", "--source", f"A={synthetic_data}", "--cap", f"A={cap}")

@@ -162,6 +162,13 @@ def combine_sources(sources: list[Source], out: Path, val_share: float = 0.25, s
     if same:
         raise DatasetError(f"--source names {same} differ only in case; they would share a folder on macOS and "
                            "Windows: give each source a distinct NAME")
+    by_folder: dict[Path, list[str]] = defaultdict(list)
+    for source in sources:
+        by_folder[Path(source.root).resolve()].append(source.name)
+    twice = next((names for names in by_folder.values() if len(names) > 1), None)
+    if twice:
+        raise DatasetError(f"--source {' and '.join(twice)} name the same folder; its images would be counted as "
+                           "two labs (and the same image could land on both sides of the split): give it once")
     out = Path(out)
     if out.exists():
         raise DatasetError(f"{out} exists; combine writes a new folder")
