@@ -10,10 +10,12 @@ folder of photographs that are not cells; --sample-photos takes the sample photo
 Python packages (matplotlib, scikit-learn, scikit-image when its data folder is at hand: SKIMAGE_DATA) and four
 seeded crops of each, plus every fifth face of scikit-image's LFW subset.
 
-Each method flags the same share (novelty.FLAG_QUANTILE) of the model's own validation images: novelty (the
-cosine distance to the nearest stored training image, what every artefact computes), the calibrated top
-probability ("uncertain"), the energy score (-logsumexp of the logits) and a Mahalanobis distance (class means and
-one shared covariance of unit feature vectors, from the same stored training images). Prints one Markdown table."""
+Each method flags the same share (novelty.FLAG_QUANTILE) of the model's own validation images: novelty (what
+every artefact computes: the larger of the content and appearance distances, bmcell.core.novelty), the content
+distance alone (the cosine distance of the pooled features to the nearest stored training image: novelty before
+the appearance distance), the calibrated top probability ("uncertain"), the energy score (-logsumexp of the logits)
+and a Mahalanobis distance (class means and one shared covariance of unit feature vectors, from the same stored
+training images). Prints one Markdown table."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from bmcell.core.data.folder import list_images_anywhere
 from bmcell.core.data.images import BadImageError, load_rgb
 from bmcell.core.data.prepare import load_prepared
 from bmcell.core.data.transforms import eval_transform
-from bmcell.core.novelty import FLAG_QUANTILE, bank_pick, split_output, unit_rows
+from bmcell.core.novelty import FLAG_QUANTILE, bank_pick, nearest_distance, split_output, unit_rows
 
 PACKAGE_PHOTO_DIRS = ("matplotlib/mpl-data/sample_data", "sklearn/datasets/images")
 SKIMAGE_DATA = os.environ.get("SKIMAGE_DATA", "")  # scikit-image's skimage/data folder (pip download scikit-image)
@@ -85,10 +87,8 @@ class Scorer:
         labels = np.array([self.checkpoint.classes.index(r.label) for r in bank_pick(data.train)])
         self.fit_mahalanobis(bank[0], labels)
         validation = self.outputs([load_rgb(root / r.path) for r in data.val])
-        self.thresholds = {}  # the single methods' first: the combined score is scaled by theirs
-        scores = self.scores(validation)
-        self.thresholds = {name: float(np.quantile(score, FLAG_QUANTILE)) for name, score in scores.items()}
-        self.thresholds["novelty or Mahalanobis"] = float(np.quantile(self.either(scores), FLAG_QUANTILE))
+        self.thresholds = {name: float(np.quantile(score, FLAG_QUANTILE))
+                           for name, score in self.scores(validation).items()}
 
     @torch.no_grad()
     def outputs(self, images: list[Image.Image]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -119,18 +119,11 @@ class Scorer:
         shifted = logits.max(1, keepdims=True)
         differences = unit[:, None, :] - self.means[None]
         mahalanobis = np.einsum("ncd,de,nce->nc", differences, self.precision, differences).min(1)
-        scores = {"novelty (in the graph)": novelty,
+        return {"novelty (in the graph)": novelty,
+                "content distance alone": nearest_distance(features, self.checkpoint.novelty.bank),
                 "calibrated top probability": -probabilities.max(1),
                 "energy": -(shifted[:, 0] + np.log(np.exp(logits - shifted).sum(1))),
                 "Mahalanobis": mahalanobis}
-        if self.thresholds:
-            scores["novelty or Mahalanobis"] = self.either(scores)
-        return scores
-
-    def either(self, scores: dict[str, np.ndarray]) -> np.ndarray:
-        """Each of the two distances over its own validation quantile, the larger one."""
-        return np.maximum(scores["novelty (in the graph)"] / self.thresholds["novelty (in the graph)"],
-                          scores["Mahalanobis"] / self.thresholds["Mahalanobis"])
 
     def flagged(self, images: list[Image.Image]) -> dict[str, float]:
         """Each method's share of these pictures flagged."""

@@ -56,3 +56,17 @@ def test_two_ranks_train_resume_and_write_one_run(synthetic_data, tmp_path):
     checkpoint = load_checkpoint(run / "last.json")
     assert checkpoint.epoch == 2 and checkpoint.build_model() is not None
     assert not any(key.startswith("module.") for key in checkpoint.state_dict)
+
+
+@pytest.mark.slow
+def test_two_ranks_with_one_validation_image(synthetic_data, tmp_path):
+    files = sorted(p.relative_to(synthetic_data).as_posix() for p in synthetic_data.rglob("*.jpg"))
+    split = tmp_path / "split.csv"  # one validation image for two processes: the second is dealt none
+    split.write_text("path,subset\n" + "".join(f"{f},{'val' if i == 0 else 'train'}\n" for i, f in enumerate(files)))
+    run = tmp_path / "run"
+    done = _torchrun("--data", str(synthetic_data), "--split", str(split), "--out", str(run), "--epochs", "1",
+                     *TINY_ARGS)
+    output, _ = done.communicate(timeout=180)
+    assert done.returncode == 0, output
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["world_size"], r["val_images"]) for r in rows] == [(2, 1)]

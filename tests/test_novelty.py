@@ -15,7 +15,20 @@ from bmcell.cli.main import app
 from bmcell.core.checkpoint import CheckpointError, carried_meta, load_checkpoint, metadata_digest, save_checkpoint
 from bmcell.core.data.folder import ImageRecord
 from bmcell.core.data.prepare import load_prepared
-from bmcell.core.novelty import BANK_KEY, FLAG_QUANTILE, MIN_RADIUS, THRESHOLD, UNKNOWN_TEXT, bank_pick, fit_novelty
+from bmcell.core.novelty import (
+    BANK_KEY,
+    FLAG_QUANTILE,
+    MIN_RADIUS,
+    STYLE_BANK_KEY,
+    STYLE_STAGE,
+    THRESHOLD,
+    UNKNOWN_TEXT,
+    NoveltyDistance,
+    NoveltyFeatures,
+    appearance,
+    bank_pick,
+    fit_novelty,
+)
 from bmcell.core.run_folder import store_novelty
 
 runner = CliRunner()
@@ -26,11 +39,42 @@ def test_fitted_radius_flags_the_quantile_and_far_features():
     centre = rng.normal(size=16)
     bank = centre + 0.5 * rng.normal(size=(50, 16))
     validation = centre + 0.5 * rng.normal(size=(200, 16))
-    novelty = fit_novelty(bank, validation)
+    novelty = fit_novelty(NoveltyFeatures(bank, None), NoveltyFeatures(validation, None))
     assert novelty.flagged_on_validation == pytest.approx(1 - FLAG_QUANTILE, abs=0.01)
-    assert novelty.bank.shape == (50, 16)
+    assert novelty.bank.shape == (50, 16) and novelty.style_bank is None
     assert torch.allclose(novelty.bank.norm(dim=1), torch.ones(50))
-    assert fit_novelty(bank, bank[:20] * 1.0001).radius == 0.01  # features that all coincide: the floor
+    coinciding = NoveltyFeatures(bank[:20] * 1.0001, None)
+    assert fit_novelty(NoveltyFeatures(bank, None), coinciding).radius == 0.01  # all alike: the floor
+
+
+def test_the_larger_of_the_two_distances_flags_the_quantile_and_either_kind_of_stranger():
+    rng = np.random.default_rng(0)
+    content = rng.normal(size=16)
+    channel_mean, channel_spread = rng.normal(size=(6, 1, 1)), rng.uniform(1, 2, (6, 1, 1))
+
+    def maps(n: int, flip: float = 1.0) -> torch.Tensor:
+        """n images' feature maps of 6 channels, each channel's mean and spread jittered around the usual ones."""
+        mean = flip * channel_mean + 0.3 * rng.normal(size=(n, 6, 1, 1))
+        spread = channel_spread * rng.uniform(0.8, 1.25, (n, 6, 1, 1)) * (3.0 if flip < 0 else 1.0)
+        return torch.tensor(mean + spread * rng.normal(size=(n, 6, 8, 8)), dtype=torch.float32)
+
+    def pooled(n: int, flip: float = 1.0) -> torch.Tensor:
+        return torch.tensor(flip * content + 0.5 * rng.normal(size=(n, 16)), dtype=torch.float32)
+
+    def features(n: int) -> NoveltyFeatures:
+        return NoveltyFeatures(pooled(n).numpy(), appearance(maps(n)).numpy())
+
+    novelty = fit_novelty(features(300), features(400))
+    assert novelty.flagged_on_validation == pytest.approx(1 - FLAG_QUANTILE, abs=0.01)
+    assert novelty.style_bank.shape == (300, 12) and novelty.to_meta()["style"]["stage"] == STYLE_STAGE
+    distance = NoveltyDistance(novelty)
+
+    def flagged(content_rows: torch.Tensor, style_maps: torch.Tensor) -> float:
+        return float((distance(content_rows, style_maps)[:, 0] >= THRESHOLD).float().mean())
+
+    assert flagged(pooled(200), maps(200)) < 0.15  # like the validation images
+    assert flagged(pooled(200, -1.0), maps(200)) > 0.9  # usual appearance, content like nothing stored
+    assert flagged(pooled(200), maps(200, -1.0)) > 0.9  # usual content, appearance like nothing stored
 
 
 def test_bank_pick_spreads_over_classes_and_sources():
@@ -49,6 +93,7 @@ def test_trained_run_carries_novelty_and_its_logits_are_unchanged(tiny_run, synt
     assert novelty is not None and checkpoint.meta["novelty"]["threshold"] == THRESHOLD
     data = load_prepared(synthetic_data, tiny_run, checkpoint.split_sha256)
     assert novelty.bank.shape[0] == min(len(data.train), 1024) and novelty.validation_images == len(data.val)
+    assert novelty.style_bank.shape[0] == novelty.bank.shape[0] and novelty.style_radius >= MIN_RADIUS
     x = torch.rand(3, 3, checkpoint.image_size, checkpoint.image_size)
     with torch.no_grad():
         scored, plain = checkpoint.scored_model()(x), checkpoint.build_model()(x)
@@ -57,20 +102,39 @@ def test_trained_run_carries_novelty_and_its_logits_are_unchanged(tiny_run, synt
     assert (scored[:, -1] >= 0).all()
 
 
-def test_checkpoint_with_half_the_novelty_is_refused(tiny_run, tmp_path):
+def _rewritten(tiny_run, folder, drop: str, meta_edit=None):
+    """A copy of tiny_run's best checkpoint without the stored tensor `drop`, its metadata edited by meta_edit."""
     from safetensors.torch import load_file, save_file
 
     for name in ("best.json", "best.safetensors", "split.json"):
-        (tmp_path / name).write_bytes((tiny_run / name).read_bytes())
-    weights = load_file(str(tmp_path / "best.safetensors"))
-    del weights[BANK_KEY]
-    save_file(weights, str(tmp_path / "best.safetensors"))
-    meta = json.loads((tmp_path / "best.json").read_text())
-    meta["weights"]["sha256"] = __import__("hashlib").sha256((tmp_path / "best.safetensors").read_bytes()).hexdigest()
+        (folder / name).write_bytes((tiny_run / name).read_bytes())
+    weights = load_file(str(folder / "best.safetensors"))
+    del weights[drop]
+    save_file(weights, str(folder / "best.safetensors"))
+    meta = json.loads((folder / "best.json").read_text())
+    if meta_edit:
+        meta_edit(meta)
+    meta["weights"]["sha256"] = __import__("hashlib").sha256((folder / "best.safetensors").read_bytes()).hexdigest()
     meta["metadata_sha256"] = metadata_digest(meta)
-    (tmp_path / "best.json").write_text(json.dumps(meta))
+    (folder / "best.json").write_text(json.dumps(meta))
+    return folder / "best.json"
+
+
+@pytest.mark.parametrize("drop", [BANK_KEY, STYLE_BANK_KEY])
+def test_checkpoint_with_half_the_novelty_is_refused(tiny_run, tmp_path, drop):
     with pytest.raises(CheckpointError, match="novelty statistics are incomplete"):
-        load_checkpoint(tmp_path / "best.json")
+        load_checkpoint(_rewritten(tiny_run, tmp_path, drop))
+
+
+def test_a_checkpoint_from_before_the_appearance_distance_keeps_its_content_distance(tiny_run, tmp_path):
+    older = load_checkpoint(_rewritten(tiny_run, tmp_path, STYLE_BANK_KEY, lambda m: m["novelty"].pop("style")))
+    assert older.novelty.style_bank is None
+    x = torch.rand(2, 3, older.image_size, older.image_size)
+    with torch.no_grad():
+        scored = older.scored_model()(x)
+        pooled = older.scored_model().top.features(older.scored_model().trunk(x))
+    expected = (1 - (torch.nn.functional.normalize(pooled) @ older.novelty.bank.T).amax(1)) / older.novelty.radius
+    assert torch.allclose(scored[:, -1], expected, atol=1e-5)
 
 
 def test_predict_says_when_a_picture_is_unlike_every_training_cell(tiny_run, synthetic_data, tmp_path):
@@ -101,7 +165,7 @@ def test_int8_onnx_exports_a_model_whose_features_barely_differ(tiny_run, synthe
     save_checkpoint(run, "best", model, carried_meta(checkpoint.meta))
     data = load_prepared(synthetic_data, run, checkpoint.split_sha256)
     novelty = store_novelty(run / "best.json", synthetic_data, data.train, data.val, torch.device("cpu"))
-    assert novelty.radius == MIN_RADIUS
+    assert novelty.radius == pytest.approx(MIN_RADIUS, rel=0.1)
     result = runner.invoke(app, ["export", str(run), "--target", "onnx", "--quantize", "int8", "--calib", "8",
                                  "--no-parity"])
     assert result.exit_code == 0, result.output

@@ -21,7 +21,6 @@ from bmcell.core.data.prepare import SPLIT_FILE
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import check_folder_path, staged_folder
-from bmcell.core.novelty import BANK_KEY
 
 MIN_ADAPT_IMAGES = 32  # fewer images give running statistics too noisy to trust
 MIN_SIDE = 32  # pixels on the shorter side; smaller files are icons or thumbnails, not microscope photos
@@ -115,7 +114,7 @@ def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: to
                   "note": "BatchNorm statistics re-estimated on these unlabelled images (AdaBN); learned weights, "
                           "temperature, abstention threshold and novelty statistics are the source model's"}
     novelty = checkpoint.novelty
-    kept = ({"novelty": checkpoint.meta["novelty"]}, {BANK_KEY: novelty.bank}) if novelty else ({}, None)
+    kept = ({"novelty": checkpoint.meta["novelty"]}, novelty.tensors()) if novelty else ({}, None)
     with staged_folder(out) as staging:
         if split.is_file():
             shutil.copy2(split, staging / SPLIT_FILE)

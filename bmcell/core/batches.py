@@ -74,14 +74,15 @@ def make_batches(config: TrainConfig, data: PreparedData, device: torch.device, 
     sources = record_sources(data.root, [r.path for r in data.train]) if config.balance_sources else None
     sampler = EpochSampler(train_targets, config.balanced_sampler, config.seed, dist.rank, dist.world_size, sources,
                            config.epoch_images)
-    val_records = data.val[dist.rank::dist.world_size]
+    val_records = data.val[dist.rank::dist.world_size]  # none for some processes when there are fewer images
     if resolve_data_path(config.data_path) == "device":
         work = working_size(config.image_size)
         train = DeviceBatches(ImageStore(decoded_images(data.root, data.train, work, cache_dir), device), train_targets,
                               batch, arch.mean, arch.std, sampler,
                               (config.image_size, AUGMENTATIONS[config.augment]))
         val = DeviceBatches(ImageStore(decoded_images(data.root, val_records, config.image_size, cache_dir), device),
-                            [data.classes.index(r.label) for r in val_records], batch, arch.mean, arch.std)
+                            [data.classes.index(r.label) for r in val_records], batch, arch.mean, arch.std
+                            ) if val_records else []
         return EpochBatches(sampler, batch, lambda: train, lambda: val)
     workers = config.workers if config.workers is not None else min(8, os.cpu_count() or 1)
     train_set = CellImageDataset(data.root, data.train, data.classes,
@@ -89,4 +90,4 @@ def make_batches(config: TrainConfig, data: PreparedData, device: torch.device, 
     val_set = CellImageDataset(data.root, val_records, data.classes,
                                eval_transform(config.image_size, arch.mean, arch.std))
     return EpochBatches(sampler, batch, lambda: make_loader(train_set, batch, workers, sampler, train=True),
-                        lambda: make_loader(val_set, batch, workers))
+                        lambda: make_loader(val_set, batch, workers) if val_records else [])

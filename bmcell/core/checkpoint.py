@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,8 +24,8 @@ from bmcell.core.fileio import (
     sha256_bytes,
     sha256_path,
 )
-from bmcell.core.models import build_model
-from bmcell.core.novelty import BANK_KEY, Novelty, NoveltyScored
+from bmcell.core.models import EXTRA_TENSORS_PREFIX, build_model
+from bmcell.core.novelty import Novelty, NoveltyScored, missing_tensors
 from bmcell.core.versions import installed_versions
 
 FORMAT = "bmcell-checkpoint"
@@ -114,7 +114,7 @@ class Checkpoint:
     meta: dict
     state_dict: dict[str, torch.Tensor]
     json_path: Path
-    novelty_bank: torch.Tensor | None = None  # stored beside the weights under BANK_KEY
+    novelty_tensors: dict[str, torch.Tensor] = field(default_factory=dict)  # beside the weights (Novelty.tensors)
 
     @property
     def classes(self) -> list[str]:
@@ -223,7 +223,7 @@ class Checkpoint:
     def novelty(self) -> Novelty | None:
         """The per-image novelty statistics (bmcell.core.novelty), when the checkpoint has them."""
         values = self.meta.get("novelty")
-        return Novelty.from_parts(values, self.novelty_bank) if values and self.novelty_bank is not None else None
+        return Novelty.from_parts(values, self.novelty_tensors) if values and self.novelty_tensors else None
 
     @property
     def input_norm(self) -> str:
@@ -295,11 +295,19 @@ def load_checkpoint(path: Path) -> Checkpoint:
         state = load_safetensors_bytes(data)
     except SafetensorError as error:
         raise CheckpointError(f"{weights_path}: unreadable safetensors ({error})") from None
-    bank = state.pop(BANK_KEY, None)
-    if (bank is None) != (meta.get("novelty") is None):
-        raise CheckpointError(f"{json_path}: the novelty statistics are incomplete (metadata block and stored "
-                              f"features {BANK_KEY} go together); re-save it with `bmcell train` or `bmcell release`")
-    return Checkpoint(meta, state, json_path, bank)
+    tensors = {key: state.pop(key) for key in [k for k in state if k.startswith(EXTRA_TENSORS_PREFIX)]}
+    missing = missing_tensors(meta.get("novelty"), tensors)
+    if missing:
+        raise CheckpointError(f"{json_path}: the novelty statistics are incomplete (the metadata block and the stored "
+                              f"features go together; {', '.join(missing)} missing or unexplained); re-save it with "
+                              "`bmcell train` or `bmcell release`")
+    if meta.get("novelty"):
+        try:  # read once here, so that statistics this bmcell cannot use are one line now, not a trace later
+            Novelty.from_parts(meta["novelty"], tensors)
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{json_path}: unreadable novelty statistics ({error}); update bmcell or re-save "
+                                  "it with `bmcell release`") from None
+    return Checkpoint(meta, state, json_path, tensors)
 
 
 def save_resume_state(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:

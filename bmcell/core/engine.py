@@ -165,6 +165,8 @@ def predict_logits(model: nn.Module, loader: Iterable, device: torch.device,
             progress.update(task, advance=1)
     if progress:
         progress.remove_task(task)
+    if not logits:  # a process dealt no validation image
+        return np.empty((0, 0), np.float32), np.empty(0, np.int64)
     return torch.cat(logits).cpu().numpy(), torch.cat(targets).cpu().numpy()
 
 
@@ -235,7 +237,8 @@ def _fit_held(config: TrainConfig, resume: bool, console: Console, dist: Dist) -
                                     f"epoch {epoch}/{config.epochs}", outliers, config.outlier_exposure)
             logits, targets = predict_logits(model, batches.make_val(), device, progress)
         train = combine_train_metrics(dist.all_gather(train))
-        logits, targets = (np.concatenate(parts) for parts in zip(*dist.all_gather((logits, targets))))
+        logits, targets = (np.concatenate(parts) for parts in
+                           zip(*[part for part in dist.all_gather((logits, targets)) if len(part[1])]))
         report = evaluate_logits(logits, targets, data.classes)
         row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **train, "val_loss": report["loss"],
                "val_accuracy": report["accuracy"], "val_balanced_accuracy": report["balanced_accuracy"],

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from bmcell.core.adapt import MIN_SIDE, too_small
 from bmcell.core.checkpoint import Checkpoint, carried_meta, save_checkpoint
@@ -37,7 +38,7 @@ from bmcell.core.errors import BmcellError
 from bmcell.core.fileio import atomic_write_json, staged_folder
 from bmcell.core.metrics import classification_report, confusion_matrix
 from bmcell.core.models import Top, Trunk
-from bmcell.core.novelty import BANK_KEY, fit_novelty
+from bmcell.core.novelty import NoveltyFeatures, fit_novelty, novelty_features
 
 MIN_PER_CLASS = 5  # fewer labelled cells of a class cannot be split into folds nor trusted to teach it
 DEFAULT_FOLDS = 5
@@ -141,6 +142,15 @@ def trunk_maps(trunk: Trunk, root: Path, records: list[ImageRecord], classes: li
         batch = torch.stack([dataset[i][0] for i in range(start, min(start + batch_size, len(dataset)))])
         out.append(torch.stack([trunk(v) for v in _views(batch, views)], 1))
     return torch.cat(out)
+
+
+def _novelty_features(model: nn.Module, parts: list[tuple[Path, list[ImageRecord]]], classes: list[str],
+                      image_size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> NoveltyFeatures:
+    """What the novelty distances compare, for the records of each (root, records) part in order."""
+    transform = eval_transform(image_size, mean, std)
+    return NoveltyFeatures.concatenate([
+        novelty_features(model, DataLoader(CellImageDataset(root, records, classes, transform), batch_size=32),
+                         torch.device("cpu")) for root, records in parts])
 
 
 @torch.no_grad()
@@ -299,8 +309,10 @@ def finetune_checkpoint(checkpoint: Checkpoint, lab: LabCells, replay: ReplayIma
     }
     body = carried_meta(checkpoint.meta)
     body["metrics"] = {k: report["own_data_after"][k] for k in ("accuracy", "balanced_accuracy", "images")}
-    novelty = fit_novelty(np.concatenate([top_features(final, replay_maps), top_features(final, maps)]),
-                          top_features(final, check_maps)) if checkpoint.novelty else None
+    novelty = fit_novelty(
+        _novelty_features(model, [(replay.root, replay.train), (lab.root, lab.records)], classes, size, mean, std),
+        _novelty_features(model, [(replay.root, replay.validation)], classes, size, mean, std),
+    ) if checkpoint.novelty else None
     extra = {"novelty": novelty.to_meta()} if novelty else {}
     with staged_folder(out) as staging:
         shutil.copy2(checkpoint.run_dir / SPLIT_FILE, staging / SPLIT_FILE)
@@ -315,5 +327,5 @@ def finetune_checkpoint(checkpoint: Checkpoint, lab: LabCells, replay: ReplayIma
             k: report[k] for k in ("lab", "cells", "per_class", "cells_sha256", "classes_not_labelled", "folds",
                                    "source_weights_sha256", "source")} | {
             "accuracy": report["lab_cross_validated"]["accuracy"],
-            "interval": report["lab_cross_validated"]["interval"]}}, {BANK_KEY: novelty.bank} if novelty else None)
+            "interval": report["lab_cross_validated"]["interval"]}}, novelty.tensors() if novelty else None)
     return out / "best.json", report

@@ -180,9 +180,21 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Feature maps of the last stage."""
+        return self.stages(self._stem(x))
+
+    def with_stage_output(self, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature maps of the last stage and of stage `stage` (0-based), from one pass through the same layers."""
+        maps, tapped = self._stem(x), None
+        for index, block in enumerate(self.stages):
+            maps = block(maps)
+            tapped = maps if index == stage else tapped
+        return maps, tapped
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-image standardisation (when the model has one) and the stem."""
         if self.eps is not None:
             x = standardise_per_image(x, self.eps)
-        return self.stages(self.stem(x))
+        return self.stem(x)
 
 
 class Top(nn.Module):

@@ -47,7 +47,7 @@ from bmcell.core.fileio import (
     is_disk_full,
 )
 from bmcell.core.models import build_model, get_arch, load_pretrained
-from bmcell.core.novelty import BANK_KEY, Novelty, bank_pick, fit_novelty, pooled_features
+from bmcell.core.novelty import Novelty, bank_pick, fit_novelty, novelty_features
 from bmcell.core.reports import plot_curves
 
 try:
@@ -306,7 +306,7 @@ def store_novelty(json_path: Path, root: Path, train: list[ImageRecord], val: li
 
     def features(records: list[ImageRecord]):
         dataset = CellImageDataset(root, records, checkpoint.classes, transform)
-        return pooled_features(model, make_loader(dataset, batch_size, workers), device)
+        return novelty_features(model, make_loader(dataset, batch_size, workers), device)
 
     fitted = {} if fitted is None else fitted
     if checkpoint.weights_sha256 not in fitted:
@@ -314,5 +314,5 @@ def store_novelty(json_path: Path, root: Path, train: list[ImageRecord], val: li
     novelty = fitted[checkpoint.weights_sha256]
     body = {k: v for k, v in checkpoint.meta.items() if k not in SAVED_KEYS}
     save_checkpoint(Path(json_path).parent, Path(json_path).stem, model, body | {"novelty": novelty.to_meta()},
-                    {BANK_KEY: novelty.bank})
+                    novelty.tensors())
     return novelty

@@ -24,7 +24,7 @@ from bmcell.core.errors import BmcellError
 from bmcell.core.evaluation import evaluate_checkpoint, records_for
 from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, check_plain_name, sha256_path, staged_folder
 from bmcell.core.models import is_mobilevit
-from bmcell.core.novelty import UNKNOWN_TEXT, split_output
+from bmcell.core.novelty import STYLE_STAGE, UNKNOWN_TEXT, Novelty, split_output
 from bmcell.core.releases import RELEASE_FILE
 from bmcell.core.reports import markdown_report
 from bmcell.core.run_folder import store_novelty
@@ -229,11 +229,11 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
                "\"uncertain\"."), ""]
     novelty = checkpoint.novelty
     lines += ["## Pictures unlike its training cells", "",
-              (f"Every artefact computes a per-image novelty inside the model: the cosine distance of the picture's "
-               f"pooled features to the nearest of {novelty.bank.shape[0]} stored training images, over the distance "
-               f"95% of its validation images stay within ({novelty.flagged_on_validation:.1%} of them flagged). At "
-               f"1 or more `predict` and the apps answer \"{UNKNOWN_TEXT}\" instead of a class. The share flagged "
-               "on other labs and on non-cell images is in the other-lab table above." if novelty else
+              (f"Every artefact computes a per-image novelty inside the model: "
+               f"{_novelty_distances(novelty)}, over the distance 95% of its validation images stay within "
+               f"({novelty.flagged_on_validation:.1%} of them flagged). At 1 or more `predict` and the apps answer "
+               f"\"{UNKNOWN_TEXT}\" instead of a class. The share flagged on other labs and on non-cell images is in "
+               "the other-lab table above." if novelty else
                "No novelty statistics: this checkpoint predates them, so pictures unlike any training cell still get "
                "a class (or \"uncertain\")."), ""]
     if evidence.strip():
@@ -368,6 +368,16 @@ def _copy_as_release_checkpoint(checkpoint: Checkpoint, folder: Path) -> None:
     meta["weights"]["file"] = weights
     meta["metadata_sha256"] = metadata_digest(meta)
     atomic_write_json(folder / RELEASE_CHECKPOINT, meta)
+
+
+def _novelty_distances(novelty: Novelty) -> str:
+    """What a model card says the novelty compares."""
+    content = (f"the cosine distance of the picture's pooled features to the nearest of {novelty.bank.shape[0]} "
+               "stored training images")
+    if novelty.style_bank is None:
+        return content
+    return (f"the larger of {content} (what it shows) and the same distance for the per-channel mean and spread of "
+            f"stage {STYLE_STAGE}'s feature maps (how it looks: texture and colour), each")
 
 
 def make_release_portable(folder: Path) -> None:
