@@ -3,12 +3,12 @@
     python scripts/novelty_eval.py RUN --known pbc-val=DIR [--unknown NAME=DIR ...] [--photos DIR | --sample-photos]
 
 RUN: a run or release whose checkpoint has novelty statistics (`bmcell train` fits them) and whose training folder
-is at hand (its validation split fits every method's threshold). --known: cells of the model's classes that it was
-not trained on (e.g. PBC validation originals: how often a known cell is flagged). --unknown: cells of a kind
-without a class (the class a model was trained without) or of another lab, class folders or not. --photos: a
-folder of photographs that are not cells; --sample-photos takes the sample photographs bundled with installed
-Python packages (matplotlib, scikit-learn, scikit-image when its data folder is at hand: SKIMAGE_DATA) and four
-seeded crops of each, plus every fifth face of scikit-image's LFW subset.
+is at hand (--data DIR for a release; its validation split fits every method's threshold). --known: cells of the
+model's classes that it was not trained on (e.g. PBC validation originals: how often a known cell is flagged).
+--unknown: cells of a kind without a class (the class a model was trained without) or of another lab, class folders
+or not. --photos: a folder of pictures that are not cells; --sample-photos takes the sample photographs bundled
+with installed Python packages (matplotlib, scikit-learn, scikit-image when its data folder is at hand:
+SKIMAGE_DATA) and four seeded crops of each, plus every fifth face of scikit-image's LFW subset.
 
 Each method flags the same share (novelty.FLAG_QUANTILE) of the model's own validation images: novelty (what
 every artefact computes: the larger of the content and appearance distances, bmcell.core.novelty), the content
@@ -75,13 +75,13 @@ def folder_images(folder: Path) -> list[Image.Image]:
 class Scorer:
     """A checkpoint's pooled features, logits and novelty for pictures, and every method's score."""
 
-    def __init__(self, run: Path) -> None:
+    def __init__(self, run: Path, data: Path | None = None) -> None:
         self.checkpoint = load_checkpoint(run)
         if self.checkpoint.novelty is None:
             raise SystemExit(f"{run} has no novelty statistics: train it with this bmcell")
         self.model = self.checkpoint.scored_model()
         self.transform = eval_transform(self.checkpoint.image_size, self.checkpoint.mean, self.checkpoint.std)
-        data = load_prepared(self.checkpoint.data_folder(), self.checkpoint.run_dir, self.checkpoint.split_sha256)
+        data = load_prepared(self.checkpoint.data_folder(data), self.checkpoint.run_dir, self.checkpoint.split_sha256)
         root = data.root
         bank = self.outputs([load_rgb(root / r.path) for r in bank_pick(data.train)])
         labels = np.array([self.checkpoint.classes.index(r.label) for r in bank_pick(data.train)])
@@ -135,12 +135,14 @@ def main() -> None:
     """One row per image set, one column per method."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path)
+    parser.add_argument("--data", type=Path, help="the model's training folder (default: the one it records; a "
+                        "release records none)")
     parser.add_argument("--known", action="append", default=[], help="NAME=DIR: cells of the model's classes")
     parser.add_argument("--unknown", action="append", default=[], help="NAME=DIR: cells it has no class for")
     parser.add_argument("--photos", type=Path, help="a folder of photographs that are not cells")
     parser.add_argument("--sample-photos", action="store_true", help="the installed packages' sample photographs")
     args = parser.parse_args()
-    scorer = Scorer(args.run)
+    scorer = Scorer(args.run, args.data)
     sets = [(spec.split("=", 1)[0] + " (known classes)", folder_images(Path(spec.split("=", 1)[1])))
             for spec in args.known]
     sets += [(spec.split("=", 1)[0] + " (no class)", folder_images(Path(spec.split("=", 1)[1])))

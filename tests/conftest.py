@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bmcell.core.checkpoint import metadata_digest
 from bmcell.core.data.synthetic import write_synthetic_dataset
 
 PBC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pbc"
@@ -124,3 +127,22 @@ def released_export(tmp_path_factory):
         pytest.skip(f"no released model in {DEFAULT_MODEL}")
     out = tmp_path_factory.mktemp("released-export") / "export"
     return out, CliRunner().invoke(app, ["export", "--target", "android", "--target", "web", "--out", str(out)])
+
+
+def rewritten_checkpoint(run: Path, folder: Path, drop: str, meta_edit=None) -> Path:
+    """A copy of a run's best checkpoint (and split) in folder, without its stored tensor `drop`, its metadata edited
+    by meta_edit and re-signed."""
+    from safetensors.torch import load_file, save_file
+
+    for name in ("best.json", "best.safetensors", "split.json"):
+        (folder / name).write_bytes((run / name).read_bytes())
+    weights = load_file(str(folder / "best.safetensors"))
+    del weights[drop]
+    save_file(weights, str(folder / "best.safetensors"))
+    meta = json.loads((folder / "best.json").read_text())
+    if meta_edit:
+        meta_edit(meta)
+    meta["weights"]["sha256"] = hashlib.sha256((folder / "best.safetensors").read_bytes()).hexdigest()
+    meta["metadata_sha256"] = metadata_digest(meta)
+    (folder / "best.json").write_text(json.dumps(meta))
+    return folder / "best.json"

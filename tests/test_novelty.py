@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from bmcell.cli.main import app
-from bmcell.core.checkpoint import CheckpointError, carried_meta, load_checkpoint, metadata_digest, save_checkpoint
+from bmcell.core.checkpoint import CheckpointError, carried_meta, load_checkpoint, save_checkpoint
 from bmcell.core.data.folder import ImageRecord
 from bmcell.core.data.prepare import load_prepared
 from bmcell.core.novelty import (
@@ -30,6 +30,7 @@ from bmcell.core.novelty import (
     fit_novelty,
 )
 from bmcell.core.run_folder import store_novelty
+from tests.conftest import rewritten_checkpoint
 
 runner = CliRunner()
 
@@ -102,32 +103,14 @@ def test_trained_run_carries_novelty_and_its_logits_are_unchanged(tiny_run, synt
     assert (scored[:, -1] >= 0).all()
 
 
-def _rewritten(tiny_run, folder, drop: str, meta_edit=None):
-    """A copy of tiny_run's best checkpoint without the stored tensor `drop`, its metadata edited by meta_edit."""
-    from safetensors.torch import load_file, save_file
-
-    for name in ("best.json", "best.safetensors", "split.json"):
-        (folder / name).write_bytes((tiny_run / name).read_bytes())
-    weights = load_file(str(folder / "best.safetensors"))
-    del weights[drop]
-    save_file(weights, str(folder / "best.safetensors"))
-    meta = json.loads((folder / "best.json").read_text())
-    if meta_edit:
-        meta_edit(meta)
-    meta["weights"]["sha256"] = __import__("hashlib").sha256((folder / "best.safetensors").read_bytes()).hexdigest()
-    meta["metadata_sha256"] = metadata_digest(meta)
-    (folder / "best.json").write_text(json.dumps(meta))
-    return folder / "best.json"
-
-
 @pytest.mark.parametrize("drop", [BANK_KEY, STYLE_BANK_KEY])
 def test_checkpoint_with_half_the_novelty_is_refused(tiny_run, tmp_path, drop):
     with pytest.raises(CheckpointError, match="novelty statistics are incomplete"):
-        load_checkpoint(_rewritten(tiny_run, tmp_path, drop))
+        load_checkpoint(rewritten_checkpoint(tiny_run, tmp_path, drop))
 
 
 def test_a_checkpoint_from_before_the_appearance_distance_keeps_its_content_distance(tiny_run, tmp_path):
-    older = load_checkpoint(_rewritten(tiny_run, tmp_path, STYLE_BANK_KEY, lambda m: m["novelty"].pop("style")))
+    older = load_checkpoint(rewritten_checkpoint(tiny_run, tmp_path, STYLE_BANK_KEY, lambda m: m["novelty"].pop("style")))
     assert older.novelty.style_bank is None
     x = torch.rand(2, 3, older.image_size, older.image_size)
     with torch.no_grad():

@@ -19,10 +19,11 @@ from bmcell.core.data.images import load_rgb
 from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.data.transforms import unit_transform
 from bmcell.core.engine import fit
+from bmcell.core.novelty import STYLE_BANK_KEY
 from bmcell.jobs.release import recorded_paths
 from export.golden import reference_logits
 from export.samples import SAMPLES_DIR, SAMPLES_FILE
-from tests.conftest import TINY
+from tests.conftest import TINY, rewritten_checkpoint
 
 runner = CliRunner()
 
@@ -42,7 +43,10 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     """Every file of the release, golden logits that the released weights reproduce, and the default fallback."""
     models = tmp_path / "models"
     (tmp_path / "lolo.md").write_text("### Leave one lab out\n\n| trained on | a |\n|---|---:|\n| b | 0.5 |\n")
-    result = runner.invoke(app, ["release", str(trained / "run"), "--name", "tiny-pbc", "--models-dir", str(models),
+    older = tmp_path / "older"  # novelty from before the appearance distance: the release fits today's
+    older.mkdir()
+    rewritten_checkpoint(trained / "run", older, STYLE_BANK_KEY, lambda meta: meta["novelty"].pop("style"))
+    result = runner.invoke(app, ["release", str(older), "--name", "tiny-pbc", "--models-dir", str(models),
                                  "--other", str(trained / "other"), "--note", "1 epoch on CPU (a test)",
                                  "--evidence", str(tmp_path / "lolo.md")])
     assert result.exit_code == 0, result.output
@@ -51,6 +55,7 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
                  "eval-val/report.json", "crosslab/crosslab.md", "crosslab/other/confusion.png"):
         assert (dest / name).is_file(), name
     checkpoint = load_checkpoint(dest)
+    assert checkpoint.novelty.style_bank is not None and "novelty fitted" in result.output
     golden = json.loads((dest / "reference_logits.json").read_text())
     assert len(golden["images"]) == 64 and golden["source_weights_sha256"] == checkpoint.weights_sha256
     first = golden["images"][0]

@@ -444,7 +444,8 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
             shutil.copy2(Path(data).parent / SOURCES_FILE, staging / SOURCES_FILE)
         released = load_checkpoint(staging / RELEASE_CHECKPOINT)
         device = select_device("auto")
-        if released.novelty is None and is_mobilevit(released.build_model()):  # a run trained before novelty
+        if (released.novelty is None or released.novelty.style_bank is None) and is_mobilevit(released.build_model()):
+            # a run trained before novelty, or before its appearance distance: fitted as train fits it today
             prepared = load_prepared(data, released.run_dir, released.split_sha256)
             novelty = store_novelty(released.json_path, prepared.root, prepared.train, prepared.val, device)
             log(f"novelty fitted on {novelty.bank.shape[0]} training images: {novelty.flagged_on_validation:.1%} of "
