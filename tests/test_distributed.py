@@ -20,9 +20,9 @@ RUN_FILES = {"best.json", "best.safetensors", "last.json", "last.safetensors", "
              "config.json", "split.json", "metrics.jsonl", "curves.png", "cache", LOG_FILE}
 
 
-def _torchrun(*args: str) -> subprocess.Popen:
-    """`torchrun --nproc-per-node 2 -m bmcell train ARGS` on CPU."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+def _torchrun(*args: str, processes: int = 2) -> subprocess.Popen:
+    """`torchrun --nproc-per-node PROCESSES -m bmcell train ARGS` on CPU."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
                "-m", "bmcell", "train", "--device", "cpu", *args]
     env = {**os.environ, "COLUMNS": "200", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -59,14 +59,14 @@ def test_two_ranks_train_resume_and_write_one_run(synthetic_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_ranks_with_one_validation_image(synthetic_data, tmp_path):
+def test_more_ranks_than_validation_images(synthetic_data, tmp_path):
     files = sorted(p.relative_to(synthetic_data).as_posix() for p in synthetic_data.rglob("*.jpg"))
-    split = tmp_path / "split.csv"  # one validation image for two processes: the second is dealt none
-    split.write_text("path,subset\n" + "".join(f"{f},{'val' if i == 0 else 'train'}\n" for i, f in enumerate(files)))
+    split = tmp_path / "split.csv"  # two validation images for three processes: the third is dealt none
+    split.write_text("path,subset\n" + "".join(f"{f},{'val' if i < 2 else 'train'}\n" for i, f in enumerate(files)))
     run = tmp_path / "run"
     done = _torchrun("--data", str(synthetic_data), "--split", str(split), "--out", str(run), "--epochs", "1",
-                     *TINY_ARGS)
-    output, _ = done.communicate(timeout=180)
+                     *TINY_ARGS, "--batch-size", "12", processes=3)
+    output, _ = done.communicate(timeout=240)
     assert done.returncode == 0, output
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["world_size"], r["val_images"]) for r in rows] == [(2, 1)]
+    assert [(r["world_size"], r["val_images"]) for r in rows] == [(3, 2)]
