@@ -180,21 +180,23 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Feature maps of the last stage."""
-        return self.stages(self._stem(x))
+        if self.eps is not None:
+            x = standardise_per_image(x, self.eps)
+        return self.stages(self.stem(x))
 
     def with_stage_output(self, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature maps of the last stage and of stage `stage` (0-based), from one pass through the same layers."""
-        maps, tapped = self._stem(x), None
-        for index, block in enumerate(self.stages):
-            maps = block(maps)
-            tapped = maps if index == stage else tapped
-        return maps, tapped
+        maps = self.stage_outputs(x)
+        return maps[-1], maps[stage]
 
-    def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        """The per-image standardisation (when the model has one) and the stem."""
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps of every stage, in order, from one pass."""
         if self.eps is not None:
             x = standardise_per_image(x, self.eps)
-        return self.stem(x)
+        maps = [self.stem(x)]
+        for block in self.stages:
+            maps.append(block(maps[-1]))
+        return maps[1:]
 
 
 class Top(nn.Module):
