@@ -27,7 +27,7 @@ from bmcell.core.data.images import load_rgb  # noqa: E402
 from bmcell.core.data.prepare import load_prepared  # noqa: E402
 from bmcell.core.data.transforms import eval_transform  # noqa: E402
 from bmcell.core.models import Top, Trunk  # noqa: E402
-from bmcell.core.novelty import FLAG_QUANTILE, bank_pick, nearest_distance, unit_rows  # noqa: E402
+from bmcell.core.novelty import FLAG_QUANTILE, appearance, bank_pick, nearest_distance, unit_rows  # noqa: E402
 
 
 @torch.no_grad()
@@ -38,10 +38,8 @@ def stage_features(trunk: Trunk, top: Top, transform, images) -> dict[str, np.nd
     for start in range(0, len(images), 32):
         maps = trunk.stage_outputs(torch.stack([transform(im) for im in images[start:start + 32]]))
         for index, h in enumerate(maps):
-            mean, spread = h.mean(dim=(2, 3)), h.std(dim=(2, 3), correction=0)
-            rows.setdefault(f"stage {index} mean", []).append(unit_rows(mean).numpy())
-            rows.setdefault(f"stage {index} mean+spread", []).append(
-                torch.cat([unit_rows(mean), unit_rows(spread)], 1).numpy())
+            rows.setdefault(f"stage {index} mean", []).append(unit_rows(h.mean(dim=(2, 3))).numpy())
+            rows.setdefault(f"stage {index} mean+spread", []).append(appearance(h).numpy())
         rows.setdefault("content", []).append(top.features(maps[-1]).numpy())
     return {name: np.concatenate(parts) for name, parts in rows.items()}
 

@@ -37,15 +37,15 @@ runner = CliRunner()
 
 def test_fitted_radius_flags_the_quantile_and_far_features():
     rng = np.random.default_rng(0)
-    centre = rng.normal(size=16)
-    bank = centre + 0.5 * rng.normal(size=(50, 16))
-    validation = centre + 0.5 * rng.normal(size=(200, 16))
-    novelty = fit_novelty(NoveltyFeatures(bank, None), NoveltyFeatures(validation, None))
+    centre, look = rng.normal(size=16), rng.normal(size=8)
+    bank = NoveltyFeatures(centre + 0.5 * rng.normal(size=(50, 16)), look + 0.5 * rng.normal(size=(50, 8)))
+    validation = NoveltyFeatures(centre + 0.5 * rng.normal(size=(200, 16)), look + 0.5 * rng.normal(size=(200, 8)))
+    novelty = fit_novelty(bank, validation)
     assert novelty.flagged_on_validation == pytest.approx(1 - FLAG_QUANTILE, abs=0.01)
-    assert novelty.bank.shape == (50, 16) and novelty.style_bank is None
+    assert novelty.bank.shape == (50, 16) and novelty.style_bank.shape == (50, 8)
     assert torch.allclose(novelty.bank.norm(dim=1), torch.ones(50))
-    coinciding = NoveltyFeatures(bank[:20] * 1.0001, None)
-    assert fit_novelty(NoveltyFeatures(bank, None), coinciding).radius == 0.01  # all alike: the floor
+    coinciding = NoveltyFeatures(bank.pooled[:20] * 1.0001, bank.style[:20] * 1.0001)
+    assert fit_novelty(bank, coinciding).radius == 0.01  # all alike: the floor
 
 
 def test_the_larger_of_the_two_distances_flags_the_quantile_and_either_kind_of_stranger():
@@ -110,7 +110,8 @@ def test_checkpoint_with_half_the_novelty_is_refused(tiny_run, tmp_path, drop):
 
 
 def test_a_checkpoint_from_before_the_appearance_distance_keeps_its_content_distance(tiny_run, tmp_path):
-    older = load_checkpoint(rewritten_checkpoint(tiny_run, tmp_path, STYLE_BANK_KEY, lambda m: m["novelty"].pop("style")))
+    older = load_checkpoint(rewritten_checkpoint(tiny_run, tmp_path, STYLE_BANK_KEY,
+                                                 lambda meta: meta["novelty"].pop("style")))
     assert older.novelty.style_bank is None
     x = torch.rand(2, 3, older.image_size, older.image_size)
     with torch.no_grad():

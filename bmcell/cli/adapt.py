@@ -12,8 +12,8 @@ from bmcell.core.adapt import adapt_checkpoint
 from bmcell.core.checkpoint import load_checkpoint
 from bmcell.core.device import select_device
 from bmcell.core.releases import refuse_out_inside_release
+from bmcell.jobs.lab import carried_samples
 from bmcell.jobs.release import MODELS_DIR, default_checkpoint
-from export.samples import SAMPLES_DIR
 
 
 @reports_errors
@@ -30,9 +30,8 @@ def adapt(
     checkpoint (export, evaluate and crosslab take it like any other)."""
     refuse_out_inside_release(out, MODELS_DIR)
     source = load_checkpoint(checkpoint or default_checkpoint())
-    samples = source.run_dir / SAMPLES_DIR  # a release's sample set: the adapted model exports with no data at hand
     best = adapt_checkpoint(source, images, out, select_device(device), batch_size,
-                            lambda m: console.print(f"[yellow]warning:[/] {m}"), (samples,) if samples.is_dir() else ())
+                            lambda m: console.print(f"[yellow]warning:[/] {m}"), carried_samples(source))
     adapted = load_checkpoint(best)
     console.print(f"adapted {adapted.adapted_on['batchnorm_layers']} BatchNorm layers on "
                   f"{adapted.adapted_on['images']} images from {images} -> {best}")

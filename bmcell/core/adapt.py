@@ -114,12 +114,12 @@ def adapt_checkpoint(checkpoint: Checkpoint, images: Path, out: Path, device: to
                   "note": "BatchNorm statistics re-estimated on these unlabelled images (AdaBN); learned weights, "
                           "temperature, abstention threshold and novelty statistics are the source model's"}
     novelty = checkpoint.novelty
-    kept = ({"novelty": checkpoint.meta["novelty"]}, novelty.tensors()) if novelty else ({}, None)
+    novelty_meta = {"novelty": checkpoint.meta["novelty"]} if novelty else {}
     with staged_folder(out) as staging:
         if split.is_file():
             shutil.copy2(split, staging / SPLIT_FILE)
         for folder in carry:
             shutil.copytree(folder, staging / folder.name)
-        name = save_checkpoint(staging, "best", model, carried_meta(checkpoint.meta) | kept[0]
-                               | {"adapted_on": adapted_on}, kept[1]).name
+        name = save_checkpoint(staging, "best", model, carried_meta(checkpoint.meta) | novelty_meta
+                               | {"adapted_on": adapted_on}, novelty.tensors() if novelty else None).name
     return out / name

@@ -180,14 +180,7 @@ class Trunk(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Feature maps of the last stage."""
-        if self.eps is not None:
-            x = standardise_per_image(x, self.eps)
-        return self.stages(self.stem(x))
-
-    def with_stage_output(self, x: torch.Tensor, stage: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature maps of the last stage and of stage `stage` (0-based), from one pass through the same layers."""
-        maps = self.stage_outputs(x)
-        return maps[-1], maps[stage]
+        return self.stage_outputs(x)[-1]
 
     def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps of every stage, in order, from one pass."""

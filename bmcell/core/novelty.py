@@ -45,18 +45,15 @@ RULE = ("novelty = the larger of two cosine distances to the nearest of the mode
 
 @dataclass(frozen=True)
 class NoveltyFeatures:
-    """What the novelty distances compare, per image: pooled features, and appearance statistics (None for a
-    checkpoint from before them)."""
+    """What the novelty distances compare, per image: pooled features and appearance statistics."""
 
     pooled: np.ndarray
-    style: np.ndarray | None
+    style: np.ndarray
 
     @staticmethod
     def concatenate(parts: list[NoveltyFeatures]) -> NoveltyFeatures:
         """The rows of several sets, in order."""
-        styles = [p.style for p in parts]
-        return NoveltyFeatures(np.concatenate([p.pooled for p in parts]),
-                               None if any(s is None for s in styles) else np.concatenate(styles))
+        return NoveltyFeatures(np.concatenate([p.pooled for p in parts]), np.concatenate([p.style for p in parts]))
 
 
 @dataclass(frozen=True)
@@ -155,8 +152,8 @@ class NoveltyDistance(nn.Module):
 
 def tapped_forward(trunk: Trunk, top: Top, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The pooled features the classifier reads, and the style stage's feature maps, from one pass."""
-    maps, style_maps = trunk.with_stage_output(x, STYLE_STAGE)
-    return top.features(maps), style_maps
+    maps = trunk.stage_outputs(x)
+    return top.features(maps[-1]), maps[STYLE_STAGE]
 
 
 class NoveltyScored(nn.Module):
@@ -207,9 +204,6 @@ def fit_novelty(bank: NoveltyFeatures, validation: NoveltyFeatures) -> Novelty:
     FLAG_QUANTILE of the validation images (halfway between two of them, _halfway_quantile)."""
     content_bank = unit_rows(torch.from_numpy(np.asarray(bank.pooled, dtype=np.float32)))
     content = nearest_distance(validation.pooled, content_bank)
-    if bank.style is None:
-        radius = max(_halfway_quantile(content), MIN_RADIUS)
-        return Novelty(content_bank, radius, len(content), float(np.mean(content / radius >= THRESHOLD)))
     style_bank = unit_rows(torch.from_numpy(np.asarray(bank.style, dtype=np.float32)))
     style = nearest_distance(validation.style, style_bank)
     own = [max(float(np.quantile(d, FLAG_QUANTILE)), MIN_RADIUS) for d in (content, style)]

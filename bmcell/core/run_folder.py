@@ -119,9 +119,9 @@ def _is_within(path: Path, folder: Path) -> bool:
 
 
 def check_out_folder(run_dir: Path, resume: bool, data: str | Path | None = None) -> None:
-    """Refuse, before anything is written, an --out a train command cannot use: a file or a path under one; with resume, a folder
-    without a started run; without, a folder inside the data folder, a folder that holds a run, or one that holds
-    anything but what an earlier attempt of ours leaves before a run starts (BEFORE_START)."""
+    """Refuse, before anything is written, an --out a train command cannot use: a file or a path under one; with
+    resume, a folder without a started run; without, a folder inside the data folder, a folder that holds a run, or
+    one that holds anything but what an earlier attempt of ours leaves before a run starts (BEFORE_START)."""
     run_dir = Path(run_dir)
     check_folder_path(run_dir)
     if not resume and data is not None and _is_within(run_dir, Path(data)):

@@ -47,9 +47,14 @@ def finetune_run(checkpoint: Checkpoint, lab_folder: Path, out: Path, class_map:
     carried into the new folder so that it exports with no data at hand, as the release did."""
     lab = read_lab_cells(lab_folder, checkpoint.classes, class_map, warn)
     replay = own_images(checkpoint, data, say)
+    return finetune_checkpoint(checkpoint, lab, replay, out, recipe, folds, say, carried_samples(checkpoint))
+
+
+def carried_samples(checkpoint: Checkpoint) -> tuple[Path, ...]:
+    """The release's sample set, when the checkpoint is a release's, for a derived model's folder: it then exports
+    with no data at hand, as the release does."""
     samples = checkpoint.run_dir / SAMPLES_DIR
-    return finetune_checkpoint(checkpoint, lab, replay, out, recipe, folds, say,
-                               (samples,) if samples.is_dir() else ())
+    return (samples,) if samples.is_dir() else ()
 
 
 def _lab_cells_bank(checkpoint: Checkpoint) -> tuple[Path, list] | None:
