@@ -77,19 +77,25 @@ def _unwritable(folder: Path) -> Path | None:
     return None if os.access(folder, os.W_OK | os.X_OK) else folder
 
 
-def parity_row(export_dir: Path, name: str) -> dict | None:
-    """The artefact's row of the export folder's parity report (None without a report or a row)."""
+def parity_rows(export_dir: Path, name: str) -> list[dict]:
+    """The artefact's rows of the export folder's parity report: this machine's first, then its rows on ARM64
+    kernels when parity ran them (empty without a report or a row)."""
     path = export_dir / PARITY_JSON
     if not path.is_file():
-        return None
-    rows = json.loads(path.read_text(encoding="utf-8"))["artefacts"]
-    return next((row for row in rows if row["name"] == name), None)
+        return []
+    return [row for row in json.loads(path.read_text(encoding="utf-8"))["artefacts"] if row["name"] == name]
+
+
+def parity_row(export_dir: Path, name: str) -> dict | None:
+    """The artefact's row of the export folder's parity report on this machine (None without a report or a row)."""
+    return next(iter(parity_rows(export_dir, name)), None)
 
 
 def answers_like_float(row: dict | None) -> bool:
     """True when parity ran the artefact (its row), it passed, and it gave the float model's answer (a class or
     "uncertain") on every golden image."""
     return row is not None and row.get("status") == "pass" and row.get("answer_changes") == 0
+
 
 
 def model_card_source(manifest: dict) -> Path | None:
@@ -100,26 +106,29 @@ def model_card_source(manifest: dict) -> Path | None:
 
 def choose_artefact(manifest: dict, export_dir: Path, app: App, precision: str) -> dict:
     """The manifest entry to install. auto: int8 when exported, passed parity and answers as the float model does
-    on every golden image, else float. An int8 artefact whose answers differ is refused even when asked for: the
-    confidence rule was fitted on the float model, and the app would answer where `bmcell predict` is uncertain."""
+    on every golden image, on this machine and on every ARM64 CPU model parity ran it on, else float. An int8
+    artefact whose answers differ is refused even when asked for: the confidence rule was fitted on the float model,
+    and the app would answer where `bmcell predict` is uncertain."""
     entries = {entry["name"]: entry for entry in manifest["artefacts"]}
     if precision == "auto":
-        int8 = app.int8_artefact in entries and answers_like_float(parity_row(export_dir, app.int8_artefact))
+        rows = parity_rows(export_dir, app.int8_artefact)
+        int8 = app.int8_artefact in entries and bool(rows) and all(answers_like_float(row) for row in rows)
         wanted = app.int8_artefact if int8 else app.float_artefact
     else:
         wanted = app.int8_artefact if precision == "int8" else app.float_artefact
     if wanted not in entries:
         raise BmcellError(f"{export_dir} has no {wanted} artefact (it has {', '.join(entries) or 'none'}); "
                           f"export it first, e.g. `bmcell export RUN --target ... --quantize all`")
-    row = parity_row(export_dir, wanted) or {}
-    if row.get("status") == "fail":
-        raise BmcellError(f"{wanted} failed parity ({'; '.join(row.get('failures', []))}): not installed; see "
-                          f"{export_dir / 'parity.md'}")
-    changes = row.get("answer_changes") or 0
-    if wanted == app.int8_artefact and changes:
-        raise BmcellError(f"{wanted} answers differently from the float model on {changes} golden image(s) "
-                          f"({export_dir / 'parity.md'}): installing it would make the app answer where `bmcell "
-                          "predict` says uncertain, or the reverse; use --app-precision float (or auto)")
+    for row in parity_rows(export_dir, wanted):
+        where = f" on arm64 {row['cpu']}" if "cpu" in row else ""
+        if row.get("status") == "fail":
+            raise BmcellError(f"{wanted} failed parity{where} ({'; '.join(row.get('failures', []))}): not "
+                              f"installed; see {export_dir / 'parity.md'}")
+        changes = row.get("answer_changes") or 0
+        if wanted == app.int8_artefact and changes:
+            raise BmcellError(f"{wanted} answers differently from the float model{where} on {changes} golden "
+                              f"image(s) ({export_dir / 'parity.md'}): installing it would make the app answer where "
+                              "`bmcell predict` says uncertain, or the reverse; use --app-precision float (or auto)")
     return entries[wanted]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,8 +14,10 @@ from bmcell.core.confidence import softmax
 from bmcell.core.fileio import atomic_write_json
 from bmcell.core.novelty import THRESHOLD, UNKNOWN_TEXT, split_output
 from bmcell.core.reports import markdown_cell
+from export.arm64.emulated import CPU_PROFILES, run_emulated, runs_emulated
+from export.arm64.environment import Arm64Environment
 from export.formats import FORMATS
-from export.formats.base import ExportFormat, Runner
+from export.formats.base import ExportError, ExportFormat, Runner
 from export.golden import read_export_golden
 from export.manifest import ManifestError, read_manifest, verify_artefact
 
@@ -169,16 +172,80 @@ def answer_changes(fmt: ExportFormat, reference: np.ndarray, output: np.ndarray,
                                  "artefact": label[found[i] + 2]} for i in changed[:5]]}
 
 
+def output_numbers(fmt: ExportFormat, reference: np.ndarray, output: np.ndarray, manifest: dict,
+                   names: list[str]) -> dict:
+    """An artefact's whole output against the reference's: logit agreement, novelty and answers."""
+    classes = len(manifest["classes"])
+    (reference_values, reference_novelty), (values, novelty) = \
+        split_output(reference, classes), split_output(output, classes)
+    return agreement(expected_output(fmt, reference_values, manifest), values) \
+        | novelty_agreement(reference_novelty, novelty) | answer_changes(fmt, reference, output, manifest, names)
+
+
+def kernel_difference(fmt: ExportFormat, native: np.ndarray, emulated: np.ndarray, manifest: dict) -> dict:
+    """How far the same artefact's output on ARM64 kernels is from its output on this machine's: max error, SQNR,
+    top-1 agreement and answers that differ (class, "uncertain" or "does not look like a cell")."""
+    classes, confidence = len(manifest["classes"]), manifest.get("confidence")
+    (native_values, native_novelty), (values, novelty) = split_output(native, classes), split_output(emulated, classes)
+    numbers = agreement(native_values, values)
+    shown = answers(native_values, fmt.output_kind, confidence, native_novelty) != \
+        answers(values, fmt.output_kind, confidence, novelty)
+    return {"max_abs_error": numbers["max_abs_error"], "sqnr_db": numbers["sqnr_db"],
+            "top1_agreement": numbers["top1_agreement"], "answers_differ": int(np.sum(shown))}
+
+
+@dataclass(frozen=True)
+class Arm64Parity:
+    """Parity rows on ARM64 kernels: the built environment, the qemu CPU models, the runtimes' thread count, and
+    the artefacts to run there (empty: every ExecuTorch and ONNX Runtime one)."""
+
+    env: Arm64Environment
+    cpus: tuple[str, ...] = tuple(CPU_PROFILES)
+    threads: int = 1
+    artefacts: tuple[str, ...] = ()
+
+    def runs(self, fmt: ExportFormat) -> bool:
+        """Whether this artefact gets rows on ARM64 kernels."""
+        return runs_emulated(fmt) and (not self.artefacts or fmt.name in self.artefacts)
+
+
+def row_label(row: dict) -> str:
+    """An artefact row's name, with the architecture and CPU model for a row run under emulation."""
+    return row["name"] + (f" @ arm64 {row['cpu']}" if "cpu" in row else "")
+
+
+def _emulated_rows(fmt: ExportFormat, path: Path, entry: dict, inputs: np.ndarray, reference: np.ndarray,
+                   native: np.ndarray, manifest: dict, names: list[str], arm64: Arm64Parity) -> list[dict]:
+    """The artefact's rows on ARM64 kernels, one per CPU model, judged by its precision's tier (golden set only)."""
+    rows = []
+    for cpu in arm64.cpus:
+        row = {"name": entry["name"], "precision": entry["precision"], "file": entry["file"], "arch": "arm64",
+               "cpu": cpu}
+        try:
+            output = run_emulated(arm64.env, fmt, path, inputs, cpu, arm64.threads)
+            numbers = output_numbers(fmt, reference, output, manifest, names) | \
+                {"vs_native": kernel_difference(fmt, native, output, manifest)}
+            failures = judge(entry["precision"], numbers)
+            row |= numbers | {"status": "fail" if failures else "pass", "failures": failures}
+        except (ManifestError, ExportError, ValueError, OSError) as error:
+            row |= {"status": "fail", "failures": [f"{type(error).__name__}: {error}"]}
+        rows.append(row)
+    return rows
+
+
 def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float] | None,
-               log: Callable[[str], None] = print) -> dict:
-    """Check every artefact in an export folder; validation is (inputs, targets, reference accuracy) or None."""
+               log: Callable[[str], None] = print, arm64: Arm64Parity | None = None) -> dict:
+    """Check every artefact in an export folder; validation is (inputs, targets, reference accuracy) or None;
+    arm64 adds each ExecuTorch and ONNX Runtime artefact's rows on ARM64 kernels (emulated)."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
     inputs, reference, info = read_export_golden(export_dir, manifest)
     names = json.loads(info.get("images", "[]")) or [str(i) for i in range(len(inputs))]
     rows = []
     for entry in manifest["artefacts"]:
-        row = {"name": entry["name"], "precision": entry["precision"], "file": entry["file"]}
+        row = {"name": entry["name"], "precision": entry["precision"], "file": entry["file"],
+               "arch": platform.machine()}
+        extra = []
         try:
             path = verify_artefact(export_dir, entry)
             fmt = FORMATS[entry["name"]]
@@ -191,22 +258,20 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
             else:
                 run = fmt.load(path)
                 output = run(inputs)
-                classes = len(manifest["classes"])
-                (reference_values, reference_novelty), (values, novelty) = \
-                    split_output(reference, classes), split_output(output, classes)
-                numbers = agreement(expected_output(fmt, reference_values, manifest), values) \
-                    | novelty_agreement(reference_novelty, novelty) \
-                    | answer_changes(fmt, reference, output, manifest, names)
+                numbers = output_numbers(fmt, reference, output, manifest, names)
                 if validation is not None:
                     val_inputs, val_targets, reference_accuracy = validation
-                    numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets, classes)
+                    numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets, len(manifest["classes"]))
                     numbers["accuracy_drop_points"] = 100 * (reference_accuracy - numbers["val_accuracy"])
                 failures = judge(entry["precision"], numbers)
                 row |= numbers | {"status": "fail" if failures else "pass", "failures": failures}
+                if arm64 is not None and arm64.runs(fmt):
+                    extra = _emulated_rows(fmt, path, entry, inputs, reference, output, manifest, names, arm64)
         except (ManifestError, KeyError, RuntimeError, ValueError, OSError) as error:
             row |= {"status": "fail", "failures": [f"{type(error).__name__}: {error}"]}
-        log(f"{row['name']:<18} {row['status']:<8} " + ("; ".join(row["failures"]) or row.get("reason", "")))
-        rows.append(row)
+        for done in (row, *extra):
+            log(f"{row_label(done):<36} {done['status']:<8} " + ("; ".join(done["failures"]) or done.get("reason", "")))
+        rows += [row, *extra]
     report = {"golden": {"count": len(inputs), "device": info["device"], "tf32": info["tf32"]},
               "validation": None if validation is None else {"images": len(validation[1]),
                                                              "reference_accuracy": validation[2]},
@@ -219,7 +284,7 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
 
 def failed_artefacts(report: dict) -> list[str]:
     """Names of the artefacts a parity report failed."""
-    return [row["name"] for row in report["artefacts"] if row["status"] == "fail"]
+    return [row_label(row) for row in report["artefacts"] if row["status"] == "fail"]
 
 
 def parity_markdown(report: dict) -> str:
@@ -233,7 +298,7 @@ def parity_markdown(report: dict) -> str:
 
     for row in report["artefacts"]:
         notes = "; ".join(row.get("failures", [])) or row.get("reason", "")
-        lines.append(f"| {row['name']} | {row['precision']} | {row['status']} | {markdown_cell(row, 'max_abs_error', '.2e')} | "
+        lines.append(f"| {row_label(row)} | {row['precision']} | {row['status']} | {markdown_cell(row, 'max_abs_error', '.2e')} | "
                      f"{markdown_cell(row, 'max_relative_error', '.2e')} | {markdown_cell(row, 'sqnr_db', '.1f')} | "
                      f"{markdown_cell(row, 'top1_agreement', '.4f')} | {markdown_cell(row, 'answer_changes', 'd')} | "
                      f"{markdown_cell(row, 'val_accuracy', '.4f')} | "
@@ -241,6 +306,19 @@ def parity_markdown(report: dict) -> str:
     if report["validation"]:
         lines += ["", f"Validation split: {report['validation']['images']} images, reference accuracy "
                       f"{report['validation']['reference_accuracy']:.4f}."]
+    emulated = [row for row in report["artefacts"] if "vs_native" in row]
+    if emulated:
+        lines += ["", f"## ARM64 kernels against this machine's ({emulated[0]['arch']} under qemu-aarch64 vs "
+                      f"{report['artefacts'][0]['arch']}, same artefact, golden set)", "",
+                  "| artefact | CPU model | max abs diff | SQNR dB | top-1 agree | answers differ |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for row in emulated:
+            diff = row["vs_native"]
+            lines.append(f"| {row['name']} | {row['cpu']} | {markdown_cell(diff, 'max_abs_error', '.2e')} | "
+                         f"{markdown_cell(diff, 'sqnr_db', '.1f')} | {markdown_cell(diff, 'top1_agreement', '.4f')} | "
+                         f"{markdown_cell(diff, 'answers_differ', 'd')} |")
+        lines += ["", "CPU models: " + "; ".join(f"{cpu}: {words}" for cpu, words in CPU_PROFILES.items())
+                  + ". Emulated rows run the golden set only (no validation accuracy)."]
     lines += ["", "Answers changed: golden images on which the artefact's answer under the confidence rule (a class, "
                   "or \"uncertain\") differs from the float model's, i.e. from `bmcell predict`; an app installs an "
                   "int8 artefact only when there are none.", "", "Tiers: " + json.dumps(report["tiers"])]

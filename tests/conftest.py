@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -146,3 +147,17 @@ def rewritten_checkpoint(run: Path, folder: Path, drop: str, meta_edit=None) -> 
     meta["metadata_sha256"] = metadata_digest(meta)
     (folder / "best.json").write_text(json.dumps(meta))
     return folder / "best.json"
+
+
+def built_arm64_environment():
+    """The built aarch64 environment (`bmcell setup-arm64`), or a skip; a failure with BMCELL_REQUIRE_ARM64 set, as
+    in CI, which builds it."""
+    from export.arm64.environment import Arm64Environment, default_root, environment_status
+
+    env = Arm64Environment(default_root())
+    if not all(environment_status(env).values()):
+        reason = f"aarch64 environment not built in {env.root} (`bmcell setup-arm64`)"
+        if os.environ.get("BMCELL_REQUIRE_ARM64"):
+            pytest.fail(f"BMCELL_REQUIRE_ARM64 is set but the {reason}")
+        pytest.skip(reason)
+    return env

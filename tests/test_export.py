@@ -24,7 +24,7 @@ from bmcell.core.errors import BmcellError
 from export.formats import FORMATS
 from export.golden import read_golden
 from export.parity import agreement, expected_output, judge, structure_failures
-from tests.conftest import TINY
+from tests.conftest import TINY, built_arm64_environment
 
 runner = CliRunner()
 EXPECTED = {"torchscript-fp32", "torchscript-lite", "executorch-fp32", "executorch-int8", "onnx-fp32", "onnx-int8",
@@ -353,3 +353,31 @@ def test_read_only_app_folder_is_refused(tmp_path):
             check_app("web", web, "auto")
     finally:
         web.chmod(0o755)
+
+
+def test_arm64_parity_holds_executorch_int8_and_onnx_fp32_to_their_tiers_on_two_cpu_models(exported, tmp_path):
+    """The artefacts run on ARM64 kernels under qemu-aarch64 (NEON-only cortex-a53, and max: dot product, i8mm, SVE,
+    SME), each row judged by its precision's tier as this machine's row is, and compared with this machine's output."""
+    built_arm64_environment()
+    folder = tmp_path / "export"
+    shutil.copytree(exported[0], folder)
+    result = runner.invoke(app, ["parity", str(folder), "--golden-only", "--arch", "arm64", "--arm64-artefact",
+                                 "executorch-int8", "--arm64-artefact", "onnx-fp32"])
+    report = json.loads((folder / "parity.json").read_text())
+    rows = {(row["name"], row.get("cpu")): row for row in report["artefacts"]}
+    emulated = [key for key in rows if key[1] is not None]
+    assert sorted(emulated) == [(name, cpu) for name in ("executorch-int8", "onnx-fp32") for cpu in ("cortex-a53", "max")]
+    for name, cpu in emulated:
+        row, native = rows[(name, cpu)], rows[(name, None)]
+        assert row["arch"] == "arm64" and native["arch"] != "arm64"
+        assert row["failures"] == judge(row["precision"], row)  # the same tier as this machine's row
+        assert row["status"] == ("fail" if row["failures"] else "pass")
+        difference = row["vs_native"]
+        assert difference["top1_agreement"] == 1.0, (name, cpu, difference)
+        if name == "onnx-fp32":  # float kernels: rounding only
+            assert row["status"] == "pass" and difference["max_abs_error"] < 1e-4, difference
+        assert f"{name} @ arm64 {cpu}" in (folder / "parity.md").read_text()
+        if row["status"] == "fail":
+            assert f"{name} @ arm64 {cpu}" in result.output
+    assert "## ARM64 kernels against this machine's" in (folder / "parity.md").read_text()
+    assert result.exit_code == (0 if report["passed"] else 1), result.output

@@ -8,10 +8,10 @@ from typing import Optional
 import typer
 
 from bmcell.cli.common import VERBOSE, console, other_libraries_logged, reports_errors
-from bmcell.cli.parity import exit_on_failure
+from bmcell.cli.parity import ARCH, ARM64_ARTEFACTS, CPUS, exit_on_failure
 from bmcell.core.checkpoint import load_checkpoint
 from bmcell.jobs.release import default_checkpoint
-from bmcell.jobs.verify import verify_export
+from bmcell.jobs.verify import arm64_parity, verify_export
 from export.apps import app_target, check_app, install_bundle
 from export.pipeline import export_checkpoint
 from export.samples import DEFAULT_CALIBRATION, export_images
@@ -36,11 +36,16 @@ def export(
                                        "bmcell_model/, once it passed parity."),
     app_precision: str = typer.Option("auto", help="Model --app installs: int8, float, or auto = int8 if it was "
                                       "exported, passed parity and gives the float model's answers on every golden "
-                                      "image, else float (executorch-fp32/coreml-fp16/onnx-fp32)."),
+                                      "image, else float (executorch-fp32/coreml-fp16/onnx-fp32); with --arch arm64, "
+                                      "on ARM64 kernels too."),
+    arch: str = ARCH,
+    cpu: Optional[list[str]] = CPUS,
+    arm64_artefact: Optional[list[str]] = ARM64_ARTEFACTS,
     verbose: bool = VERBOSE,
 ) -> None:
     """Export a checkpoint for phones: ExecuTorch/TorchScript (android), Core ML (ios), ONNX (onnx), fp and int8."""
     ckpt = load_checkpoint(checkpoint or default_checkpoint())
+    arm64 = arm64_parity(arch, cpu, arm64_artefact) if parity else None
     formats = select_formats(target, quantize)
     kind = None
     if app is not None:
@@ -52,7 +57,7 @@ def export(
     with other_libraries_logged(out.parent, verbose):  # out itself is created whole at the end
         manifest = export_checkpoint(ckpt, formats, out, images, console.print)
         console.print(f"wrote {manifest}")
-        report = verify_export(out, ckpt, images, console.print) if parity else None
+        report = verify_export(out, ckpt, images, console.print, arm64) if parity else None
     if kind is not None:  # the artefact --app-precision picks, once it passed parity; others may have failed
         console.print(f"installed {install_bundle(out, kind, app, app_precision)}")
     if report is not None:

@@ -20,6 +20,7 @@ from bmcell.cli.predict import predict
 from bmcell.cli.quickstart import quickstart
 from bmcell.cli.release import release
 from bmcell.cli.serve_demo import serve_demo
+from bmcell.cli.setup_arm64 import setup_arm64
 from bmcell.cli.synth import synth
 from bmcell.cli.train import train
 
@@ -31,7 +32,7 @@ app = typer.Typer(
     add_completion=False,
 )
 for command in (quickstart, train, evaluate, crosslab, check, adapt, finetune, combine, predict, export, parity, bench,
-                bench_train, compare, release, info, synth, serve_demo):
+                bench_train, compare, release, info, synth, serve_demo, setup_arm64):
     app.command()(command)
 
 if __name__ == "__main__":

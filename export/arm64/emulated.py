@@ -1,0 +1,58 @@
+"""ExecuTorch and ONNX Runtime artefacts run on ARM64 kernels: the aarch64 runtimes under qemu-aarch64, one CPU
+model at a time, on the same float32 inputs as on this machine."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from export.arm64.environment import ORT_RUNNER, Arm64Environment, emulated
+from export.formats.base import ExportError, ExportFormat
+from export.formats.onnx import INPUT, OUTPUT
+
+# The CPU models parity runs by default, and what each stands for. qemu gives a program the HWCAP bits of the model,
+# and XNNPACK and ONNX Runtime pick their kernels from them.
+CPU_PROFILES = {
+    "cortex-a53": "Armv8.0-A, NEON only (no dot product): older and cheap phones",
+    "max": "every extension qemu emulates (dot product, i8mm, fp16, bf16, SVE, SME): recent phones",
+}
+EMULATED_FAMILIES = ("executorch", "onnx")
+
+
+def runs_emulated(fmt: ExportFormat) -> bool:
+    """Whether the format's runtime has an aarch64 runner here."""
+    return fmt.family in EMULATED_FAMILIES
+
+
+def _command(env: Arm64Environment, fmt: ExportFormat, path: Path, images: Path, count: int, output: Path,
+             threads: int) -> list[str]:
+    """The aarch64 program and arguments that run one artefact."""
+    common = [str(path), str(images), str(count), str(output), str(threads)]
+    if fmt.family == "executorch":
+        return [str(env.executorch_runner), *common]
+    return [str(env.python), "-s", str(ORT_RUNNER), *common, INPUT, OUTPUT]
+
+
+def run_emulated(env: Arm64Environment, fmt: ExportFormat, path: Path, images: np.ndarray, cpu: str,
+                 threads: int = 1) -> np.ndarray:
+    """The artefact's outputs on images (N x 3 x H x W float32) on the ARM64 kernels qemu's CPU model selects."""
+    if not runs_emulated(fmt):
+        raise ExportError(f"{fmt.name}: no aarch64 runner for {fmt.runtime}")
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    with tempfile.TemporaryDirectory(prefix="bmcell-arm64-") as tmp:
+        inputs, outputs = Path(tmp) / "images.f32", Path(tmp) / "outputs.f32"
+        images.tofile(inputs)
+        try:
+            done = emulated(env, cpu, _command(env, fmt, Path(path).resolve(), inputs, len(images), outputs, threads))
+        except subprocess.SubprocessError as error:
+            raise ExportError(f"{fmt.name} on arm64 {cpu}: {error}") from error
+        if done.returncode != 0 or not outputs.is_file():
+            lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("I ")]
+            raise ExportError(f"{fmt.name} on arm64 {cpu} failed: {lines[-1] if lines else done.returncode}")
+        values = np.fromfile(outputs, dtype=np.float32)
+    if values.size % len(images):
+        raise ExportError(f"{fmt.name} on arm64 {cpu}: {values.size} output values for {len(images)} images")
+    return values.reshape(len(images), -1)
