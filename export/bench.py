@@ -13,8 +13,10 @@ import torch
 
 from bmcell.core.fileio import atomic_write_json
 from bmcell.core.reports import markdown_cell
+from export.arm64.emulated import COUNTED_CPUS, COUNTED_FAMILIES, instructions_per_inference
+from export.arm64.environment import Arm64Environment
 from export.formats import FORMATS
-from export.formats.base import Runner
+from export.formats.base import ExportFormat, Runner
 from export.golden import read_export_golden
 from export.manifest import read_manifest, verify_artefact
 
@@ -65,9 +67,15 @@ def bench_row(name: str, load: Callable, path: Path | None, example: np.ndarray,
     return row
 
 
+def instruction_counts(env: Arm64Environment, fmt: ExportFormat, path: Path, example: np.ndarray) -> dict:
+    """Guest instructions per inference of the artefact on each counted ARM64 CPU model."""
+    return {f"instructions_{cpu}": instructions_per_inference(env, fmt, path, example[0], cpu) for cpu in COUNTED_CPUS}
+
+
 def run_bench(export_dir: Path, eager: torch.nn.Module, runs: int = 50, warmup: int = 10,
-              log: Callable[[str], None] = print) -> dict:
-    """Benchmark eager PyTorch and every artefact that runs here; write bench.json, bench.md and bench.png."""
+              log: Callable[[str], None] = print, counting: Arm64Environment | None = None) -> dict:
+    """Benchmark eager PyTorch and every artefact that runs here; write bench.json, bench.md and bench.png. With a
+    counting environment, also each ExecuTorch artefact's ARM64 instructions per inference (emulated, exact)."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
     inputs, _, _ = read_export_golden(export_dir, manifest)
@@ -86,6 +94,8 @@ def run_bench(export_dir: Path, eager: torch.nn.Module, runs: int = 50, warmup: 
         reason = fmt.cannot_run_here()
         row = base | {"skipped": reason} if reason else bench_row(entry["name"], fmt.load, path, example, runs,
                                                                    warmup) | base
+        if counting is not None and fmt.family in COUNTED_FAMILIES:
+            row |= instruction_counts(counting, fmt, path, example)
         rows.append(row)
         log(_line(row))
     eager_ms = rows[0]["p50_ms_all_threads"]
@@ -93,7 +103,8 @@ def run_bench(export_dir: Path, eager: torch.nn.Module, runs: int = 50, warmup: 
         if "p50_ms_all_threads" in row:
             row["speedup_vs_eager"] = eager_ms / row["p50_ms_all_threads"]
     report = {"device": _cpu_name(), "threads_all": os.cpu_count(), "runs": runs, "warmup": warmup,
-              "batch": 1, "image_size": manifest["image_size"], "rows": rows}
+              "batch": 1, "image_size": manifest["image_size"], "rows": rows,
+              "instruction_cpus": COUNTED_CPUS if counting is not None else None}
     atomic_write_json(export_dir / BENCH_JSON, report)
     (export_dir / BENCH_MD).write_text(bench_markdown(report), encoding="utf-8")
     plot_bench(report, export_dir / BENCH_PNG)
@@ -144,7 +155,26 @@ def bench_markdown(report: dict) -> str:
                      f"{markdown_cell(row, 'p50_ms_1_thread', '.2f')} | {markdown_cell(row, 'p90_ms_1_thread', '.2f')} | "
                      f"{markdown_cell(row, 'p50_ms_all_threads', '.2f')} | {markdown_cell(row, 'p90_ms_all_threads', '.2f')} | "
                      f"{markdown_cell(row, 'speedup_vs_eager', '.2f')}x | {markdown_cell(row, 'val_accuracy', '.4f')} | {notes} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + instructions_markdown(report)) + "\n"
+
+
+def instructions_markdown(report: dict) -> list[str]:
+    """The ARM64 instruction counts as a table (empty when none were counted): per inference, in millions, and
+    against the first counted artefact (executorch-fp32 when it was exported) on the same CPU model."""
+    cpus = report.get("instruction_cpus")
+    rows = [row for row in report["rows"] if cpus and f"instructions_{next(iter(cpus))}" in row]
+    if not rows:
+        return []
+    lines = ["", "## ARM64 guest instructions per inference (qemu-aarch64 and a counting plugin; batch 1, 1 thread)",
+             "", "| artefact | " + " | ".join(f"{cpu} (M) | vs {rows[0]['name']}" for cpu in cpus) + " |",
+             "|---|" + "---:|---:|" * len(cpus)]
+    for row in rows:
+        cells = [f"{row[f'instructions_{cpu}'] / 1e6:.1f} | {row[f'instructions_{cpu}'] / rows[0][f'instructions_{cpu}']:.2f}x"
+                 for cpu in cpus]
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    lines += ["", "CPU models as qemu runs them: " + ", ".join(f"{cpu} = `-cpu {model}`" for cpu, model in cpus.items())
+              + ". Counts are exact and repeatable: a comparison between commits, not a latency."]
+    return lines
 
 
 def plot_bench(report: dict, path: Path) -> None:

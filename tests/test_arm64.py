@@ -136,3 +136,16 @@ def test_android_auto_precision_rests_on_the_arm_verdict(tmp_path, arm_row, expe
         with pytest.raises(ValueError, match="on arm64 max"):
             choose_artefact(manifest, tmp_path, APPS["android"], "int8")
 
+
+
+def test_instruction_table_compares_each_artefact_with_the_first_on_the_same_cpu_model():
+    from export.bench import instructions_markdown
+
+    report = {"instruction_cpus": {"cortex-a53": "cortex-a53", "max": "max,sme=off"}, "rows": [
+        {"name": "pytorch-eager"},
+        {"name": "executorch-fp32", "instructions_cortex-a53": 200e6, "instructions_max": 100e6},
+        {"name": "executorch-int8", "instructions_cortex-a53": 150e6, "instructions_max": 50e6}]}
+    text = "\n".join(instructions_markdown(report))
+    assert "| executorch-int8 | 150.0 | 0.75x | 50.0 | 0.50x |" in text
+    assert "max = `-cpu max,sme=off`" in text
+    assert instructions_markdown(report | {"instruction_cpus": None}) == []

@@ -22,6 +22,7 @@ from bmcell.core.data.synthetic import write_synthetic_dataset
 from bmcell.core.engine import fit
 from bmcell.core.errors import BmcellError
 from export.formats import FORMATS
+from export.formats.base import ExportError
 from export.golden import read_golden
 from export.parity import agreement, expected_output, judge, structure_failures
 from tests.conftest import TINY, built_arm64_environment
@@ -381,3 +382,23 @@ def test_arm64_parity_holds_executorch_int8_and_onnx_fp32_to_their_tiers_on_two_
             assert f"{name} @ arm64 {cpu}" in result.output
     assert "## ARM64 kernels against this machine's" in (folder / "parity.md").read_text()
     assert result.exit_code == (0 if report["passed"] else 1), result.output
+
+
+def test_arm64_instruction_counts_are_exact_and_repeatable(exported):
+    """Guest instructions per inference of the ExecuTorch artefacts under qemu's counting plugin: the same count twice,
+    positive, per CPU model; ONNX Runtime artefacts are refused with the reason."""
+    from export.arm64.emulated import COUNTED_CPUS, instructions_per_inference
+    from export.arm64.environment import counting_environment
+    from export.golden import read_export_golden
+    from export.manifest import read_manifest
+
+    built_arm64_environment()
+    env = counting_environment()
+    folder = exported[0]
+    image = read_export_golden(folder, read_manifest(folder))[0][0]
+    path = folder / FORMATS["executorch-int8"].filename()
+    counts = {cpu: instructions_per_inference(env, FORMATS["executorch-int8"], path, image, cpu) for cpu in COUNTED_CPUS}
+    assert all(count > 1e6 for count in counts.values()), counts
+    assert instructions_per_inference(env, FORMATS["executorch-int8"], path, image, "cortex-a53") == counts["cortex-a53"]
+    with pytest.raises(ExportError, match="not counted"):
+        instructions_per_inference(env, FORMATS["onnx-fp32"], folder / FORMATS["onnx-fp32"].filename(), image, "max")

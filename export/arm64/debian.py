@@ -95,6 +95,24 @@ def package_index(suite: str, architecture: str, cache: Path) -> dict[str, Packa
     return _parse(lzma.decompress(data).decode("utf-8"))
 
 
+def source_tarball(suite: str, package: str, cache: Path) -> bytes:
+    """The upstream (orig) tarball of a source package, verified from the signed release file down."""
+    cache.mkdir(parents=True, exist_ok=True)
+    name = "main/source/Sources.xz"
+    release = _verified_release(suite, cache)
+    sources = lzma.decompress(_checked(_download(f"{MIRROR}/dists/{suite}/{name}"), _index_digest(release, name),
+                                       f"{suite} {name}")).decode("utf-8")
+    stanza = next((s for s in sources.split("\n\n") if re.search(rf"^Package: {re.escape(package)}$", s, re.M)), None)
+    if stanza is None:
+        raise DebianError(f"no source package {package} in {suite}")
+    directory = re.search(r"^Directory: (.*)$", stanza, re.M).group(1)
+    digests = stanza.split("Checksums-Sha256:", 1)[1]
+    match = re.search(r"^ ([0-9a-f]{64}) \d+ (\S+\.orig\.tar\.\w+)$", digests, re.M)
+    if match is None:
+        raise DebianError(f"source package {package} in {suite} lists no upstream tarball")
+    return _checked(_download(f"{MIRROR}/{directory}/{match.group(2)}"), match.group(1), match.group(2))
+
+
 def closure(index: dict[str, Package], roots: list[str], skip: frozenset[str]) -> list[Package]:
     """The roots and everything they depend on, leaving out the skipped names (data and tools a program never
     opens); a dependency the index lacks (a virtual package) is left out too."""

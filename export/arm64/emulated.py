@@ -20,6 +20,10 @@ CPU_PROFILES = {
     "max": "every extension qemu emulates (dot product, i8mm, fp16, bf16, SVE, SME): recent phones",
 }
 EMULATED_FAMILIES = ("executorch", "onnx")
+# Instruction counts run on the host's qemu 7.2 (the one that loads plugins), which emulates SME wrongly: "max" is
+# counted with SME off.
+COUNTED_CPUS = {"cortex-a53": "cortex-a53", "max": "max,sme=off"}
+COUNTED_FAMILIES = ("executorch",)  # qemu 7.2 segfaults importing onnxruntime 1.32
 
 
 def runs_emulated(fmt: ExportFormat) -> bool:
@@ -36,18 +40,17 @@ def _command(env: Arm64Environment, fmt: ExportFormat, path: Path, images: Path,
     return [str(env.python), "-s", str(ORT_RUNNER), *common, INPUT, OUTPUT]
 
 
-def run_emulated(env: Arm64Environment, fmt: ExportFormat, path: Path, images: np.ndarray, cpu: str,
-                 threads: int = 1) -> np.ndarray:
-    """The artefact's outputs on images (N x 3 x H x W float32) on the ARM64 kernels qemu's CPU model selects."""
-    if not runs_emulated(fmt):
-        raise ExportError(f"{fmt.name}: no aarch64 runner for {fmt.runtime}")
+def _run(env: Arm64Environment, fmt: ExportFormat, path: Path, images: np.ndarray, cpu: str, threads: int,
+         counted: bool = False) -> tuple[np.ndarray, str]:
+    """Outputs and stderr of the artefact on images under emulation; an ExportError names a failure."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     with tempfile.TemporaryDirectory(prefix="bmcell-arm64-") as tmp:
         inputs, outputs = Path(tmp) / "images.f32", Path(tmp) / "outputs.f32"
         images.tofile(inputs)
         try:
-            done = emulated(env, cpu, _command(env, fmt, Path(path).resolve(), inputs, len(images), outputs, threads))
-        except subprocess.SubprocessError as error:
+            done = emulated(env, cpu, _command(env, fmt, Path(path).resolve(), inputs, len(images), outputs, threads),
+                            counted)
+        except (subprocess.SubprocessError, OSError) as error:
             raise ExportError(f"{fmt.name} on arm64 {cpu}: {error}") from error
         if done.returncode != 0 or not outputs.is_file():
             lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("I ")]
@@ -55,4 +58,28 @@ def run_emulated(env: Arm64Environment, fmt: ExportFormat, path: Path, images: n
         values = np.fromfile(outputs, dtype=np.float32)
     if values.size % len(images):
         raise ExportError(f"{fmt.name} on arm64 {cpu}: {values.size} output values for {len(images)} images")
-    return values.reshape(len(images), -1)
+    return values.reshape(len(images), -1), done.stderr
+
+
+def run_emulated(env: Arm64Environment, fmt: ExportFormat, path: Path, images: np.ndarray, cpu: str,
+                 threads: int = 1) -> np.ndarray:
+    """The artefact's outputs on images (N x 3 x H x W float32) on the ARM64 kernels qemu's CPU model selects."""
+    if not runs_emulated(fmt):
+        raise ExportError(f"{fmt.name}: no aarch64 runner for {fmt.runtime}")
+    return _run(env, fmt, path, images, cpu, threads)[0]
+
+
+def instructions_per_inference(env: Arm64Environment, fmt: ExportFormat, path: Path, image: np.ndarray,
+                               cpu: str) -> int:
+    """Guest instructions of one steady-state batch-1 inference on one thread (the count over three runs of the
+    image minus the count over one, halved: loading and the first run's set-up cancel out); deterministic."""
+    if fmt.family not in COUNTED_FAMILIES:
+        raise ExportError(f"{fmt.name}: not counted (the qemu that loads plugins cannot run {fmt.runtime})")
+    counts = []
+    for repeats in (1, 3):
+        stderr = _run(env, fmt, path, np.repeat(image[None], repeats, axis=0), COUNTED_CPUS[cpu], 1, True)[1]
+        found = [line.split()[1] for line in stderr.splitlines() if line.startswith("bmcell-instructions ")]
+        if not found:
+            raise ExportError(f"{fmt.name} on arm64 {cpu}: the counting plugin printed no count")
+        counts.append(int(found[-1]))
+    return (counts[1] - counts[0]) // 2

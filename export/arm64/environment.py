@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import io
 import os
 import platform
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bmcell.core.errors import BmcellError
-from export.arm64.debian import DebianError, closure, package_index, unpack
+from export.arm64.debian import DebianError, closure, package_index, source_tarball, unpack
 
 # Python 3.11 as in the venv: Debian 12's packages. qemu-aarch64 from Debian 13 (qemu 10, static): Debian 12's
 # qemu 7.2 emulates SME wrongly (XNNPACK's int8 kernels for SME cores give other logits under its "max" CPU only).
@@ -38,6 +40,11 @@ ORT_RUNNER = Path(__file__).with_name("onnxruntime_runner.py")
 EXECUTORCH_LIBRARIES = ("executorch", "executorch_kernels_optimized", "executorch_backend_xnnpack",
                         "executorch_threadpool")
 ENVIRONMENT_VARIABLE = "BMCELL_ARM64"
+# Instruction counts need a qemu that loads TCG plugins: Debian's qemu-user package of the host (dynamic; Debian 13's
+# static one cannot), with our plugin built against the qemu-plugin.h of Debian 12's qemu source. That qemu (7.2)
+# cannot import onnxruntime 1.32 (segfault) and emulates SME wrongly, so it counts ExecuTorch programs, with SME off.
+COUNTER_SOURCE = Path(__file__).with_name("count_instructions.c")
+HOST_QEMU = "qemu-aarch64"
 
 
 class Arm64Error(BmcellError):
@@ -75,6 +82,11 @@ class Arm64Environment:
         """ExecuTorch's runner, compiled for aarch64."""
         return self.root / "bin" / "executorch_runner"
 
+    @property
+    def counter(self) -> Path:
+        """The instruction-counting plugin for the host's qemu-aarch64 (optional part)."""
+        return self.root / "counter" / "libcount_instructions.so"
+
 
 def _versions() -> dict[str, str]:
     """This venv's versions of the runtimes whose aarch64 wheels the environment holds."""
@@ -85,8 +97,9 @@ def default_root() -> Path:
     """$BMCELL_ARM64, else a cache folder keyed on the runtimes' versions and the runners' sources."""
     if os.environ.get(ENVIRONMENT_VARIABLE):
         return Path(os.environ[ENVIRONMENT_VARIABLE])
-    key = hashlib.sha256(repr([sorted(_versions().items()), PYTHON_SUITE, QEMU_SUITE, PYTHON_PACKAGES,
-                               RUNNER_SOURCE.read_bytes(), ORT_RUNNER.read_bytes()]).encode()).hexdigest()[:16]
+    sources = [path.read_bytes() for path in (RUNNER_SOURCE, ORT_RUNNER, COUNTER_SOURCE)]
+    key = hashlib.sha256(repr([sorted(_versions().items()), PYTHON_SUITE, QEMU_SUITE, PYTHON_PACKAGES, sources]
+                              ).encode()).hexdigest()[:16]
     return Path.home() / ".cache" / "bmcell" / f"arm64-{key}"
 
 
@@ -103,7 +116,8 @@ def missing_prerequisites() -> list[str]:
     return missing
 
 
-PARTS = ("qemu", "sysroot", "site", "runner")
+PARTS = ("qemu", "sysroot", "site", "runner")  # parity needs every one
+OPTIONAL_PARTS = ("counter",)  # instruction counts
 
 
 def _marker(env: Arm64Environment, part: str) -> Path:
@@ -113,7 +127,7 @@ def _marker(env: Arm64Environment, part: str) -> Path:
 
 def environment_status(env: Arm64Environment) -> dict[str, bool]:
     """Which parts are built."""
-    return {part: _marker(env, part).is_file() for part in PARTS}
+    return {part: _marker(env, part).is_file() for part in PARTS + OPTIONAL_PARTS}
 
 
 def _build_qemu(env: Arm64Environment) -> str:
@@ -170,8 +184,30 @@ def _build_runner(env: Arm64Environment) -> str:
     return f"{env.executorch_runner.name} (against executorch {_versions()['executorch']})"
 
 
+def _build_counter(env: Arm64Environment) -> str:
+    """Compile the instruction-counting plugin for the host's qemu-aarch64, against its source's qemu-plugin.h."""
+    host = shutil.which(HOST_QEMU)
+    if host is None:
+        raise Arm64Error(f"{HOST_QEMU} not found: apt-get install qemu-user (only for instruction counts)")
+    version = subprocess.run([host, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    if " 7.2." not in version:
+        raise Arm64Error(f"the host's {version!r} is not Debian {PYTHON_SUITE}'s qemu 7.2, whose plugin header this "
+                         "builds against")
+    tarball = source_tarball(PYTHON_SUITE, "qemu", env.root / "indexes")
+    env.counter.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(tarball)) as archive:
+        member = next(m for m in archive.getmembers() if m.name.endswith("include/qemu/qemu-plugin.h"))
+        (env.counter.parent / "qemu-plugin.h").write_bytes(archive.extractfile(member).read())
+    done = subprocess.run(["cc", "-O2", "-shared", "-fPIC", f"-I{env.counter.parent}", "-o", str(env.counter),
+                           str(COUNTER_SOURCE)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise Arm64Error(f"cc could not build the counting plugin: {(done.stderr.strip().splitlines() or [''])[0]}")
+    return f"{env.counter.name} for {version}"
+
+
 BUILDERS: dict[str, Callable[[Arm64Environment], str]] = {
-    "qemu": _build_qemu, "sysroot": _build_sysroot, "site": _build_site, "runner": _build_runner}
+    "qemu": _build_qemu, "sysroot": _build_sysroot, "site": _build_site, "runner": _build_runner,
+    "counter": _build_counter}
 
 
 def build_environment(root: Path | None = None, say: Callable[[str], None] = print) -> Arm64Environment:
@@ -182,15 +218,18 @@ def build_environment(root: Path | None = None, say: Callable[[str], None] = pri
                                         if len(problems) > 1 else ""))
     env = Arm64Environment(Path(root) if root else default_root())
     env.root.mkdir(parents=True, exist_ok=True)
-    for part in PARTS:
+    for part in PARTS + OPTIONAL_PARTS:
         if _marker(env, part).is_file():
             say(f"{part:<8} present")
             continue
         say(f"{part:<8} building ...")
         try:
             built = BUILDERS[part](env)
-        except DebianError as error:
-            raise Arm64Error(str(error)) from error
+        except (DebianError, Arm64Error) as error:
+            if part not in OPTIONAL_PARTS:
+                raise Arm64Error(str(error)) from error
+            say(f"{part:<8} unavailable: {error}")
+            continue
         _marker(env, part).write_text(built + "\n", encoding="utf-8")
         say(f"{part:<8} {built}")
     for scratch in ("downloads", "indexes"):  # kept only while a part may need building again
@@ -199,13 +238,15 @@ def build_environment(root: Path | None = None, say: Callable[[str], None] = pri
     return env
 
 
-def emulated(env: Arm64Environment, cpu: str, program: list[str], timeout: float | None = None,
+def emulated(env: Arm64Environment, cpu: str, program: list[str], counted: bool = False,
              ) -> subprocess.CompletedProcess:
-    """Run an aarch64 program (path and arguments) under qemu-aarch64 with that CPU model."""
+    """Run an aarch64 program (path and arguments) under qemu-aarch64 with that CPU model; counted: under the
+    host's qemu with the instruction-counting plugin (its stderr ends with "bmcell-instructions N")."""
     environment = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(env.site), "PYTHONNOUSERSITE": "1", "LC_ALL": "C",
                    "OMP_NUM_THREADS": "1"}
-    return subprocess.run([str(env.qemu), "-L", str(env.sysroot), "-cpu", cpu, *program], capture_output=True,
-                          text=True, env=environment, timeout=timeout)
+    qemu = [shutil.which(HOST_QEMU) or HOST_QEMU, "-plugin", str(env.counter)] if counted else [str(env.qemu)]
+    return subprocess.run([*qemu, "-L", str(env.sysroot), "-cpu", cpu, *program], capture_output=True, text=True,
+                          env=environment)
 
 
 def check_environment(env: Arm64Environment) -> None:
@@ -221,12 +262,18 @@ def check_environment(env: Arm64Environment) -> None:
         raise Arm64Error(f"the aarch64 ExecuTorch runner does not start in {env.root}: "
                          f"{(runner.stderr.strip().splitlines() or [''])[-1]}; delete the folder and run "
                          "`bmcell setup-arm64` again")
+    if environment_status(env)["counter"]:
+        counted = emulated(env, "cortex-a53", [str(env.executorch_runner)], counted=True)
+        if "bmcell-instructions " not in counted.stderr:
+            raise Arm64Error(f"the host's {HOST_QEMU} does not load the counting plugin in {env.root}: "
+                             f"{(counted.stderr.strip().splitlines() or [''])[-1]}; delete "
+                             f"{_marker(env, 'counter')} and run `bmcell setup-arm64` again")
 
 
 def ready_environment(root: Path | None = None) -> Arm64Environment:
     """The built environment, or an Arm64Error in one line saying how to build it."""
     env = Arm64Environment(Path(root) if root else default_root())
-    missing = [part for part, built in environment_status(env).items() if not built]
+    missing = [part for part, built in environment_status(env).items() if not built and part in PARTS]
     if missing:
         raise Arm64Error(f"the aarch64 environment is not built in {env.root} (missing: {', '.join(missing)}): "
                          "run `bmcell setup-arm64` first")
@@ -238,3 +285,12 @@ def cpu_models(env: Arm64Environment) -> list[str]:
     """The CPU models this qemu-aarch64 emulates (`-cpu help`)."""
     listed = subprocess.run([str(env.qemu), "-cpu", "help"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in listed.splitlines()[1:] if line.strip()]
+
+
+def counting_environment() -> Arm64Environment:
+    """The built environment with its instruction-counting plugin, or an Arm64Error in one line saying what to do."""
+    env = ready_environment()
+    if not environment_status(env)["counter"]:
+        raise Arm64Error(f"no instruction-counting plugin in {env.root}: apt-get install qemu-user, then run "
+                         "`bmcell setup-arm64` again")
+    return env

@@ -14,6 +14,7 @@
 
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor_ptr_maker.h>
+#include <executorch/runtime/platform/platform.h>
 
 namespace executorch::extension::threadpool {
 class ThreadPool {
@@ -26,12 +27,21 @@ ThreadPool* get_threadpool();
 using executorch::extension::Module;
 using executorch::runtime::Error;
 
+// The runtime's log lines without their timestamps, errors only: a timestamp's digits would change the instruction
+// count from run to run, and the info lines are noise here.
+static void errors_only(et_timestamp_t, et_pal_log_level_t level, const char* filename, const char*, size_t line,
+                        const char* message, size_t length) {
+  if (level == kError || level == kFatal)
+    std::fprintf(stderr, "%s:%zu %.*s\n", filename, line, static_cast<int>(length), message);
+}
+
 static int fail(const std::string& message) {
   std::fprintf(stderr, "%s\n", message.c_str());
   return 1;
 }
 
 int main(int argc, char** argv) {
+  executorch::runtime::register_pal(executorch::runtime::PalImpl::create(errors_only, __FILE__));
   if (argc != 6) return fail("usage: executorch_runner PROGRAM.pte IMAGES.f32 COUNT OUTPUT.f32 THREADS");
   const std::string program = argv[1], images_path = argv[2], output_path = argv[3 + 1];
   const long count = std::atol(argv[3]);
