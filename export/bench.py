@@ -14,9 +14,9 @@ import torch
 from bmcell.core.fileio import atomic_write_json
 from bmcell.core.reports import markdown_cell
 from export.arm64.emulated import COUNTED_CPUS, COUNTED_FAMILIES, instructions_per_inference
-from export.arm64.environment import Arm64Environment
+from export.arm64.environment import Arm64Environment, Arm64Error
 from export.formats import FORMATS
-from export.formats.base import ExportFormat, Runner
+from export.formats.base import ExportError, ExportFormat, Runner
 from export.golden import read_export_golden
 from export.manifest import read_manifest, verify_artefact
 
@@ -68,8 +68,12 @@ def bench_row(name: str, load: Callable, path: Path | None, example: np.ndarray,
 
 
 def instruction_counts(env: Arm64Environment, fmt: ExportFormat, path: Path, example: np.ndarray) -> dict:
-    """Guest instructions per inference of the artefact on each counted ARM64 CPU model."""
-    return {f"instructions_{cpu}": instructions_per_inference(env, fmt, path, example[0], cpu) for cpu in COUNTED_CPUS}
+    """Guest instructions per inference of the artefact on each counted ARM64 CPU model; a failure is one line."""
+    try:
+        return {f"instructions_{cpu}": instructions_per_inference(env, fmt, path, example[0], cpu)
+                for cpu in COUNTED_CPUS}
+    except ExportError as error:
+        raise Arm64Error(f"cannot count instructions: {error}") from error
 
 
 def run_bench(export_dir: Path, eager: torch.nn.Module, runs: int = 50, warmup: int = 10,

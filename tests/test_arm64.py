@@ -8,6 +8,7 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bmcell.jobs.verify import arm64_parity
@@ -149,3 +150,15 @@ def test_instruction_table_compares_each_artefact_with_the_first_on_the_same_cpu
     assert "| executorch-int8 | 150.0 | 0.75x | 50.0 | 0.50x |" in text
     assert "max = `-cpu max,sme=off`" in text
     assert instructions_markdown(report | {"instruction_cpus": None}) == []
+
+
+def test_a_failed_count_is_one_line(monkeypatch, tmp_path):
+    from export import bench
+    from export.formats import FORMATS
+
+    def broken(*args):
+        raise bench.ExportError("executorch-int8 on arm64 max failed: qemu: uncaught target signal 11")
+
+    monkeypatch.setattr(bench, "instructions_per_inference", broken)
+    with pytest.raises(Arm64Error, match="cannot count instructions: executorch-int8 on arm64 max failed"):
+        bench.instruction_counts(None, FORMATS["executorch-int8"], tmp_path / "m.pte", np.zeros((1, 3, 8, 8)))
