@@ -1,7 +1,8 @@
 /* A qemu TCG plugin that counts the guest instructions a program's main thread executes, for `bmcell bench
  * --arm64-instructions`: each translated block adds its instruction count to its thread's counter each time it runs.
  * At exit it prints "bmcell-instructions N" (the main thread's count) on stderr. Other threads are left out: a thread
- * pool's workers wait by spinning, for as long as the host's scheduling makes them. Run the runtimes on one thread.
+ * pool's workers wait by spinning, for as long as the host's scheduling makes them (the main thread's count still
+ * varies by tens of instructions in millions, where it starts and stops that pool). Run the runtimes on one thread.
  * Built against qemu-plugin.h from Debian's qemu source package, the version of the host's qemu-aarch64. */
 #include <inttypes.h>
 #include <stdio.h>
