@@ -97,7 +97,6 @@ def answers_like_float(row: dict | None) -> bool:
     return row is not None and row.get("status") == "pass" and row.get("answer_changes") == 0
 
 
-
 def model_card_source(manifest: dict) -> Path | None:
     """The released model's MODEL_CARD.md beside the source checkpoint, when there is one."""
     card = Path(manifest["source_checkpoint"]["path"]).parent / MODEL_CARD

@@ -79,7 +79,7 @@ def instruction_counts(env: Arm64Environment, fmt: ExportFormat, path: Path, exa
 def run_bench(export_dir: Path, eager: torch.nn.Module, runs: int = 50, warmup: int = 10,
               log: Callable[[str], None] = print, counting: Arm64Environment | None = None) -> dict:
     """Benchmark eager PyTorch and every artefact that runs here; write bench.json, bench.md and bench.png. With a
-    counting environment, also each ExecuTorch artefact's ARM64 instructions per inference (emulated, exact)."""
+    counting environment, also each ExecuTorch artefact's ARM64 instructions per inference (emulated)."""
     export_dir = Path(export_dir)
     manifest = read_manifest(export_dir)
     inputs, _, _ = read_export_golden(export_dir, manifest)
@@ -177,7 +177,8 @@ def instructions_markdown(report: dict) -> list[str]:
                  for cpu in cpus]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     lines += ["", "CPU models as qemu runs them: " + ", ".join(f"{cpu} = `-cpu {model}`" for cpu, model in cpus.items())
-              + ". Counts repeat to about 1e-5 (the thread pool's start and stop): a comparison between commits, not a latency."]
+              + ". Counts repeat to about 1e-5 (the thread pool's start and stop): a comparison between commits, "
+              "not a latency."]
     return lines
 
 

@@ -172,6 +172,12 @@ def answer_changes(fmt: ExportFormat, reference: np.ndarray, output: np.ndarray,
                                  "artefact": label[found[i] + 2]} for i in changed[:5]]}
 
 
+def judged(precision: str, numbers: dict) -> dict:
+    """The numbers with the tier's verdict: status and the bounds they break."""
+    failures = judge(precision, numbers)
+    return numbers | {"status": "fail" if failures else "pass", "failures": failures}
+
+
 def output_numbers(fmt: ExportFormat, reference: np.ndarray, output: np.ndarray, manifest: dict,
                    names: list[str]) -> dict:
     """An artefact's whole output against the reference's: logit agreement, novelty and answers."""
@@ -225,8 +231,7 @@ def _emulated_rows(fmt: ExportFormat, path: Path, entry: dict, inputs: np.ndarra
             output = run_emulated(arm64.env, fmt, path, inputs, cpu, arm64.threads)
             numbers = output_numbers(fmt, reference, output, manifest, names) | \
                 {"vs_native": kernel_difference(fmt, native, output, manifest)}
-            failures = judge(entry["precision"], numbers)
-            row |= numbers | {"status": "fail" if failures else "pass", "failures": failures}
+            row |= judged(entry["precision"], numbers)
         except (ManifestError, ExportError, ValueError, OSError) as error:
             row |= {"status": "fail", "failures": [f"{type(error).__name__}: {error}"]}
         rows.append(row)
@@ -263,8 +268,7 @@ def run_parity(export_dir: Path, validation: tuple[np.ndarray, np.ndarray, float
                     val_inputs, val_targets, reference_accuracy = validation
                     numbers["val_accuracy"] = accuracy(run, val_inputs, val_targets, len(manifest["classes"]))
                     numbers["accuracy_drop_points"] = 100 * (reference_accuracy - numbers["val_accuracy"])
-                failures = judge(entry["precision"], numbers)
-                row |= numbers | {"status": "fail" if failures else "pass", "failures": failures}
+                row |= judged(entry["precision"], numbers)
                 if arm64 is not None and arm64.runs(fmt):
                     extra = _emulated_rows(fmt, path, entry, inputs, reference, output, manifest, names, arm64)
         except (ManifestError, KeyError, RuntimeError, ValueError, OSError) as error:

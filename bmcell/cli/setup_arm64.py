@@ -26,7 +26,7 @@ def setup_arm64(
     """Build the aarch64 environment from the package registries (qemu-aarch64, Python 3.11, the runtimes' aarch64
     wheels, ExecuTorch's runner); idempotent: parts already built are kept."""
     if check:
-        env = Arm64Environment(root or default_root())
+        env = Arm64Environment(default_root(root))
         for part, built in environment_status(env).items():
             console.print(f"{part:<8} {'built' if built else 'missing'}")
         for problem in missing_prerequisites():

@@ -86,22 +86,22 @@ def _parse(text: str) -> dict[str, Package]:
     return packages
 
 
-def package_index(suite: str, architecture: str, cache: Path) -> dict[str, Package]:
-    """The suite's main index for one architecture, verified from the signed release file down."""
+def _verified_index(suite: str, name: str, cache: Path) -> str:
+    """One of the suite's .xz index files (e.g. main/source/Sources.xz), verified from the signed release file down."""
     cache.mkdir(parents=True, exist_ok=True)
-    name = f"main/binary-{architecture}/Packages.xz"
     release = _verified_release(suite, cache)
     data = _checked(_download(f"{MIRROR}/dists/{suite}/{name}"), _index_digest(release, name), f"{suite} {name}")
-    return _parse(lzma.decompress(data).decode("utf-8"))
+    return lzma.decompress(data).decode("utf-8")
+
+
+def package_index(suite: str, architecture: str, cache: Path) -> dict[str, Package]:
+    """The suite's main index for one architecture."""
+    return _parse(_verified_index(suite, f"main/binary-{architecture}/Packages.xz", cache))
 
 
 def source_tarball(suite: str, package: str, cache: Path) -> bytes:
     """The upstream (orig) tarball of a source package, verified from the signed release file down."""
-    cache.mkdir(parents=True, exist_ok=True)
-    name = "main/source/Sources.xz"
-    release = _verified_release(suite, cache)
-    sources = lzma.decompress(_checked(_download(f"{MIRROR}/dists/{suite}/{name}"), _index_digest(release, name),
-                                       f"{suite} {name}")).decode("utf-8")
+    sources = _verified_index(suite, "main/source/Sources.xz", cache)
     stanza = next((s for s in sources.split("\n\n") if re.search(rf"^Package: {re.escape(package)}$", s, re.M)), None)
     if stanza is None:
         raise DebianError(f"no source package {package} in {suite}")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.arm64.environment import ORT_RUNNER, Arm64Environment, emulated
+from export.arm64.environment import ORT_RUNNER, Arm64Environment, emulated, output_line
 from export.formats.base import ExportError, ExportFormat
 from export.formats.onnx import INPUT, OUTPUT
 
@@ -53,8 +53,7 @@ def _run(env: Arm64Environment, fmt: ExportFormat, path: Path, images: np.ndarra
         except (subprocess.SubprocessError, OSError) as error:
             raise ExportError(f"{fmt.name} on arm64 {cpu}: {error}") from error
         if done.returncode != 0 or not outputs.is_file():
-            lines = [line for line in done.stderr.splitlines() if line.strip() and not line.startswith("I ")]
-            raise ExportError(f"{fmt.name} on arm64 {cpu} failed: {lines[-1] if lines else done.returncode}")
+            raise ExportError(f"{fmt.name} on arm64 {cpu} failed: {output_line(done.stderr) or done.returncode}")
         values = np.fromfile(outputs, dtype=np.float32)
     if values.size % len(images):
         raise ExportError(f"{fmt.name} on arm64 {cpu}: {values.size} output values for {len(images)} images")
@@ -72,8 +71,8 @@ def run_emulated(env: Arm64Environment, fmt: ExportFormat, path: Path, images: n
 def instructions_per_inference(env: Arm64Environment, fmt: ExportFormat, path: Path, image: np.ndarray,
                                cpu: str) -> int:
     """Guest instructions of one steady-state batch-1 inference on one thread (the count over three runs of the
-    image minus the count over one, halved: loading and the first run's set-up cancel out); it repeats to about 1e-5 (tens of instructions in millions: the
-    thread pool's start and stop still vary)."""
+    image minus the count over one, halved: loading and the first run's set-up cancel out); it repeats to about
+    1e-5 (tens of instructions in millions: the thread pool's start and stop still vary)."""
     if fmt.family not in COUNTED_FAMILIES:
         raise ExportError(f"{fmt.name}: not counted (the qemu that loads plugins cannot run {fmt.runtime})")
     counts = []

@@ -88,13 +88,23 @@ class Arm64Environment:
         return self.root / "counter" / "libcount_instructions.so"
 
 
+def output_line(text: str, first: bool = False) -> str:
+    """The last line of a process's output (where a program says why it failed), or the first (where a compiler
+    names the first error), or ''."""
+    lines = text.strip().splitlines() or [""]
+    return lines[0] if first else lines[-1]
+
+
 def _versions() -> dict[str, str]:
     """This venv's versions of the runtimes whose aarch64 wheels the environment holds."""
     return {name: importlib.metadata.version(name) for name in WHEELS}
 
 
-def default_root() -> Path:
-    """$BMCELL_ARM64, else a cache folder keyed on the runtimes' versions and the runners' sources."""
+def default_root(root: Path | None = None) -> Path:
+    """root when given, else $BMCELL_ARM64, else a cache folder keyed on the runtimes' versions and the runners'
+    sources."""
+    if root is not None:
+        return Path(root)
     if os.environ.get(ENVIRONMENT_VARIABLE):
         return Path(os.environ[ENVIRONMENT_VARIABLE])
     sources = [path.read_bytes() for path in (RUNNER_SOURCE, ORT_RUNNER, COUNTER_SOURCE)]
@@ -162,8 +172,8 @@ def _build_site(env: Arm64Environment) -> str:
                "--target", str(env.site), *wanted]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        raise Arm64Error(f"pip could not install the aarch64 wheels {' '.join(wanted)}: {lines[-1] if lines else ''}")
+        raise Arm64Error(f"pip could not install the aarch64 wheels {' '.join(wanted)}: "
+                         f"{output_line(done.stderr or done.stdout)}")
     return ", ".join(wanted)
 
 
@@ -179,8 +189,7 @@ def _build_runner(env: Arm64Environment) -> str:
                *[f"-l{name}" for name in EXECUTORCH_LIBRARIES], "-Wl,-rpath,$ORIGIN/../site/executorch/lib"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise Arm64Error(f"{COMPILER} could not build the ExecuTorch runner: "
-                         f"{(done.stderr.strip().splitlines() or [''])[0]}")
+        raise Arm64Error(f"{COMPILER} could not build the ExecuTorch runner: {output_line(done.stderr, first=True)}")
     return f"{env.executorch_runner.name} (against executorch {_versions()['executorch']})"
 
 
@@ -201,7 +210,7 @@ def _build_counter(env: Arm64Environment) -> str:
     done = subprocess.run(["cc", "-O2", "-shared", "-fPIC", f"-I{env.counter.parent}", "-o", str(env.counter),
                            str(COUNTER_SOURCE)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise Arm64Error(f"cc could not build the counting plugin: {(done.stderr.strip().splitlines() or [''])[0]}")
+        raise Arm64Error(f"cc could not build the counting plugin: {output_line(done.stderr, first=True)}")
     return f"{env.counter.name} for {version}"
 
 
@@ -216,7 +225,7 @@ def build_environment(root: Path | None = None, say: Callable[[str], None] = pri
     if problems:
         raise Arm64Error(problems[0] + (f" (and {len(problems) - 1} more: see `bmcell setup-arm64`)"
                                         if len(problems) > 1 else ""))
-    env = Arm64Environment(Path(root) if root else default_root())
+    env = Arm64Environment(default_root(root))
     env.root.mkdir(parents=True, exist_ok=True)
     for part in PARTS + OPTIONAL_PARTS:
         if _marker(env, part).is_file():
@@ -255,30 +264,29 @@ def check_environment(env: Arm64Environment) -> None:
                                           "import numpy, onnxruntime; print(onnxruntime.__version__)"])
     if python.returncode != 0:
         raise Arm64Error(f"the aarch64 Python cannot import its runtimes in {env.root}: "
-                         f"{(python.stderr.strip().splitlines() or [''])[-1]}; delete the folder and run "
+                         f"{output_line(python.stderr)}; delete the folder and run "
                          "`bmcell setup-arm64` again")
     runner = emulated(env, "cortex-a53", [str(env.executorch_runner)])
     if "usage:" not in runner.stderr:
         raise Arm64Error(f"the aarch64 ExecuTorch runner does not start in {env.root}: "
-                         f"{(runner.stderr.strip().splitlines() or [''])[-1]}; delete the folder and run "
+                         f"{output_line(runner.stderr)}; delete the folder and run "
                          "`bmcell setup-arm64` again")
     if environment_status(env)["counter"]:
         counted = emulated(env, "cortex-a53", [str(env.executorch_runner)], counted=True)
         if "bmcell-instructions " not in counted.stderr:
             raise Arm64Error(f"the host's {HOST_QEMU} does not load the counting plugin in {env.root}: "
-                             f"{(counted.stderr.strip().splitlines() or [''])[-1]}; delete "
+                             f"{output_line(counted.stderr)}; delete "
                              f"{_marker(env, 'counter')} and run `bmcell setup-arm64` again")
 
 
-def ready_environment(root: Path | None = None) -> Arm64Environment:
+def ready_environment() -> Arm64Environment:
     """The built environment, or an Arm64Error in one line saying how to build it."""
-    env = Arm64Environment(Path(root) if root else default_root())
+    env = Arm64Environment(default_root())
     missing = [part for part, built in environment_status(env).items() if not built and part in PARTS]
     if missing:
         raise Arm64Error(f"the aarch64 environment is not built in {env.root} (missing: {', '.join(missing)}): "
                          "run `bmcell setup-arm64` first")
     return env
-
 
 
 def cpu_models(env: Arm64Environment) -> list[str]:
