@@ -23,6 +23,7 @@ from export.manifest import read_manifest, verify_artefact
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
 BENCH_PNG = "bench.png"
+DELEGATED_SHARES = ("delegated_op_share", "delegated_flop_share")  # what an ExecuTorch artefact runs inside XNNPACK
 
 
 def latency_ms(run: Runner, example: np.ndarray, runs: int, warmup: int) -> tuple[float, float]:
@@ -92,9 +93,10 @@ def run_bench(export_dir: Path, eager: torch.nn.Module, runs: int = 50, warmup: 
     for entry in manifest["artefacts"]:
         path = verify_artefact(export_dir, entry)
         fmt = FORMATS[entry["name"]]
+        declared = fmt.inspect(path)
         base = {"name": entry["name"], "precision": entry["precision"], "runtime": entry["runtime"],
                 "bytes": entry["bytes"], "val_accuracy": parity.get(entry["name"], {}).get("val_accuracy"),
-                "notes": _notes(fmt.inspect(path))}
+                "notes": _notes(declared)} | {key: declared[key] for key in DELEGATED_SHARES if key in declared}
         reason = fmt.cannot_run_here()
         row = base | {"skipped": reason} if reason else bench_row(entry["name"], fmt.load, path, example, runs,
                                                                    warmup) | base
@@ -149,8 +151,9 @@ def bench_markdown(report: dict) -> str:
     lines = [f"# Latency, batch 1, {report['image_size']}x{report['image_size']}, {report['device']} "
              f"({report['runs']} runs after {report['warmup']} warm-up)", "",
              "| artefact | precision | runtime | size MB | load ms | p50 ms 1 thread | p90 ms 1 thread | "
-             f"p50 ms {report['threads_all']} threads | p90 ms {report['threads_all']} threads | speed-up vs eager | val acc | notes |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             f"p50 ms {report['threads_all']} threads | p90 ms {report['threads_all']} threads | speed-up vs eager | val acc | "
+             "delegated ops / FLOPs | notes |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
 
     for row in report["rows"]:
         size = f"{row['bytes'] / 1e6:.2f}" if row.get("bytes") else "-"
@@ -158,8 +161,19 @@ def bench_markdown(report: dict) -> str:
         lines.append(f"| {row['name']} | {row['precision']} | {row['runtime']} | {size} | {markdown_cell(row, 'load_ms', '.0f')} | "
                      f"{markdown_cell(row, 'p50_ms_1_thread', '.2f')} | {markdown_cell(row, 'p90_ms_1_thread', '.2f')} | "
                      f"{markdown_cell(row, 'p50_ms_all_threads', '.2f')} | {markdown_cell(row, 'p90_ms_all_threads', '.2f')} | "
-                     f"{markdown_cell(row, 'speedup_vs_eager', '.2f')}x | {markdown_cell(row, 'val_accuracy', '.4f')} | {notes} |")
+                     f"{markdown_cell(row, 'speedup_vs_eager', '.2f')}x | {markdown_cell(row, 'val_accuracy', '.4f')} | "
+                     f"{_delegated_cell(row)} | {notes} |")
+    lines += ["", "Delegated: the share of an ExecuTorch program's operators, and of their FLOPs, that run inside "
+              "XNNPACK delegates rather than on ExecuTorch's portable single-threaded kernels (read from the .pte; "
+              "rules in export/delegation.py)."] if any(DELEGATED_SHARES[0] in row for row in report["rows"]) else []
     return "\n".join(lines + instructions_markdown(report)) + "\n"
+
+
+def _delegated_cell(row: dict) -> str:
+    """'ops % / FLOPs %' inside XNNPACK for an ExecuTorch row, '-' for the others."""
+    if DELEGATED_SHARES[0] not in row:
+        return "-"
+    return " / ".join(f"{100 * row[key]:.1f}%" for key in DELEGATED_SHARES)
 
 
 def instructions_markdown(report: dict) -> list[str]:

@@ -65,13 +65,13 @@ def test_inspect_reads_back_labels_metadata_and_ops(name, artefact):
     assert declared["image_size"] == SIZE and declared["input_size"] == [SIZE, SIZE]
     assert declared["inputs"] == [{"shape": [1, 3, SIZE, SIZE], "dtype": "float32"}]
     assert declared["outputs"] == [{"shape": [1, len(CLASSES)], "dtype": "float32"}]
-    assert declared["delegate_calls"]["XnnpackBackend"] > 0
-    portable = declared["non_delegated_ops"]
-    print(f"{name}: {declared['delegate_calls']} delegate calls; outside XNNPACK: {portable}")
-    # Convolutions, linear layers, matmuls and (de)quantisation all run inside XNNPACK; LayerNorm has no
-    # XNNPACK partitioner config, so it stays on the portable kernels.
-    assert not [op for op in portable if any(k in op for k in ("conv", "addmm", "linear", "bmm", "quantize"))]
-    assert portable["aten::native_layer_norm.out"] > 0
+    print(f"{name}: {declared['delegate_calls']} delegate calls; outside XNNPACK: {declared['non_delegated_ops']}")
+    # The whole MobileViT runs inside one XNNPACK delegate (export.delegable): a portable operator here is a slow
+    # single-threaded kernel on a phone, with copies in and out of the delegate around it.
+    assert declared["delegate_calls"] == {"XnnpackBackend": 1}
+    assert declared["non_delegated_ops"] == {}
+    assert declared["delegated_op_share"] == declared["delegated_flop_share"] == 1.0
+    assert declared["delegated_ops"] > 100 and declared["flops"] > 0
 
 
 def test_threads_resize_the_pool_and_stale_runners_refuse_to_run(inputs, artefact):

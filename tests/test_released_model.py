@@ -18,6 +18,7 @@ from bmcell.core.data.images import load_rgb
 from bmcell.core.data.transforms import unit_transform
 from bmcell.core.novelty import split_output
 from bmcell.jobs.release import DEFAULT_MODEL, MODELS_DIR, REFERENCE_LOGITS_FILE, recorded_paths
+from export.formats import FORMATS
 from export.parity import agreement, judge, novelty_agreement
 from export.pipeline import folded_model
 from export.samples import SAMPLES_DIR, read_sample_set
@@ -121,14 +122,15 @@ def test_the_release_exports_from_its_own_samples(released, released_export):
     assert result.exit_code == (1 if failed else 0), result.output
     assert all(rows[name]["precision"] == "int8" and name in result.output for name in failed)
     assert info["golden"]["count"] == len(golden["images"]) and report["validation"]["images"] == 128
+    for name in ("executorch-fp32", "executorch-int8"):  # the Android app's programs: all inside XNNPACK
+        declared = FORMATS[name].inspect(out / FORMATS[name].filename())
+        assert declared["non_delegated_ops"] == {} and declared["delegate_calls"] == {"XnnpackBackend": 1}, declared
 
 
 @pytest.mark.parametrize("name", ARTEFACTS)
 def test_mobile_artefacts_agree_with_the_reference_logits_file(released, golden_inputs, released_export, name):
     """Every mobile artefact of the released model against the stored reference logits: float ones within their
     tier, int8 ones above the floor measured at release (INT8_FLOOR)."""
-    from export.formats import FORMATS
-
     _, golden = released
     fmt = FORMATS[name]
     outputs = fmt.load(released_export[0] / fmt.filename())(golden_inputs.numpy())

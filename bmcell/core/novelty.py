@@ -110,22 +110,39 @@ def unit_rows(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
+# The graph's reductions are written in the two forms ExecuTorch's XNNPACK delegate takes (global average pooling,
+# max pooling over 4-D views), so that no operator of the novelty distance runs outside it on a phone; every other
+# runtime has them too.
+def _row_sum(rows: torch.Tensor) -> torch.Tensor:
+    """N x C → N x 1 row sums: the mean over the innermost dimensions of an N x 1 x C x 1 view, times C."""
+    width = rows.shape[1]
+    return rows.reshape(-1, 1, width, 1).mean(dim=(2, 3), keepdim=True).reshape(-1, 1) * float(width)
+
+
+def _row_max(rows: torch.Tensor) -> torch.Tensor:
+    """N x M → N x 1 row maxima: max pooling of an N x 1 x 1 x M view over its whole width (the stride spelled out:
+    Core ML's converter needs it)."""
+    width = rows.shape[1]
+    return nn.functional.max_pool2d(rows.reshape(-1, 1, 1, width), kernel_size=(1, width),
+                                    stride=(1, width)).reshape(-1, 1)
+
+
 def _unit(rows: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length, in plain operations every runtime has."""
-    return rows * torch.rsqrt((rows * rows).sum(dim=1, keepdim=True) + 1e-12)
+    return rows * torch.rsqrt(_row_sum(rows * rows) + 1e-12)
 
 
 def appearance(maps: torch.Tensor) -> torch.Tensor:
     """N x C x H x W feature maps → N x 2C: the unit vector of the per-channel means beside that of the per-channel
     spreads (root mean square deviation)."""
     mean = maps.mean(dim=(2, 3), keepdim=True)
-    spread = ((maps - mean) * (maps - mean)).mean(dim=(2, 3)).add(1e-12).sqrt()
-    return torch.cat([_unit(mean.flatten(1)), _unit(spread)], dim=1)
+    spread = ((maps - mean) * (maps - mean)).mean(dim=(2, 3), keepdim=True).add(1e-12).sqrt()
+    return torch.cat([_unit(mean.flatten(1)), _unit(spread.flatten(1))], dim=1)
 
 
 def _nearest(rows: torch.Tensor, bank_t: torch.Tensor) -> torch.Tensor:
     """N x 1 cosine distance to the nearest bank row (bank_t: features x images, unit columns)."""
-    return 1.0 - (_unit(rows) @ bank_t).amax(dim=1, keepdim=True)
+    return 1.0 - _row_max(_unit(rows) @ bank_t)
 
 
 class NoveltyDistance(nn.Module):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 
 from bmcell.core.novelty import NoveltyDistance
+from export.delegable import KEPT_FLOAT, delegable
+from export.delegation import program_ops
 from export.formats.base import ExportError, ExportFormat, ExportInputs, Runner
 from export.ranges import widen_to_grid
 
@@ -72,23 +73,6 @@ def _tensor_info(info: Any) -> dict[str, Any]:
     return {"shape": list(info.sizes()), "dtype": str(dtype).removeprefix("torch.")}
 
 
-def _kernel_calls(path: Path) -> dict[str, dict[str, int]]:
-    """The forward method's instructions as stored in the program: delegate calls per backend, and the operators
-    left outside any delegate, which run on ExecuTorch's portable CPU kernels."""
-    from executorch.exir._serialize._program import deserialize_pte_binary
-    from executorch.exir.schema import DelegateCall, KernelCall
-
-    program = deserialize_pte_binary(Path(path).read_bytes()).program
-    plan = next(p for p in program.execution_plan if p.name == "forward")
-    calls = [instruction.instr_args for chain in plan.chains for instruction in chain.instructions]
-    operators = [f"{op.name}.{op.overload}" if op.overload else op.name for op in plan.operators]
-    return {
-        "delegate_calls": dict(Counter(plan.delegates[c.delegate_index].id for c in calls
-                                       if isinstance(c, DelegateCall))),
-        "non_delegated_ops": dict(Counter(operators[c.op_index] for c in calls if isinstance(c, KernelCall))),
-    }
-
-
 class ExecuTorchFormat(ExportFormat):
     """A .pte program: forward takes 1x3xHxW float32 RGB in [0, 1] and returns 1xC logits; get_labels,
     get_metadata and get_image_size return what the app needs to preprocess and name the classes."""
@@ -102,11 +86,12 @@ class ExecuTorchFormat(ExportFormat):
         return exported
 
     def export(self, inputs: ExportInputs, path: Path) -> None:
-        """torch.export, this precision's graph, XNNPACK lowering with the constant methods, then the .pte bytes."""
+        """torch.export of the model in operators XNNPACK takes whole (export.delegable), this precision's graph,
+        XNNPACK lowering with the constant methods, then the .pte bytes."""
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        exported = torch.export.export(inputs.model.eval(), (inputs.example,))
+        exported = torch.export.export(delegable(inputs.model).eval(), (inputs.example,))
         edge = to_edge_transform_and_lower(self._to_lower(exported, inputs), partitioner=[XnnpackPartitioner()],
                                            constant_methods=_constant_methods(inputs))
         Path(path).write_bytes(edge.to_executorch().buffer)
@@ -171,7 +156,8 @@ class ExecuTorchFormat(ExportFormat):
 
     def inspect(self, path: Path) -> dict:
         """Input and output tensors; labels, metadata and image size from the constant methods, run by the runtime;
-        the delegate calls and the operators that stayed on the portable kernels, counted in the program."""
+        the delegate calls, the operators that stayed on the portable kernels and the delegated shares of
+        operators and FLOPs, read from the program (export.delegation)."""
         path = Path(path)
         program = self._program(path)
         with self._runtime_errors(path):
@@ -187,7 +173,7 @@ class ExecuTorchFormat(ExportFormat):
             "labels": list(labels),
             "metadata": json.loads(metadata),
             "image_size": image_size,
-        } | _kernel_calls(path)
+        } | program_ops(path)
 
 
 @functools.cache
@@ -209,11 +195,15 @@ def _grid_histogram_observer() -> type:
     return GridHistogramObserver
 
 
-def outside_novelty(node: torch.fx.Node) -> bool:
-    """Whether a graph node lies outside the novelty distance (bmcell.core.novelty.NoveltyDistance), which int8
-    artefacts keep in float: cosine distances to the stored training images differ by less than int8's steps."""
-    return not any(getattr(kind, "__name__", str(kind)).endswith(NoveltyDistance.__name__)
-                   for _, kind in node.meta.get("nn_module_stack", {}).values())
+def quantized(node: torch.fx.Node) -> bool:
+    """Whether int8 artefacts quantise a graph node. Kept in float: the novelty distance
+    (bmcell.core.novelty.NoveltyDistance: cosine distances to the stored training images differ by less than int8's
+    steps), and the own arithmetic of export.delegable's rewrites (attention's scaling, products and softmax; the
+    norms' statistics), which the fused operators they replace kept in float; their linear layers are quantised."""
+    stack = [getattr(kind, "__name__", str(kind)) for _, kind in node.meta.get("nn_module_stack", {}).values()]
+    if any(name.endswith(NoveltyDistance.__name__) for name in stack):
+        return False
+    return not (stack and stack[-1].endswith(tuple(kind.__name__ for kind in KEPT_FLOAT)))
 
 
 def _quantization_config() -> Any:
@@ -249,7 +239,7 @@ class ExecuTorchInt8(ExecuTorchFormat):
         if len(inputs.calibration) == 0:
             raise ExportError(f"{self.name}: static quantisation needs calibration images and none were given")
         quantizer = XNNPACKQuantizer().set_global(_quantization_config())
-        quantizer.set_filter_function(outside_novelty)
+        quantizer.set_filter_function(quantized)
         prepared = prepare_pt2e(exported.module(), quantizer)
         with torch.no_grad():
             for image in inputs.calibration:
