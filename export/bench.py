@@ -124,6 +124,8 @@ def _notes(declared: dict) -> str:
         if declared.get(key):
             ops = ", ".join(f"{op} x{n}" for op, n in sorted(declared[key].items(), key=lambda kv: -kv[1]))
             parts.append(f"{key.replace('_', ' ')}: {ops}")
+    if declared.get("int8_flop_share"):
+        parts.append(f"{100 * declared['int8_flop_share']:.1f}% of FLOPs in int8")
     return "; ".join(parts)
 
 

@@ -27,6 +27,7 @@ _PORTABLE_MOVEMENT = ("view_copy", "permute_copy", "expand_copy", "squeeze_copy"
                       "select_copy", "transpose_copy", "cat", "split", "clone", "_to_dim_order_copy",
                       "_clone_dim_order", "alias_copy", "full")  # operator names after "aten::"
 _PORTABLE_MATRIX_PRODUCTS = ("mm", "bmm", "addmm", "linear", "convolution")
+_XNN_INTEGER = ("xnn_datatype_qint8", "xnn_datatype_quint8", "xnn_datatype_qcint8", "xnn_datatype_qdint8")
 
 
 def _elements(shape: list[int]) -> int:
@@ -62,16 +63,17 @@ def _xnnpack_node_flops(kind: str, node: dict, shapes: dict[int, list[int]]) -> 
     return max(_elements(shapes[node.get(key, 0)]) for key in node if key.endswith("_id"))
 
 
-def _xnnpack_ops(payload: bytes) -> list[tuple[str, int]]:
-    """(node kind, FLOPs) of every node of one XNNPACK delegate."""
+def _xnnpack_ops(payload: bytes) -> list[tuple[str, int, bool]]:
+    """(node kind, FLOPs, whether its output is int8) of every node of one XNNPACK delegate."""
     graph = _xnnpack_graph(payload)
-    shapes = {}
+    shapes, integer = {}, {}
     for value in graph["xvalues"]:
         tensor = value["xvalue_union"]
         tensor = tensor.get("tensor_value", tensor)  # a quantised value wraps its tensor
         shapes[tensor.get("id_out", 0)] = tensor.get("dims", [])
-    return [(node["xnode_union_type"], _xnnpack_node_flops(node["xnode_union_type"], node["xnode_union"], shapes))
-            for node in graph["xnodes"]]
+        integer[tensor.get("id_out", 0)] = tensor.get("datatype", "").startswith(_XNN_INTEGER)
+    return [(node["xnode_union_type"], _xnnpack_node_flops(node["xnode_union_type"], node["xnode_union"], shapes),
+             integer[node["xnode_union"].get("output_id", 0)]) for node in graph["xnodes"]]
 
 
 def _portable_flops(operator: str, shapes: list[list[int]]) -> int:
@@ -92,7 +94,8 @@ def _portable_flops(operator: str, shapes: list[list[int]]) -> int:
 
 def program_ops(path: Path) -> dict[str, Any]:
     """The forward method as stored in the program: delegate calls per backend, the operators left outside any
-    delegate (ExecuTorch's portable CPU kernels), and the shares of operators and FLOPs inside XNNPACK delegates."""
+    delegate (ExecuTorch's portable CPU kernels), the shares of operators and FLOPs inside XNNPACK delegates, and the
+    share of FLOPs that XNNPACK computes in int8 (its nodes with an int8 output; portable kernels count as float)."""
     from executorch.exir._serialize._program import deserialize_pte_binary
     from executorch.exir.schema import DelegateCall, KernelCall, Tensor
 
@@ -100,7 +103,7 @@ def program_ops(path: Path) -> dict[str, Any]:
     plan = next(p for p in program.execution_plan if p.name == "forward")
     calls = [instruction.instr_args for chain in plan.chains for instruction in chain.instructions]
     operators = [f"{op.name}.{op.overload}" if op.overload else op.name for op in plan.operators]
-    delegated: list[tuple[str, int]] = []
+    delegated: list[tuple[str, int, bool]] = []
     portable: list[tuple[str, int]] = []
     for call in calls:
         if isinstance(call, DelegateCall) and plan.delegates[call.delegate_index].id == XNNPACK:
@@ -110,7 +113,7 @@ def program_ops(path: Path) -> dict[str, Any]:
             operator = operators[call.op_index]
             shapes = [list(plan.values[i].val.sizes) for i in call.args if isinstance(plan.values[i].val, Tensor)]
             portable.append((operator, _portable_flops(operator, shapes)))
-    delegated_flops, portable_flops = sum(f for _, f in delegated), sum(f for _, f in portable)
+    delegated_flops, portable_flops = sum(f for _, f, _ in delegated), sum(f for _, f in portable)
     return {
         "delegate_calls": dict(Counter(plan.delegates[c.delegate_index].id for c in calls
                                        if isinstance(c, DelegateCall))),
@@ -119,4 +122,5 @@ def program_ops(path: Path) -> dict[str, Any]:
         "delegated_op_share": len(delegated) / max(len(delegated) + len(portable), 1),
         "delegated_flop_share": delegated_flops / max(delegated_flops + portable_flops, 1),
         "flops": delegated_flops + portable_flops,
+        "int8_flop_share": sum(f for _, f, integer in delegated if integer) / max(delegated_flops + portable_flops, 1),
     }

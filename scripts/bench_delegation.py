@@ -1,7 +1,8 @@
 """How much of each MobileViT size's ExecuTorch programs runs inside XNNPACK (issue 25): for every architecture, a
 randomly initialised network with a novelty distance over BANK_IMAGES stored images (as a trained release carries),
 exported to executorch-fp32 and executorch-int8 exactly as `bmcell export --target android` does, and read back from
-the .pte: delegate calls, operators left on the portable kernels, delegated shares of operators and FLOPs, export time.
+the .pte: delegate calls, operators left on the portable kernels, delegated shares of operators and FLOPs, the
+share of FLOPs computed in int8, export time.
 
 Usage: python scripts/bench_delegation.py [--arch mobilevit_xxs,mobilevit_xs,mobilevit_s,mobilevit_xs_gn] [--size 256]
 """
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args()
     print("| architecture | artefact | export s | delegate calls | portable ops | delegated ops | "
-          "delegated FLOPs | GFLOPs |\n|---|---|---:|---:|---|---:|---:|---:|", flush=True)
+          "delegated FLOPs | FLOPs in int8 | GFLOPs |\n|---|---|---:|---:|---|---:|---:|---:|---:|", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for arch in args.arch.split(","):
             inputs = export_inputs(arch, args.size)
@@ -66,7 +67,8 @@ def main() -> None:
                 total = ops["delegated_ops"] + sum(ops["non_delegated_ops"].values())
                 print(f"| {arch} | {name} | {seconds:.0f} | {sum(ops['delegate_calls'].values())} | {portable} | "
                       f"{100 * ops['delegated_op_share']:.1f}% of {total} | "
-                      f"{100 * ops['delegated_flop_share']:.2f}% | {ops['flops'] / 1e9:.2f} |", flush=True)
+                      f"{100 * ops['delegated_flop_share']:.2f}% | {100 * ops['int8_flop_share']:.1f}% | "
+                      f"{ops['flops'] / 1e9:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,9 @@ def test_bench_has_a_row_per_artefact_and_prints_only_our_lines(exported):
         # A MobileViT with the novelty distance runs wholly inside XNNPACK, int8 and fp32 (export.delegable and the
         # novelty graph's pooling forms): any operator left on the portable kernels fails here.
         if name.startswith("executorch"):
-            assert row["delegated_op_share"] == row["delegated_flop_share"] == 1.0 and not row["notes"], row
+            assert row["delegated_op_share"] == row["delegated_flop_share"] == 1.0, row
+            assert "non delegated" not in row["notes"] and ("of FLOPs in int8" in row["notes"]) == (
+                row["precision"] == "int8"), row
     assert (folder / "bench.md").read_text().count("\n|") >= len(EXPECTED) + 2
     assert "| 100.0% / 100.0% |" in (folder / "bench.md").read_text()
     assert (folder / "bench.png").stat().st_size > 5000

@@ -72,6 +72,8 @@ def test_inspect_reads_back_labels_metadata_and_ops(name, artefact):
     assert declared["non_delegated_ops"] == {}
     assert declared["delegated_op_share"] == declared["delegated_flop_share"] == 1.0
     assert declared["delegated_ops"] > 100 and declared["flops"] > 0
+    # int8: convolutions and linear layers (most FLOPs); attention's products and softmax and the norms stay float
+    assert 0.5 < declared["int8_flop_share"] < 1 if name.endswith("int8") else declared["int8_flop_share"] == 0
 
 
 def test_threads_resize_the_pool_and_stale_runners_refuse_to_run(inputs, artefact):
