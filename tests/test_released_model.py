@@ -27,10 +27,11 @@ from tests.contract.preprocessing import GOLDEN, PBC_IMAGES, reference_images, r
 runner = CliRunner()
 pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "best.json").is_file(), reason=f"no released model in {DEFAULT_MODEL}")
 ARTEFACTS = ["onnx-fp32", "onnx-int8", "executorch-fp32", "executorch-int8"]  # what the apps ship
-# The three-lab release's int8 artefacts on its 64 golden images (measured on an AVX2 CPU from its sample set, at the
-# release commit): onnx-int8 30.0 dB, none flipped (within the int8 tier); executorch-int8 27.8 dB, 2 flipped,
-# reference margins 0.003 and 0.100 (below the tier's 0.99 top-1 agreement: `bmcell export` exits 1 naming it and
-# the Android app's --app-precision auto installs the float model). This floor catches a regression below them.
+# The three-lab release's int8 artefacts on its 64 golden images (measured on an AVX2 CPU from its sample set):
+# onnx-int8 30.0 dB, none flipped at the release commit (1 flipped, a margin of 0.19, on the machines of issues 24
+# and 25: 30.7 dB at 2147171); executorch-int8 27.8 dB, 2 flipped at the release
+# commit, 28.8 dB, none flipped since export.delegable (2147171; 1 answer changed, so --app-precision auto still
+# installs the float model). This floor catches a regression below them.
 INT8_FLOOR = {"sqnr_db": 25.0, "top1_agreement": 0.96}
 
 
