@@ -25,7 +25,7 @@ _XNN_CONVOLUTIONS = ("XNNConv2d", "XNNDepthwiseConv2d", "XNNConvTranspose2d")
 _XNN_MATRIX_PRODUCTS = ("XNNFullyConnected", "XNNBatchMatrixMultiply")
 _PORTABLE_MOVEMENT = ("view_copy", "permute_copy", "expand_copy", "squeeze_copy", "unsqueeze_copy", "slice_copy",
                       "select_copy", "transpose_copy", "cat", "split", "clone", "_to_dim_order_copy",
-                      "_clone_dim_order", "alias_copy", "full")  # operator names after "aten::"
+                      "_clone_dim_order", "alias_copy", "full")  # operator names after the namespace
 _PORTABLE_MATRIX_PRODUCTS = ("mm", "bmm", "addmm", "linear", "convolution")
 _XNN_INTEGER = ("xnn_datatype_qint8", "xnn_datatype_quint8", "xnn_datatype_qcint8", "xnn_datatype_qdint8")
 
@@ -78,7 +78,7 @@ def _xnnpack_ops(payload: bytes) -> list[tuple[str, int, bool]]:
 
 def _portable_flops(operator: str, shapes: list[list[int]]) -> int:
     """FLOPs of one portable kernel call from its tensor arguments' shapes (inputs, then the out tensor)."""
-    name = operator.removeprefix("aten::").split(".")[0]
+    name = operator.split("::")[-1].split(".")[0]  # aten::mean.out, dim_order_ops::_to_dim_order_copy.out
     if name.startswith(_PORTABLE_MOVEMENT) or not shapes:
         return 0
     if name in _PORTABLE_MATRIX_PRODUCTS:
