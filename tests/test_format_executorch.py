@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bmcell.core.models import count_flops
 from export.formats import FORMATS
 from export.formats.base import ExportError
 from tests.conftest import lazy_exporter
@@ -58,7 +59,7 @@ def test_int8_is_close_to_eager(inputs, artefact):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_inspect_reads_back_labels_metadata_and_ops(name, artefact):
+def test_inspect_reads_back_labels_metadata_and_ops(name, inputs, artefact):
     declared = FORMATS[name].inspect(artefact(name))
     assert declared["labels"] == CLASSES
     assert declared["metadata"] == METADATA
@@ -71,7 +72,10 @@ def test_inspect_reads_back_labels_metadata_and_ops(name, artefact):
     assert declared["delegate_calls"] == {"XnnpackBackend": 1}
     assert declared["non_delegated_ops"] == {}
     assert declared["delegated_op_share"] == declared["delegated_flop_share"] == 1.0
-    assert declared["delegated_ops"] > 100 and declared["flops"] > 0
+    # FLOPs read from the program's XNNPACK nodes: torch's counter (convolutions and products) plus about 3% for the
+    # element-wise operators it leaves out
+    assert declared["delegated_ops"] > 100
+    assert 1.0 <= declared["flops"] / count_flops(inputs.model, SIZE) < 1.1
     # int8: convolutions and linear layers (most FLOPs); attention's products and softmax and the norms stay float
     assert 0.5 < declared["int8_flop_share"] < 1 if name.endswith("int8") else declared["int8_flop_share"] == 0
 
