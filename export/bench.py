@@ -193,7 +193,7 @@ def instructions_markdown(report: dict) -> list[str]:
                  for cpu in cpus]
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
     lines += ["", "CPU models as qemu runs them: " + ", ".join(f"{cpu} = `-cpu {model}`" for cpu, model in cpus.items())
-              + ". Counts repeat to about 1e-5 (the thread pool's start and stop): a comparison between commits, "
+              + ". Counts repeat to about 1e-4 (the thread pool's start and stop): a comparison between commits, "
               "not a latency."]
     return lines
 

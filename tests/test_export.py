@@ -393,7 +393,8 @@ def test_arm64_parity_holds_executorch_int8_and_onnx_fp32_to_their_tiers_on_two_
 
 def test_arm64_instruction_counts_repeat(exported):
     """Guest instructions per inference of the ExecuTorch artefacts under qemu's counting plugin: positive, per CPU
-    model, the same to 1e-5 twice (a thread pool's start and stop vary by tens of instructions); ONNX Runtime
+    model, the same to 1e-4 twice (a thread pool's start and stop vary by tens to hundreds of instructions: 482 in
+    14 million seen at 7ee4e16); ONNX Runtime
     artefacts are refused with the reason."""
     from export.arm64.emulated import COUNTED_CPUS, instructions_per_inference
     from export.arm64.environment import counting_environment
@@ -408,6 +409,6 @@ def test_arm64_instruction_counts_repeat(exported):
     counts = {cpu: instructions_per_inference(env, FORMATS["executorch-int8"], path, image, cpu) for cpu in COUNTED_CPUS}
     assert all(count > 1e6 for count in counts.values()), counts
     again = instructions_per_inference(env, FORMATS["executorch-int8"], path, image, "cortex-a53")
-    assert abs(again - counts["cortex-a53"]) <= 1e-5 * counts["cortex-a53"], (again, counts)
+    assert abs(again - counts["cortex-a53"]) <= 1e-4 * counts["cortex-a53"], (again, counts)
     with pytest.raises(ExportError, match="not counted"):
         instructions_per_inference(env, FORMATS["onnx-fp32"], folder / FORMATS["onnx-fp32"].filename(), image, "max")

@@ -833,17 +833,18 @@ def threshold_between(values: list[float], low: float, high: float) -> tuple[flo
 def lab_check_thresholds(bundle: Path, photos: list[Path]) -> tuple[float, float, float]:
     """A temperature and the confidence and lab-check thresholds at which the photos' calibrated top probabilities
     are split about 1/3 : 2/3 and 2/3 : 1/3, each threshold at least 5e-3 from every photo (50 x the browser vs
-    Python tolerance). The temperature is the first of 1.5, 1, 0.5, … that spreads them so (a tiny model's logits
-    barely differ: its probabilities are all near 1 / classes)."""
+    Python tolerance). The temperature is the first of 25 from 1.5 down to 0.01 (a geometric grid: a coarser one
+    missed the narrow band that works for some trainings) that spreads them so (a tiny model's logits barely differ:
+    its probabilities are all near 1 / classes)."""
     log_p = np.array([np.log(python_probabilities(bundle, path, 1.0)) for path in photos])  # logits + a constant
-    for temperature in (1.5, 1.0, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01):
+    for temperature in np.geomspace(1.5, 0.01, 25):
         scaled = log_p / temperature
         exps = np.exp(scaled - scaled.max(axis=1, keepdims=True))
         tops = list((exps.max(axis=1) / exps.sum(axis=1)).astype(float))
         answer, answer_gap = threshold_between(tops, 0.2, 0.45)
         check, check_gap = threshold_between(tops, 0.55, 0.8)
         if min(answer_gap, check_gap) > 5e-3:
-            return temperature, answer, check
+            return float(temperature), answer, check
     raise AssertionError(f"no temperature spreads the photos' top probabilities: {log_p}")
 
 

@@ -72,7 +72,7 @@ def instructions_per_inference(env: Arm64Environment, fmt: ExportFormat, path: P
                                cpu: str) -> int:
     """Guest instructions of one steady-state batch-1 inference on one thread (the count over three runs of the
     image minus the count over one, halved: loading and the first run's set-up cancel out); it repeats to about
-    1e-5 (tens of instructions in millions: the thread pool's start and stop still vary)."""
+    1e-4 (tens to hundreds of instructions in millions: the thread pool's start and stop still vary)."""
     if fmt.family not in COUNTED_FAMILIES:
         raise ExportError(f"{fmt.name}: not counted (the qemu that loads plugins cannot run {fmt.runtime})")
     counts = []
