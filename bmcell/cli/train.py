@@ -75,6 +75,8 @@ def train(
     epoch_images: Optional[int] = typer.Option(None, help=option_help("epoch_images")),
     balance_sources: Optional[bool] = typer.Option(None, "--balance-sources/--no-balance-sources",
                                                    help=option_help("balance_sources")),
+    teacher: Optional[Path] = typer.Option(None, help=option_help("teacher")),
+    distill_weight: Optional[float] = typer.Option(None, help=option_help("distill_weight")),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help=option_help("compile")),
     config: Optional[Path] = typer.Option(None, help="YAML/JSON file of these settings; options given here win."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last finished epoch."),
@@ -88,6 +90,8 @@ def train(
     check_out_folder(Path(cfg.out), resume, cfg.data)  # before anything is written there
     if cfg.data is not None and not resume:  # a run resumed from another working directory still finds its data
         cfg = replace(cfg, data=str(Path(cfg.data).absolute()))
+    if cfg.teacher is not None and not resume:  # loaded again at each resume, from wherever that runs
+        cfg = replace(cfg, teacher=str(Path(cfg.teacher).absolute()))
     # one process, or this one's place under torchrun; rank 0 holds --out, so that a second `bmcell train` there
     # (fresh or --resume) is refused before it writes anything
     with process_group(cfg.device) as dist, run_lock(Path(cfg.out)) if dist.is_main else nullcontext():

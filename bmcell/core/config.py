@@ -66,6 +66,10 @@ class TrainConfig:
                                        "holds): shorter epochs over a large folder, each a fresh draw from all of it.")
     balance_sources: bool = setting(False, "In a `bmcell combine` folder, draw each source of a class equally "
                                     "often, however many images it has.")
+    teacher: str | None = setting(None, "Also learn this checkpoint's softened answers (knowledge distillation) on "
+                                  "the training images it answers right, e.g. the model a fine-tune starts from, "
+                                  "so that what it knew is kept; same classes and input size.")
+    distill_weight: float = setting(1.0, "Weight of the teacher's term in the loss (with --teacher).")
     compile: bool = setting(False, "Compile the training step with torch.compile (forward and backward; CUDA graphs "
                             "on CUDA): faster steps after a one-time compile of a minute or more. Off by default "
                             "until `bmcell bench-train` has measured it faster on the GPU in use.", runtime=True)
@@ -82,6 +86,7 @@ class TrainConfig:
             "outlier_exposure": self.outlier_exposure >= 0,
             "balance_sources": self.balanced_sampler or not self.balance_sources,
             "epoch_images": self.epoch_images is None or self.epoch_images >= 1,
+            "distill_weight": self.distill_weight >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -90,7 +95,7 @@ class TrainConfig:
                      "data_path": ", ".join(DATA_PATHS),
                      "input_norm": " or ".join(INPUT_NORMS), "coverage": "in (0, 1]",
                      "balance_sources": "needs the balanced sampler",
-                     "epoch_images": "at least 1"}
+                     "epoch_images": "at least 1", "distill_weight": "at least 0"}
             raise ConfigError("; ".join(f"invalid {n}={getattr(self, n)!r}" + (f" ({hints[n]})" if n in hints else "")
                                         for n in bad))
 

@@ -24,6 +24,7 @@ from bmcell.core.config import TrainConfig
 from bmcell.core.data.noncell import OutlierBatches
 from bmcell.core.data.prepare import class_counts
 from bmcell.core.device import select_device
+from bmcell.core.distillation import Teacher, distillation_loss, load_teacher
 from bmcell.core.distributed import Dist
 from bmcell.core.metrics import classification_report, confusion_matrix
 from bmcell.core.models import build_model, get_arch, is_mobilevit, load_pretrained
@@ -87,10 +88,11 @@ def _progress_line(task) -> str:
 
 
 def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, optimizer: torch.optim.Optimizer,
-               device: torch.device, outliers: torch.Tensor | None = None,
-               outlier_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+               device: torch.device, outliers: torch.Tensor | None = None, outlier_weight: float = 0.0,
+               teacher: Teacher | None = None, distill_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward, backward and optimizer step; returns the summed loss and the number correct, on the device.
-    With outliers (outlier exposure), their predictions are also pulled toward the uniform distribution."""
+    With outliers (outlier exposure), their predictions are also pulled toward the uniform distribution; with a
+    teacher, the cells' predictions also toward the teacher's where it is right (bmcell.core.distillation)."""
     n = len(targets)
     if outliers is not None:
         images = torch.cat([images, outliers])
@@ -101,6 +103,8 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, op
         loss = F.cross_entropy(logits[:n], targets)
         if outliers is not None:  # cross-entropy to uniform, less its constant log(classes)
             loss = loss - outlier_weight * F.log_softmax(logits[n:].float(), dim=1).mean()
+        if teacher is not None:
+            loss = loss + distill_weight * distillation_loss(logits[:n], teacher.logits(images[:n]), targets)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -109,7 +113,8 @@ def train_step(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, op
 
 def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, device: torch.device,
                     set_lr: Callable[[], float], progress: Progress, description: str,
-                    outliers: OutlierBatches | None = None, outlier_weight: float = 0.0) -> dict:
+                    outliers: OutlierBatches | None = None, outlier_weight: float = 0.0,
+                    teacher: Teacher | None = None, distill_weight: float = 0.0) -> dict:
     """One pass over the training batches; returns mean loss, accuracy and throughput. The loss is read back every
     SYNC_EVERY steps, so the device is not stalled at each one."""
     model.train()
@@ -120,7 +125,8 @@ def train_one_epoch(model: nn.Module, loader: Iterable, optimizer: torch.optim.O
     for batch, (images, targets) in enumerate(loader, start=1):
         lr = set_lr()
         batch_loss, batch_correct = train_step(model, images, targets, optimizer, device,
-                                               outliers.next() if outliers else None, outlier_weight)
+                                               outliers.next() if outliers else None, outlier_weight,
+                                               teacher, distill_weight)
         loss_sum += batch_loss
         correct += batch_correct
         seen += len(targets)
@@ -214,6 +220,8 @@ def _fit_held(config: TrainConfig, resume: bool, console: Console, dist: Dist) -
     with dist.main_first():  # the decoded-image cache is written once
         batches = make_batches(config, data, device, dist, run_dir / CACHE_DIR)
     arch = get_arch(config.arch)
+    teacher = load_teacher(Path(config.teacher), data.classes, config.image_size, arch.mean, arch.std).to(device) \
+        if config.teacher else None
     outliers = OutlierBatches(max(2, batches.batch_size // 4), config.image_size, arch.mean, arch.std,
                               config.seed * 7_919 + dist.rank) if config.outlier_exposure > 0 else None
     total_steps = batches.steps_per_epoch * config.epochs
@@ -234,7 +242,8 @@ def _fit_held(config: TrainConfig, resume: bool, console: Console, dist: Dist) -
         torch.manual_seed(config.seed * 100_003 + epoch + 7_919 * dist.rank)
         with _progress(console) as progress:
             train = train_one_epoch(trained, batches.train(epoch), optimizer, device, set_lr, progress,
-                                    f"epoch {epoch}/{config.epochs}", outliers, config.outlier_exposure)
+                                    f"epoch {epoch}/{config.epochs}", outliers, config.outlier_exposure,
+                                    teacher, config.distill_weight)
             logits, targets = predict_logits(model, batches.make_val(), device, progress)
         train = combine_train_metrics(dist.all_gather(train))
         logits, targets = (np.concatenate(parts) for parts in

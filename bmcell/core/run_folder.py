@@ -38,6 +38,7 @@ from bmcell.core.data.prepare import (
 from bmcell.core.data.sources import record_sources
 from bmcell.core.data.transforms import eval_transform
 from bmcell.core.device import select_device
+from bmcell.core.distillation import load_teacher
 from bmcell.core.fileio import (
     DiskFullError,
     atomic_write_bytes,
@@ -249,6 +250,9 @@ def start_or_resume(config: TrainConfig, resume: bool, warn: Callable[[str], Non
                             warn, Path(config.split) if config.split else None)
         if config.balance_sources:  # refused now, not at the first batch, so that no started run is left behind
             record_sources(data.root, [r.path for r in data.train])
+        if config.teacher:  # the same: a teacher of other classes or inputs is refused before the run starts
+            arch = get_arch(config.arch)
+            load_teacher(Path(config.teacher), data.classes, config.image_size, arch.mean, arch.std)
         atomic_write_json(run_dir / CONFIG_FILE, config.to_dict())  # the last write: from here the run has started
     return data, False
 
