@@ -223,7 +223,8 @@ def _fit_held(config: TrainConfig, resume: bool, console: Console, dist: Dist) -
     teacher = load_teacher(Path(config.teacher), data.classes, config.image_size, arch.mean, arch.std).to(device) \
         if config.teacher else None
     if teacher is not None:
-        console.print(f"distilling from {config.teacher} (weight {config.distill_weight}) on the images it answers right")
+        console.print(f"distilling from {config.teacher} (weight {config.distill_weight}) on the images it "
+                      "answers right")
     outliers = OutlierBatches(max(2, batches.batch_size // 4), config.image_size, arch.mean, arch.std,
                               config.seed * 7_919 + dist.rank) if config.outlier_exposure > 0 else None
     total_steps = batches.steps_per_epoch * config.epochs

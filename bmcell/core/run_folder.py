@@ -201,8 +201,9 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 def check_before_start(config: TrainConfig) -> None:
     """What a new run can check before writing anything: architecture, device and the starting weights (readable
-    safetensors that fit the architecture). The data folder, label map, split, --balance-sources and --teacher are checked by
-    start_or_resume before config.json is written, and the files it wrote are removed again when it refuses them."""
+    safetensors that fit the architecture). The data folder, label map, split, --balance-sources and --teacher are
+    checked by start_or_resume before config.json is written, and the files it wrote are removed again when it
+    refuses them."""
     get_arch(config.arch)
     select_device(config.device)
     if config.weights:  # the classifier layers' shapes may differ (they are skipped), so any class count will do
