@@ -85,6 +85,27 @@ def test_release_packages_evaluations_golden_and_card(trained, tmp_path, monkeyp
     assert again.exit_code != 0 and "exists" in again.output
 
 
+def test_release_with_views_refits_confidence_and_says_so_in_the_card(trained, tmp_path):
+    models = tmp_path / "models"
+    result = runner.invoke(app, ["release", str(trained / "run"), "--name", "tiny-d8", "--models-dir",
+                                 str(models), "--views", "8"])
+    assert result.exit_code == 0, result.output
+    released, source = load_checkpoint(models / "tiny-d8"), load_checkpoint(trained / "run")
+    assert released.views == 8 and source.views == 1
+    assert released.weights_sha256 != "" and released.novelty is not None
+    assert released.confidence.threshold != source.confidence.threshold  # refitted on the views' logits
+    assert "## Views" in (models / "tiny-d8" / "MODEL_CARD.md").read_text()
+    first = json.loads((models / "tiny-d8" / "reference_logits.json").read_text())["images"][0]
+    image = unit_transform(released.image_size)(load_rgb(trained / "cells" / first["path"]))
+    views = [torch.rot90(image, k, (1, 2)) for k in range(4)]
+    views += [view.flip(2) for view in views]
+    single = reference_logits(source, torch.stack(views), torch.device("cpu")).mean(0)
+    np.testing.assert_allclose(first["logits"], single, atol=1e-4)  # the golden logits are the views' mean
+    bad = runner.invoke(app, ["release", str(trained / "run"), "--name", "tiny-d3", "--models-dir", str(models),
+                                "--views", "3"])
+    assert bad.exit_code != 0 and "--views 3" in bad.output and not (models / "tiny-d3").exists()
+
+
 def test_a_release_exports_from_its_own_samples_and_names_no_machine_path(trained, tmp_path):
     """A release ships samples/ (int8 calibration, its golden set = the reference logits' images, more validation
     images) with their licences, and records no path of this machine. With no data folder, export takes its images

@@ -32,6 +32,9 @@ def release(
     evidence: list[Path] = typer.Option([], help="A Markdown file of further measurements (e.g. "
                                         "scripts/leave_one_lab_out.py's lolo.md, with its command), appended to the "
                                         "model card; repeatable."),
+    views: int = typer.Option(1, help="8: the released model answers as the mean of its answers on the picture's 8 "
+                              "symmetries (rotations and mirrors), in every artefact; its confidence is refitted "
+                              "for it. 8x the compute per picture."),
 ) -> None:
     """Copy weights, metadata and split into models/NAME, evaluate on the validation split and on other labs'
     images, write reference logits for named images (reference_logits.json) and a model card from those numbers."""
@@ -41,6 +44,6 @@ def release(
     except (OSError, UnicodeDecodeError) as error:
         raise BmcellError(f"--evidence: cannot read it as UTF-8 Markdown ({error})") from None
     dest = package_release(checkpoint, name, folder, other, reference_images, note, models_dir or MODELS_DIR,
-                           console.print, reference_logits_file, attribution, measured)
+                           console.print, reference_logits_file, attribution, measured, views)
     console.print((dest / MODEL_CARD).read_text())
     console.print(f"released {dest}")

@@ -27,6 +27,7 @@ from bmcell.core.fileio import (
 from bmcell.core.models import EXTRA_TENSORS_PREFIX, build_model
 from bmcell.core.novelty import Novelty, NoveltyScored, missing_tensors
 from bmcell.core.versions import installed_versions
+from bmcell.core.views import VIEW_COUNTS, ViewAveraged
 
 FORMAT = "bmcell-checkpoint"
 FORMAT_VERSION = 1
@@ -242,10 +243,20 @@ class Checkpoint:
             ) from None
         return model.eval()
 
+    @property
+    def views(self) -> int:
+        """How many symmetries of the picture the model's answer is averaged over (bmcell.core.views): 1 or 8."""
+        views = self.meta.get("views", 1)
+        if views not in VIEW_COUNTS:
+            raise CheckpointError(f"{self.json_path}: views is {views!r}; this bmcell knows {VIEW_COUNTS}")
+        return views
+
     def scored_model(self) -> nn.Module:
-        """build_model, with the novelty column after the logits when the checkpoint has novelty statistics."""
+        """build_model, with the novelty column after the logits when the checkpoint has novelty statistics, and
+        its logits averaged over the picture's symmetries when the checkpoint says so: what every artefact runs."""
         novelty = self.novelty
-        return NoveltyScored(self.build_model(), novelty).eval() if novelty else self.build_model()
+        model = NoveltyScored(self.build_model(), novelty).eval() if novelty else self.build_model()
+        return ViewAveraged(model, len(self.classes), self.image_size).eval() if self.views > 1 else model
 
 
 def names_a_checkpoint(path: Path) -> bool:

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bmcell.core.checkpoint import Checkpoint, load_checkpoint, metadata_digest
+from bmcell.core.checkpoint import SAVED_KEYS, Checkpoint, load_checkpoint, metadata_digest, save_checkpoint
+from bmcell.core.confidence import fit_confidence
 from bmcell.core.crosslab import CROSSLAB_JSON, CROSSLAB_MD, crosslab_report, markdown_table
 from bmcell.core.data.folder import ImageRecord
 from bmcell.core.data.prepare import SPLIT_FILE, load_prepared
@@ -21,13 +22,14 @@ from bmcell.core.data.sources import SOURCES_FILE, record_sources
 from bmcell.core.data.synthetic import is_synthetic_image
 from bmcell.core.device import device_description, select_device
 from bmcell.core.errors import BmcellError
-from bmcell.core.evaluation import evaluate_checkpoint, records_for
+from bmcell.core.evaluation import checkpoint_logits, evaluate_checkpoint, records_for
 from bmcell.core.fileio import atomic_write_bytes, atomic_write_json, check_plain_name, sha256_path, staged_folder
 from bmcell.core.models import is_mobilevit
 from bmcell.core.novelty import STYLE_STAGE, UNKNOWN_TEXT, Novelty, split_output
 from bmcell.core.releases import RELEASE_FILE
 from bmcell.core.reports import markdown_report
 from bmcell.core.run_folder import store_novelty
+from bmcell.core.views import VIEW_COUNTS
 from export.golden import reference_outputs
 from export.samples import (
     DEFAULT_CALIBRATION,
@@ -236,6 +238,12 @@ def model_card(name: str, checkpoint: Checkpoint, reports: dict[str, dict], refe
                "the other-lab table above." if novelty else
                "No novelty statistics: this checkpoint predates them, so pictures unlike any training cell still get "
                "a class (or \"uncertain\")."), ""]
+    if checkpoint.views > 1:
+        lines += ["## Views", "",
+                  f"Every artefact answers with the mean of the network's logits over the picture's {checkpoint.views} "
+                  "symmetries (four quarter turns, each mirrored: a cell on a slide has no up), computed inside the "
+                  f"graph: {checkpoint.views}x the compute of one view. The confidence above was fitted on those mean "
+                  "logits; the novelty is the picture's own (as given).", ""]
     if evidence.strip():
         lines += ["## Further measurements", "", evidence.strip(), ""]
     lines += ["## Golden file", "",
@@ -370,6 +378,25 @@ def _copy_as_release_checkpoint(checkpoint: Checkpoint, folder: Path) -> None:
     atomic_write_json(folder / RELEASE_CHECKPOINT, meta)
 
 
+def _answering_over_views(checkpoint: Checkpoint, views: int, data: Path, val: list[ImageRecord],
+                          device: torch.device) -> Checkpoint:
+    """The checkpoint, in place, answering over `views` views (bmcell.core.views), its confidence refitted on the
+    validation split's logits from those views (their mean is less extreme than one view's)."""
+    if views not in VIEW_COUNTS:
+        raise BmcellError(f"--views {views}: use one of {VIEW_COUNTS}")
+    body = {k: v for k, v in checkpoint.meta.items() if k not in SAVED_KEYS} | {"views": views}
+    novelty = checkpoint.novelty
+    save_checkpoint(checkpoint.run_dir, checkpoint.json_path.stem, checkpoint.build_model(), body,
+                    novelty.tensors() if novelty else None)
+    viewed = load_checkpoint(checkpoint.json_path)
+    if viewed.confidence is not None:
+        logits, targets = checkpoint_logits(viewed, val, data, device, 64, 0)
+        confidence = fit_confidence(logits, targets, viewed.confidence.coverage_target, "validation split")
+        save_checkpoint(checkpoint.run_dir, checkpoint.json_path.stem, viewed.build_model(),
+                        body | {"confidence": confidence.to_dict()}, novelty.tensors() if novelty else None)
+    return load_checkpoint(checkpoint.json_path)
+
+
 def _novelty_distances(novelty: Novelty) -> str:
     """What a model card says the novelty compares."""
     content = (f"the cosine distance of the picture's pooled features to the nearest of {novelty.bank.shape[0]} "
@@ -428,10 +455,11 @@ def recorded_paths(folder: Path) -> list[str]:
 
 def package_release(checkpoint_path: Path, name: str, data: Path, others: list[Path], reference_count: int,
                     note: str, models_dir: Path = MODELS_DIR, log: Callable[[str], None] = print,
-                    reference_source: Path | None = None, attribution: str = "", evidence: str = "") -> Path:
+                    reference_source: Path | None = None, attribution: str = "", evidence: str = "",
+                    views: int = 1) -> Path:
     """Write models/<name>/ (built aside, moved in when complete): checkpoint files, evaluations, reference, the
     sample images export needs, the card (evidence: Markdown appended to it); no path of this machine in any of
-    it."""
+    it. views: 8 to release the model answering as the mean over the picture's symmetries (bmcell.core.views)."""
     check_plain_name(name, "--name", "mobilevit_xs-pbc8")
     checkpoint = load_checkpoint(checkpoint_path)
     dest = models_dir / name
@@ -451,8 +479,12 @@ def package_release(checkpoint_path: Path, name: str, data: Path, others: list[P
             log(f"novelty fitted on {novelty.bank.shape[0]} training images: {novelty.flagged_on_validation:.1%} of "
                 "validation images flagged")
             released = load_checkpoint(released.json_path)
-        reports = {}
         val = records_for(released, data, "val", log)
+        if views != released.views:
+            released = _answering_over_views(released, views, data, val, device)
+            log(f"answers averaged over {views} views; confidence refitted: temperature "
+                f"{released.confidence.temperature:.3f}, threshold {released.confidence.threshold:.3f}")
+        reports = {}
         reports["own validation split"] = evaluate_checkpoint(released, val, data, staging / "eval-val", device,
                                                               64, 0)
         crosslab = crosslab_report(released, others, staging / CROSSLAB_DIR, device, non_cell=NON_CELL_IMAGES,

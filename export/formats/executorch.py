@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from bmcell.core.novelty import NoveltyDistance
+from bmcell.core.views import ViewAveraged
 from export.delegable import KEPT_FLOAT, delegable
 from export.delegation import program_ops
 from export.formats.base import ExportError, ExportFormat, ExportInputs, Runner
@@ -198,12 +199,12 @@ def _grid_histogram_observer() -> type:
 def quantized(node: torch.fx.Node) -> bool:
     """Whether int8 artefacts quantise a graph node. Kept in float: the novelty distance
     (bmcell.core.novelty.NoveltyDistance: cosine distances to the stored training images differ by less than int8's
-    steps), and the own arithmetic of export.delegable's rewrites (attention's scaling, products and softmax; the
+    steps), the views' own mirrors and mean (bmcell.core.views.ViewAveraged: exact in float), and the own arithmetic of export.delegable's rewrites (attention's scaling, products and softmax; the
     norms' statistics), which the fused operators they replace kept in float; their linear layers are quantised."""
     stack = [getattr(kind, "__name__", str(kind)) for _, kind in node.meta.get("nn_module_stack", {}).values()]
     if any(name.endswith(NoveltyDistance.__name__) for name in stack):
         return False
-    return not (stack and stack[-1].endswith(tuple(kind.__name__ for kind in KEPT_FLOAT)))
+    return not (stack and stack[-1].endswith(tuple(kind.__name__ for kind in (*KEPT_FLOAT, ViewAveraged))))
 
 
 def _quantization_config() -> Any:

@@ -28,6 +28,7 @@ OUTPUT = "logits"
 # onnx-int8 leaves these op types in float. Softmax: ORT's QLinearSoftmax cost ~6x the float Softmax on x86
 # (profiled on mobilevit_xs). LayerNormalization: ORT's CPU provider has no int8 kernel for it.
 FLOAT_OP_TYPES = frozenset({"Softmax", "LayerNormalization"})
+VIEW_CONSTANTS = ("reversal", "view_mean")  # bmcell.core.views.ViewAveraged's buffers (their initializers' names)
 CONVERSION_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 INTEGER_TYPES = frozenset({"uint8", "int8"})
 CALIBRATION_PERCENTILE = 99.999  # activation ranges keep this share of calibration values; outliers clip
@@ -130,13 +131,15 @@ def _without_novelty(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
-    """Nodes onnx-int8 keeps in float: FLOAT_OP_TYPES, the attention products (MatMuls of two activations) and the
-    novelty distance (cosine distances to the stored training images differ by less than int8's steps). Were the
+    """Nodes onnx-int8 keeps in float: FLOAT_OP_TYPES, the attention products (MatMuls of two activations), the
+    novelty distance (cosine distances to the stored training images differ by less than int8's steps) and the
+    views' mirrors and mean (bmcell.core.views: exact in float). Were the
     attention product after a Softmax quantised, ORT would fuse DQ -> Softmax -> Q into the slow QLinearSoftmax."""
     weights = {tensor.name for tensor in model.graph.initializer}
     novelty = _novelty_nodes(model)
     return [node.name for node in model.graph.node if node.op_type in FLOAT_OP_TYPES or node.name in novelty
-            or (node.op_type == "MatMul" and not weights.intersection(node.input))]
+            or (node.op_type == "MatMul" and not weights.intersection(node.input))
+            or any(name.endswith(VIEW_CONSTANTS) for name in node.input)]
 
 
 def _grid_ranges(cache: Path) -> None:
