@@ -88,7 +88,7 @@ def export_checkpoint(checkpoint: Checkpoint, formats: list[ExportFormat], out: 
                           calibration=load_unit_images(images.root, images.calibration, image_size),
                           classes=checkpoint.classes, metadata=embedded_metadata(checkpoint),
                           temperature=checkpoint.confidence.temperature if checkpoint.confidence else 1.0,
-                          novelty=checkpoint.novelty is not None)
+                          novelty=checkpoint.novelty is not None, views=checkpoint.views)
     with staged_folder(out) as staging:
         device = select_device("auto")
         golden_outputs = reference_outputs(checkpoint, golden_inputs, device)

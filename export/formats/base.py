@@ -36,6 +36,7 @@ class ExportInputs:
         (model.model.novelty) stays float in int8 artefacts.
     exported: the artefacts already written by this export, by format name, for a format that converts another
         (the ORT format converts the ONNX file instead of exporting and calibrating it again).
+    views: how many views of each image the model runs its network on (bmcell.core.views): 1 or 8.
     """
 
     model: nn.Module
@@ -46,6 +47,7 @@ class ExportInputs:
     temperature: float = 1.0
     exported: dict[str, Path] = field(default_factory=dict)
     novelty: bool = False
+    views: int = 1
 
 
 class ExportFormat(ABC):

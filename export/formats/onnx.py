@@ -37,9 +37,11 @@ CALIBRATION_PERCENTILE = 99.999  # activation ranges keep this share of calibrat
 MAX_CALIBRATION_CHUNK = 8
 
 
-def calibration_chunk(count: int) -> int:
-    """The largest chunk size up to MAX_CALIBRATION_CHUNK that divides count (ORT needs equal strides)."""
-    return max(size for size in range(1, MAX_CALIBRATION_CHUNK + 1) if count % size == 0)
+def calibration_chunk(count: int, views: int = 1) -> int:
+    """The largest chunk size up to MAX_CALIBRATION_CHUNK network passes (images x views) that divides count (ORT
+    needs equal strides): ORT holds every intermediate output of a chunk in memory."""
+    most = max(1, MAX_CALIBRATION_CHUNK // views)
+    return max(size for size in range(1, most + 1) if count % size == 0)
 
 
 class _CalibrationImages:
@@ -182,7 +184,8 @@ def _export_int8(inputs: ExportInputs, path: Path) -> None:
                        per_channel=True, nodes_to_exclude=_float_nodes(model),
                        calibrate_method=CalibrationMethod.Percentile, calibration_cache_path=str(cache),
                        extra_options={"CalibPercentile": CALIBRATION_PERCENTILE,
-                                      "CalibStridedMinMax": calibration_chunk(len(inputs.calibration))})
+                                      "CalibStridedMinMax": calibration_chunk(len(inputs.calibration),
+                                                                                inputs.views)})
         with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrator narrates on stdout
             quantize_static(str(calibrated), str(Path(tmp) / "first.onnx"),
                             _CalibrationImages(inputs.calibration.numpy()), **options)
