@@ -199,8 +199,9 @@ def _grid_histogram_observer() -> type:
 def quantized(node: torch.fx.Node) -> bool:
     """Whether int8 artefacts quantise a graph node. Kept in float: the novelty distance
     (bmcell.core.novelty.NoveltyDistance: cosine distances to the stored training images differ by less than int8's
-    steps), the views' own mirrors and mean (bmcell.core.views.ViewAveraged: exact in float), and the own arithmetic of export.delegable's rewrites (attention's scaling, products and softmax; the
-    norms' statistics), which the fused operators they replace kept in float; their linear layers are quantised."""
+    steps), the views' own mirrors and mean (bmcell.core.views.ViewAveraged: exact in float), and the own arithmetic
+    of export.delegable's rewrites (attention's scaling, products and softmax; the norms' statistics), which the
+    fused operators they replace kept in float; their linear layers are quantised."""
     stack = [getattr(kind, "__name__", str(kind)) for _, kind in node.meta.get("nn_module_stack", {}).values()]
     if any(name.endswith(NoveltyDistance.__name__) for name in stack):
         return False

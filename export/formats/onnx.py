@@ -135,8 +135,8 @@ def _without_novelty(model: onnx.ModelProto) -> onnx.ModelProto:
 def _float_nodes(model: onnx.ModelProto) -> list[str]:
     """Nodes onnx-int8 keeps in float: FLOAT_OP_TYPES, the attention products (MatMuls of two activations), the
     novelty distance (cosine distances to the stored training images differ by less than int8's steps) and the
-    views' mirrors and mean (bmcell.core.views: exact in float). Were the
-    attention product after a Softmax quantised, ORT would fuse DQ -> Softmax -> Q into the slow QLinearSoftmax."""
+    views' mirrors and mean (bmcell.core.views: exact in float). Were the attention product after a Softmax
+    quantised, ORT would fuse DQ -> Softmax -> Q into the slow QLinearSoftmax."""
     weights = {tensor.name for tensor in model.graph.initializer}
     novelty = _novelty_nodes(model)
     return [node.name for node in model.graph.node if node.op_type in FLOAT_OP_TYPES or node.name in novelty
