@@ -4,6 +4,7 @@ named images, and a model card generated from those numbers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Callable
@@ -385,15 +386,14 @@ def _answering_over_views(checkpoint: Checkpoint, views: int, data: Path, val: l
     if views not in VIEW_COUNTS:
         raise BmcellError(f"--views {views}: use one of {VIEW_COUNTS}")
     body = {k: v for k, v in checkpoint.meta.items() if k not in SAVED_KEYS} | {"views": views}
+    viewed = dataclasses.replace(checkpoint, meta=checkpoint.meta | {"views": views})  # in memory, for its logits
+    if viewed.confidence is not None:
+        logits, targets = checkpoint_logits(viewed, val, data, device, 64, 0)
+        body["confidence"] = fit_confidence(logits, targets, viewed.confidence.coverage_target,
+                                            "validation split").to_dict()
     novelty = checkpoint.novelty
     save_checkpoint(checkpoint.run_dir, checkpoint.json_path.stem, checkpoint.build_model(), body,
                     novelty.tensors() if novelty else None)
-    viewed = load_checkpoint(checkpoint.json_path)
-    if viewed.confidence is not None:
-        logits, targets = checkpoint_logits(viewed, val, data, device, 64, 0)
-        confidence = fit_confidence(logits, targets, viewed.confidence.coverage_target, "validation split")
-        save_checkpoint(checkpoint.run_dir, checkpoint.json_path.stem, viewed.build_model(),
-                        body | {"confidence": confidence.to_dict()}, novelty.tensors() if novelty else None)
     return load_checkpoint(checkpoint.json_path)
 
 
