@@ -234,7 +234,10 @@ class ExecuTorchInt8(ExecuTorchFormat):
     precision = "int8"
 
     def _to_lower(self, exported: torch.export.ExportedProgram, inputs: ExportInputs) -> torch.export.ExportedProgram:
-        """Observers inserted, every calibration image run through one at a time, converted, then re-exported."""
+        """Observers inserted, every calibration image run through one at a time in float64, converted, then
+        re-exported. Float64 so that the observers' histograms do not depend on the build machine's float kernels:
+        float32 activations a few ulps apart move values across histogram bins, and the histogram's range search,
+        a greedy walk, can then stop bins apart (seen: 8.76 vs 8.71, either side of a grid point)."""
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -242,11 +245,11 @@ class ExecuTorchInt8(ExecuTorchFormat):
             raise ExportError(f"{self.name}: static quantisation needs calibration images and none were given")
         quantizer = XNNPACKQuantizer().set_global(_quantization_config())
         quantizer.set_filter_function(quantized)
-        prepared = prepare_pt2e(exported.module(), quantizer)
+        prepared = prepare_pt2e(exported.module(), quantizer).double()
         with torch.no_grad():
             for image in inputs.calibration:
-                prepared(image[None])
-        return torch.export.export(convert_pt2e(prepared), (inputs.example,))
+                prepared(image[None].double())
+        return torch.export.export(convert_pt2e(prepared.float()), (inputs.example,))
 
 
 FORMATS = [ExecuTorchFp32(), ExecuTorchInt8()]
