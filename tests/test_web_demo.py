@@ -182,6 +182,13 @@ def three_levels(tops: dict[str, float]) -> tuple[str, str, str]:
     return sure, middle, unsure
 
 
+def noncell_photos() -> list[Path]:
+    """The photographs that are not cells (tests/data/noncell)."""
+    photos = sorted(NONCELL.glob("*.jpg"))
+    assert photos, NONCELL
+    return photos
+
+
 def confidence_variants(bundle: Path, images: dict[str, Path], root: Path) -> tuple[list[dict], dict]:
     """The browser jobs that replace model.json, and what the calibrated ones should do. "calibrated": at
     CONFIDENCE_TEMPERATURE, a threshold halfway between the least and the middle confident reference image's top
@@ -189,8 +196,10 @@ def confidence_variants(bundle: Path, images: dict[str, Path], root: Path) -> tu
     "uncertain", a "low" and a "confident" answer; with release facts (SCORES, RELEASE_WORDS, bracketed class names).
     "defaults": as an older export writes it (no confident_from, scores or precision_words), with a threshold that
     puts the middle image between it and the default confident_from, (1 + threshold) / 2. A novelty block is kept,
-    never flagging (never_flagged)."""
+    never flagging (never_flagged). The three are picked among the reference images and the photographs that are not
+    cells: without PBC's images the three generated ones alone can sit closer together than these limits allow."""
     card = never_flagged(json.loads((bundle / "model.json").read_text()))
+    images = images | {f"noncell/{path.name}": path for path in noncell_photos()}
     tops = {name: float(python_probabilities(bundle, path, CONFIDENCE_TEMPERATURE).max())
             for name, path in images.items()}
     sure, middle, unsure = three_levels(tops)
@@ -250,13 +259,6 @@ def bad_files(root: Path, picture: Path) -> dict[str, Path]:
     with Image.open(picture) as image:
         image.convert("RGB").save(root / "cell.tif")
     return {"not_image": notes, "tiff": root / "cell.tif"}
-
-
-def noncell_photos() -> list[Path]:
-    """The photographs that are not cells (tests/data/noncell)."""
-    photos = sorted(NONCELL.glob("*.jpg"))
-    assert photos, NONCELL
-    return photos
 
 
 def exported_novelty_variants(bundle: Path, images: dict[str, Path]) -> list[dict]:
