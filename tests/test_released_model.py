@@ -19,8 +19,8 @@ from bmcell.core.data.transforms import unit_transform
 from bmcell.core.novelty import split_output
 from bmcell.jobs.release import DEFAULT_MODEL, MODELS_DIR, REFERENCE_LOGITS_FILE, recorded_paths
 from export.formats import FORMATS
+from export.golden import read_export_golden
 from export.parity import agreement, judge, novelty_agreement
-from export.pipeline import folded_model
 from export.samples import SAMPLES_DIR, read_sample_set
 from tests.contract.preprocessing import GOLDEN, PBC_IMAGES, reference_images, released_top1
 
@@ -84,12 +84,13 @@ def test_released_model_is_complete_and_the_default(released, tmp_path):
     assert json.loads(result.output)[0]["top"][0]["class"] in checkpoint.classes
 
 
-def test_reference_logits_reproduce(released, golden_inputs):
+def test_reference_logits_reproduce(released, golden_inputs, released_export):
     """This machine's float model gives the reference logits' logits and novelty (computed on the release machine's
-    device)."""
+    device): the session's export computed them for its golden set, the same images (checked pixel for pixel)."""
     checkpoint, golden = released
-    with torch.no_grad():
-        outputs = folded_model(checkpoint)(golden_inputs).numpy()
+    out = released_export[0]
+    inputs, outputs, _ = read_export_golden(out, json.loads((out / "manifest.json").read_text()))
+    np.testing.assert_array_equal(inputs, golden_inputs.numpy())
     assert (checkpoint.novelty is None) == (stored_outputs(golden)[1] is None)
     numbers = against_stored(golden, outputs)
     assert not judge("fp32", numbers), numbers
@@ -141,9 +142,21 @@ def test_mobile_artefacts_agree_with_the_reference_logits_file(released, golden_
         assert not judge(fmt.precision, numbers), numbers
 
 
+@pytest.fixture(scope="module")
+def predicted_answers(released) -> list[int]:
+    """`bmcell predict`'s answer on each golden image: its class index, -1 for "uncertain", -2 for "does not look like
+    a cell this model knows"."""
+    checkpoint, golden = released
+    paths = [str(DEFAULT_MODEL / SAMPLES_DIR / image["path"]) for image in golden["images"]]
+    predicted = runner.invoke(app, ["predict", *paths, "--json", "--top-k", "1"])
+    assert predicted.exit_code == 0, predicted.output
+    return [-2 if answer["unknown"] else -1 if answer["uncertain"] else
+            checkpoint.classes.index(answer["top"][0]["class"]) for answer in json.loads(predicted.output)]
+
+
 @pytest.mark.parametrize("kind", ["android", "web"])
 def test_the_installed_artefact_is_uncertain_exactly_where_predict_is(released, golden_inputs, released_export,
-                                                                      tmp_path, kind):
+                                                                      predicted_answers, tmp_path, kind):
     """--app-precision auto installs an artefact whose answers (a class, "uncertain" or "does not look like a cell
     this model knows") on the golden set are `bmcell predict`'s; an int8 one is installed only then, and the app is
     told its precision in words."""
@@ -160,11 +173,7 @@ def test_the_installed_artefact_is_uncertain_exactly_where_predict_is(released, 
     fmt = FORMATS[model["name"]]
     outputs = fmt.load(bundle / APPS[kind].file)(golden_inputs.numpy())
     confidence = model["confidence"]
-    paths = [str(DEFAULT_MODEL / SAMPLES_DIR / image["path"]) for image in golden["images"]]
-    predicted = runner.invoke(app, ["predict", *paths, "--json", "--top-k", "1"])
-    assert predicted.exit_code == 0, predicted.output
-    said = [-2 if answer["unknown"] else -1 if answer["uncertain"] else
-            checkpoint.classes.index(answer["top"][0]["class"]) for answer in json.loads(predicted.output)]
+    said = predicted_answers
     values, novelty = split_output(outputs, len(checkpoint.classes))
     found = answers(values, fmt.output_kind, confidence, novelty).tolist()
     # an image whose calibrated top probability is within float rounding of the threshold may go either way (this
