@@ -7,7 +7,7 @@ from export.formats import FORMATS
 from export.formats.base import ExportFormat
 
 TARGET_FAMILIES = {
-    "android": ("executorch", "torchscript"),
+    "android": ("executorch",),  # what android_demo runs; TorchScript's Lite Interpreter is deprecated by PyTorch
     "ios": ("coreml",),
     "onnx": ("onnx",),
     "torchscript": ("torchscript",),

@@ -25,6 +25,7 @@ from export.formats import FORMATS
 from export.formats.base import ExportError
 from export.golden import read_golden
 from export.parity import agreement, expected_output, judge, structure_failures
+from export.targets import select_formats
 from tests.conftest import TINY, built_arm64_environment
 
 runner = CliRunner()
@@ -57,6 +58,13 @@ def exported(trained):
 
 def test_every_format_is_registered():
     assert set(FORMATS) == EXPECTED
+
+
+def test_android_target_is_what_the_android_app_runs():
+    """--target android writes the ExecuTorch programs android_demo runs; TorchScript only when asked for."""
+    assert [fmt.name for fmt in select_formats(["android"], "all")] == ["executorch-fp32", "executorch-int8"]
+    assert {fmt.name for fmt in select_formats(["android", "torchscript"], "none")} == {
+        "executorch-fp32", "torchscript-fp32", "torchscript-lite"}
 
 
 def test_export_all_writes_every_artefact_and_checks_parity(exported):
